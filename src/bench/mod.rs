@@ -1,0 +1,183 @@
+//! Benchmarks that mirror `../shared/bench/torch_reference.py` (same networks, sizes and
+//! timing rule: median of timed runs after warm-up), with random weights and inputs.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::Serialize;
+
+use crate::decode::{decode, random_keep_masks};
+use crate::engine::{DEFAULT_BATCH, Engine};
+use crate::error::Result;
+use crate::graph::channel_groups::ChannelGroups;
+use crate::model::Model;
+use crate::model::count::count;
+use crate::progress::Progress;
+
+/// Result of `bench infer`.
+#[derive(Debug, Clone, Serialize)]
+pub struct InferReport {
+    /// Always `cnnsplitter`.
+    pub tool: &'static str,
+    /// Always `infer`.
+    pub mode: &'static str,
+    /// Engine name.
+    pub engine: &'static str,
+    /// Architecture, e.g. `simcnn@0.25`.
+    pub arch: String,
+    /// Compute threads.
+    pub threads: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+    /// Median seconds of one forward pass.
+    pub median_s: f64,
+    /// `batch / median_s`.
+    pub images_per_s: f64,
+    /// Achieved GFLOP/s (2 FLOPs per MAC).
+    pub gflops: f64,
+}
+
+/// Result of `bench modules`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModulesReport {
+    /// Always `cnnsplitter`.
+    pub tool: &'static str,
+    /// Always `modules`.
+    pub mode: &'static str,
+    /// Engine name.
+    pub engine: &'static str,
+    /// Architecture, e.g. `simcnn@0.25`.
+    pub arch: String,
+    /// Compute threads.
+    pub threads: usize,
+    /// Number of decoded sub-networks.
+    pub modules: usize,
+    /// Images each sub-network runs over.
+    pub images: usize,
+    /// Target share of kernels kept per layer.
+    pub keep: f64,
+    /// Mean share of the full model's MACs that a sub-network costs.
+    pub mean_mac_share: f64,
+    /// Median seconds to run all sub-networks over all images (model preparation excluded).
+    pub median_s: f64,
+    /// Seconds to prepare (build) all sub-networks once.
+    pub prepare_s: f64,
+    /// `modules · images / median_s`.
+    pub module_images_per_s: f64,
+}
+
+/// Median of `iters` timed calls of `f` after `warmup` untimed calls.
+pub fn median_time(mut f: impl FnMut() -> Result<()>, iters: usize, warmup: usize) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters.max(1));
+    for _ in 0..iters.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let m = times.len();
+    Ok(if m % 2 == 1 { times[m / 2] } else { (times[m / 2 - 1] + times[m / 2]) / 2.0 })
+}
+
+/// Random standard-normal images `[n, C, H, W]`.
+pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = rand_distr::StandardNormal;
+    (0..n * input.iter().product::<usize>()).map(|_| rng.sample::<f32, _>(normal)).collect()
+}
+
+/// Eval-mode forward passes of `arch` over a batch of `batch` random 3x32x32 images
+/// (10 classes), timed as the median of `iters` runs after 3 warm-up runs.
+pub fn infer(
+    engine: &dyn Engine,
+    arch: &str,
+    batch: usize,
+    iters: usize,
+    threads: usize,
+    seed: u64,
+) -> Result<InferReport> {
+    let model = Model::init(arch, [3, 32, 32], 10, seed)?;
+    let macs = count(&model.description)?.macs;
+    let prepared = engine.prepare(&model)?;
+    let images = random_images(batch, model.description.input, seed);
+    let median_s = median_time(|| prepared.logits(&images, batch, batch).map(|_| ()), iters, 3)?;
+    Ok(InferReport {
+        tool: "cnnsplitter",
+        mode: "infer",
+        engine: engine.name(),
+        arch: model.description.name.clone(),
+        threads,
+        batch,
+        median_s,
+        images_per_s: batch as f64 / median_s,
+        gflops: 2.0 * macs as f64 * batch as f64 / median_s / 1e9,
+    })
+}
+
+/// Runs `modules` decoded random sub-networks of `arch` (about `keep` of each layer's kernels)
+/// over `images` random images each, in chunks of 256: the forward work of one generation of the
+/// original genetic search. Timed as the median of `max(1, iters / 2)` runs after one warm-up.
+#[allow(clippy::too_many_arguments)]
+pub fn modules(
+    engine: &dyn Engine,
+    arch: &str,
+    modules: usize,
+    images: usize,
+    keep: f64,
+    iters: usize,
+    threads: usize,
+    seed: u64,
+    progress: &dyn Progress,
+) -> Result<ModulesReport> {
+    let model = Model::init(arch, [3, 32, 32], 10, seed)?;
+    let full_macs = count(&model.description)?.macs as f64;
+    let groups = ChannelGroups::derive(&model.description)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    progress.start("decoding sub-networks", modules as u64);
+    let mut decoded = Vec::with_capacity(modules);
+    let mut mac_share = 0.0;
+    for _ in 0..modules {
+        let masks = random_keep_masks(&groups, keep, &mut rng);
+        let module = decode(&model, &masks)?;
+        mac_share += count(&module.description)?.macs as f64 / full_macs;
+        decoded.push(module);
+        progress.advance(1);
+    }
+    progress.finish();
+    let t = Instant::now();
+    let prepared = decoded.iter().map(|m| engine.prepare(m)).collect::<Result<Vec<_>>>()?;
+    let prepare_s = t.elapsed().as_secs_f64();
+    let data = random_images(images, model.description.input, seed);
+    let runs = (iters / 2).max(1);
+    progress.start("running sub-networks", (runs + 1) as u64);
+    let median_s = median_time(
+        || {
+            for p in &prepared {
+                p.logits(&data, images, DEFAULT_BATCH)?;
+            }
+            progress.advance(1);
+            Ok(())
+        },
+        runs,
+        1,
+    )?;
+    progress.finish();
+    Ok(ModulesReport {
+        tool: "cnnsplitter",
+        mode: "modules",
+        engine: engine.name(),
+        arch: model.description.name.clone(),
+        threads,
+        modules,
+        images,
+        keep,
+        mean_mac_share: mac_share / modules.max(1) as f64,
+        median_s,
+        prepare_s,
+        module_images_per_s: (modules * images) as f64 / median_s,
+    })
+}

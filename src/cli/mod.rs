@@ -1,0 +1,63 @@
+//! Subcommands, one file each; `run` parses the arguments and dispatches.
+
+mod bench;
+mod demo;
+mod init;
+mod inspect;
+mod progress_bar;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// Split trained CNNs into per-class modules by removing convolution kernels, recompose them,
+/// and patch weak models with them.
+#[derive(Parser)]
+#[command(name = "cnnsplitter", version, about, long_about = None)]
+struct Cli {
+    /// Compute threads (default: all cores).
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run what the pipeline has so far end to end on a random model and say what it did.
+    Demo(demo::DemoArgs),
+    /// Create a model folder with freshly initialised weights for an architecture.
+    Init(init::InitArgs),
+    /// Print a model's layers with kernels, parameters and multiply-accumulates.
+    Inspect(inspect::InspectArgs),
+    /// Measure inference speed (figures comparable with ../shared/bench/torch_reference.py).
+    Bench(bench::BenchArgs),
+}
+
+/// Parses the command line and runs the subcommand.
+pub fn run() -> Result<()> {
+    let cli = Cli::parse();
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("could not start the thread pool")?;
+    match cli.command {
+        Command::Demo(args) => demo::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Bench(args) => bench::run(args, threads),
+    }
+}
+
+/// Parses an image shape written `CxHxW`, e.g. `3x32x32`.
+pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
+    let parts: Vec<&str> = text.split('x').collect();
+    let dims: Option<Vec<usize>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
+    match dims.as_deref() {
+        Some(&[c, h, w]) if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
+        _ => Err(format!("`{text}` is not an image shape; write CxHxW with positive numbers, e.g. 3x32x32")),
+    }
+}

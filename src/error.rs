@@ -1,0 +1,73 @@
+//! Typed errors of the library. Every variant names the file, layer or value at fault.
+
+use std::path::PathBuf;
+
+/// The library's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Reading or writing a file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file or folder being accessed.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A file exists but its content is not what was expected.
+    #[error("{}: {message}", path.display())]
+    File {
+        /// The file at fault.
+        path: PathBuf,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A layer of a model description is inconsistent (shapes, references, parameters).
+    #[error("layer `{layer}`: {message}")]
+    Layer {
+        /// The layer's name in the description.
+        layer: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A tensor has another shape than the model description requires.
+    #[error("tensor `{name}` has shape {found:?}, but the model description needs {expected:?}")]
+    TensorShape {
+        /// The tensor's name (`<layer>.<param>`).
+        name: String,
+        /// The shape the description requires.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+    },
+    /// A value given by the caller (a flag, an architecture name, a mask) is invalid.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// An [`Error::Io`] for `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// An [`Error::File`] for `path`.
+    pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::File { path: path.into(), message: message.into() }
+    }
+
+    /// An [`Error::Layer`] for the layer named `layer`.
+    pub fn layer(layer: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Layer { layer: layer.into(), message: message.into() }
+    }
+
+    /// Prefixes the message with the file it came from (for errors found while loading a file).
+    pub fn in_file(self, path: impl Into<PathBuf>) -> Self {
+        match self {
+            Error::Io { .. } | Error::File { .. } => self,
+            other => Error::file(path, other.to_string()),
+        }
+    }
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

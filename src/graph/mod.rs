@@ -1,0 +1,3 @@
+//! Graph analysis of model descriptions.
+
+pub mod channel_groups;

@@ -1,0 +1,18 @@
+//! cnnsplitter: split trained CNNs into per-class modules by removing convolution kernels,
+//! recompose the modules, and patch weak models with them.
+//!
+//! The data flow shows in the modules: [`model`] (descriptions, weights, burn nets, counting)
+//! → [`graph`] (channel dependency groups) → [`decode`] (kernel removal) → [`engine`]
+//! (inference) → [`bench`] (measurements). The library never prints or exits; long work reports
+//! through [`progress::Progress`].
+
+pub mod bench;
+pub mod decode;
+pub mod engine;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod progress;
+
+pub use error::{Error, Result};
+pub use model::Model;

@@ -1,0 +1,81 @@
+//! Models: a description (layers) plus weights, saved as a folder of `model.json` and
+//! `model.safetensors`.
+
+pub mod count;
+pub mod description;
+pub mod net;
+pub mod shape;
+pub mod weights;
+pub mod zoo;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use description::ModelDescription;
+use weights::Weights;
+
+/// File name of the description inside a model folder.
+pub const DESCRIPTION_FILE: &str = "model.json";
+/// File name of the weights inside a model folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// A description with weights that match it (checked on construction).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// The layers.
+    pub description: ModelDescription,
+    /// The tensors, named after the layers.
+    pub weights: Weights,
+}
+
+impl Model {
+    /// Pairs a description with weights, checking every tensor's presence and shape.
+    pub fn new(description: ModelDescription, weights: Weights) -> Result<Self> {
+        description.validate()?;
+        weights.check(&description)?;
+        Ok(Model { description, weights })
+    }
+
+    /// A model of architecture `arch` (e.g. `simcnn@0.25`) with fresh weights from `seed`.
+    pub fn init(arch: &str, input: [usize; 3], classes: usize, seed: u64) -> Result<Self> {
+        let description = zoo::build(arch, input, classes)?;
+        let weights = Weights::init(&description, seed)?;
+        Model::new(description, weights)
+    }
+
+    /// Loads `dir/model.json` and `dir/model.safetensors`; errors name the file and tensor.
+    pub fn load(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::file(
+                dir,
+                "is not a model folder (expected a folder holding model.json and model.safetensors)",
+            ));
+        }
+        let desc_path = dir.join(DESCRIPTION_FILE);
+        let description = ModelDescription::load(&desc_path)?;
+        let weights_path = dir.join(WEIGHTS_FILE);
+        let weights = Weights::load(&weights_path)?;
+        weights.check(&description).map_err(|e| e.in_file(&weights_path))?;
+        Ok(Model { description, weights })
+    }
+
+    /// Writes the model folder (created if needed). Each file is written under a temporary name
+    /// and renamed, so an interrupted save never leaves a truncated file behind.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join(WEIGHTS_FILE), &self.weights.to_safetensors()?)?;
+        write_atomic(&dir.join(DESCRIPTION_FILE), self.description.to_json().as_bytes())?;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}

@@ -1,0 +1,313 @@
+//! Runs a model description on burn: small layer structs built from explicit tensors, plus a
+//! plan of the stateless steps, so any description (sequential, residual, with BatchNorm) runs.
+//!
+//! Train mode (dropout active, BatchNorm on batch statistics) is in effect when the net lives on
+//! an autodiff device and has not been switched with [`Module::valid`]; otherwise eval mode.
+
+use std::sync::Arc;
+
+use burn::module::{Module, Param, RunningState};
+use burn::nn::{BatchNorm, Dropout, DropoutConfig};
+use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, conv2d, linear, max_pool2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::{Device, Tensor, TensorData, activation::relu};
+
+use crate::error::{Error, Result};
+use crate::model::Model;
+use crate::model::description::{LayerKind, ModelDescription, Source};
+use crate::model::shape::infer_shapes;
+use crate::model::weights::{HostTensor, Weights};
+
+/// A convolution: weight `[out, in, kh, kw]`, optional bias `[out]`.
+#[derive(Module, Debug)]
+pub struct ConvLayer {
+    /// Kernel weights `[out, in, kh, kw]`.
+    pub weight: Param<Tensor<4>>,
+    /// Bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+    #[module(skip)]
+    options: ConvOptions<2>,
+}
+
+/// A fully connected layer stored as burn expects it: weight `[in, out]`, bias `[out]`.
+#[derive(Module, Debug)]
+pub struct LinearLayer {
+    /// Weights `[in, out]` (the transpose of the PyTorch layout in the weights file).
+    pub weight: Param<Tensor<2>>,
+    /// Bias `[out]`.
+    pub bias: Option<Param<Tensor<1>>>,
+}
+
+/// A layer with state.
+#[derive(Module, Debug)]
+pub enum StateLayer {
+    /// Convolution.
+    Conv(ConvLayer),
+    /// Batch normalisation (burn's own, with running statistics).
+    Norm(BatchNorm),
+    /// Fully connected.
+    Linear(LinearLayer),
+    /// Dropout (holds its train/eval flag).
+    Dropout(Dropout),
+}
+
+/// One step of the forward pass.
+#[derive(Debug, Clone)]
+enum Op {
+    State(usize),
+    Relu,
+    MaxPool(MaxPoolOptions<2>),
+    AvgPool(AvgPoolOptions<2>),
+    GlobalAvgPool,
+    Flatten,
+    Add(usize),
+}
+
+#[derive(Debug, Clone)]
+struct Plan {
+    ops: Vec<Op>,
+    sources: Vec<Source>,
+    /// Whether a later layer reads this layer's output out of order (so it must be kept).
+    kept: Vec<bool>,
+    description: ModelDescription,
+}
+
+/// An activation tensor for a batch: a map `[N, C, H, W]` or vectors `[N, F]`.
+#[derive(Debug, Clone)]
+pub enum Activation {
+    /// Feature maps `[N, C, H, W]`.
+    Map(Tensor<4>),
+    /// Feature vectors `[N, F]`.
+    Flat(Tensor<2>),
+}
+
+impl Activation {
+    fn map(self) -> Tensor<4> {
+        match self {
+            Activation::Map(t) => t,
+            Activation::Flat(_) => unreachable!("shapes are checked when the net is built"),
+        }
+    }
+
+    fn flat(self) -> Tensor<2> {
+        match self {
+            Activation::Flat(t) => t,
+            Activation::Map(_) => unreachable!("shapes are checked when the net is built"),
+        }
+    }
+}
+
+/// A model ready to run on a burn device.
+#[derive(Module, Debug)]
+pub struct Net {
+    /// The layers with state, in layer order.
+    pub layers: Vec<StateLayer>,
+    #[module(skip)]
+    plan: Arc<Plan>,
+}
+
+fn tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(t.data.clone(), t.shape.clone()), device)
+}
+
+fn host<const D: usize>(t: Tensor<D>) -> HostTensor {
+    let shape = t.dims().to_vec();
+    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+    HostTensor { shape, data }
+}
+
+impl Net {
+    /// Builds the net of `model` on `device` (an autodiff device for training).
+    pub fn new(model: &Model, device: &Device) -> Result<Self> {
+        let desc = &model.description;
+        let shapes = infer_shapes(desc)?;
+        let w = &model.weights;
+        let param = |layer: &str, suffix: &str| w.get(&format!("{layer}.{suffix}"));
+        let mut layers = Vec::new();
+        let mut ops = Vec::with_capacity(desc.layers.len());
+        let mut kept = vec![false; desc.layers.len()];
+        let mut sources = Vec::with_capacity(desc.layers.len());
+        for (i, layer) in desc.layers.iter().enumerate() {
+            let source = desc.source(i).expect("validated");
+            if let Source::Layer(j) = source {
+                if j + 1 != i {
+                    kept[j] = true;
+                }
+            }
+            sources.push(source);
+            let name = layer.name.as_str();
+            let op = match &layer.kind {
+                LayerKind::Conv2d { stride, padding, bias, .. } => {
+                    layers.push(StateLayer::Conv(ConvLayer {
+                        weight: Param::from_tensor(tensor(param(name, "weight")?, device)),
+                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
+                        options: ConvOptions::new(*stride, *padding, [1, 1], 1),
+                    }));
+                    Op::State(layers.len() - 1)
+                }
+                LayerKind::BatchNorm2d { eps, momentum } => {
+                    let c = shapes[i].input.channels();
+                    let mut bn = burn::nn::BatchNormConfig::new(c).with_epsilon(*eps).with_momentum(*momentum).init(device);
+                    bn.gamma = Param::from_tensor(tensor(param(name, "weight")?, device));
+                    bn.beta = Param::from_tensor(tensor(param(name, "bias")?, device));
+                    bn.running_mean = RunningState::new(tensor(param(name, "running_mean")?, device));
+                    bn.running_var = RunningState::new(tensor(param(name, "running_var")?, device));
+                    layers.push(StateLayer::Norm(bn));
+                    Op::State(layers.len() - 1)
+                }
+                LayerKind::Linear { bias, .. } => {
+                    let weight: Tensor<2> = tensor(param(name, "weight")?, device);
+                    layers.push(StateLayer::Linear(LinearLayer {
+                        weight: Param::from_tensor(weight.transpose()),
+                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
+                    }));
+                    Op::State(layers.len() - 1)
+                }
+                LayerKind::Dropout { p } => {
+                    layers.push(StateLayer::Dropout(DropoutConfig::new(*p).init()));
+                    Op::State(layers.len() - 1)
+                }
+                LayerKind::Relu => Op::Relu,
+                LayerKind::MaxPool2d { kernel, stride } => {
+                    let mut o = MaxPoolOptions::new(*kernel);
+                    o.stride = *stride;
+                    Op::MaxPool(o)
+                }
+                LayerKind::AvgPool2d { kernel, stride } => {
+                    let mut o = AvgPoolOptions::new(*kernel);
+                    o.stride = *stride;
+                    Op::AvgPool(o)
+                }
+                LayerKind::GlobalAvgPool => Op::GlobalAvgPool,
+                LayerKind::Flatten => Op::Flatten,
+                LayerKind::Add { .. } => {
+                    let j = desc.add_operand(i).expect("validated");
+                    kept[j] = true;
+                    Op::Add(j)
+                }
+            };
+            ops.push(op);
+        }
+        let plan = Plan { ops, sources, kept, description: desc.clone() };
+        Ok(Net { layers, plan: Arc::new(plan) })
+    }
+
+    /// The description this net runs.
+    pub fn description(&self) -> &ModelDescription {
+        &self.plan.description
+    }
+
+    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.forward_observed(images, |_, _| {})
+    }
+
+    /// Like [`Net::forward`], calling `observe(layer_index, output)` after every layer.
+    pub fn forward_observed(&self, images: Tensor<4>, mut observe: impl FnMut(usize, &Activation)) -> Tensor<2> {
+        let plan = &*self.plan;
+        let n = plan.ops.len();
+        let mut saved: Vec<Option<Activation>> = vec![None; n];
+        let mut previous = Some(Activation::Map(images.clone()));
+        for i in 0..n {
+            let input = match plan.sources[i] {
+                Source::Image => previous.take().unwrap_or_else(|| Activation::Map(images.clone())),
+                Source::Layer(j) if j + 1 == i => previous.take().expect("previous output"),
+                Source::Layer(j) => saved[j].clone().expect("kept output"),
+            };
+            let output = match &plan.ops[i] {
+                Op::State(k) => match &self.layers[*k] {
+                    StateLayer::Conv(c) => Activation::Map(conv2d(
+                        input.map(),
+                        c.weight.val(),
+                        c.bias.as_ref().map(|b| b.val()),
+                        c.options.clone(),
+                    )),
+                    StateLayer::Norm(bn) => Activation::Map(bn.forward(input.map())),
+                    StateLayer::Linear(l) => {
+                        Activation::Flat(linear(input.flat(), l.weight.val(), l.bias.as_ref().map(|b| b.val())))
+                    }
+                    StateLayer::Dropout(d) => match input {
+                        Activation::Map(t) => Activation::Map(d.forward(t)),
+                        Activation::Flat(t) => Activation::Flat(d.forward(t)),
+                    },
+                },
+                Op::Relu => match input {
+                    Activation::Map(t) => Activation::Map(relu(t)),
+                    Activation::Flat(t) => Activation::Flat(relu(t)),
+                },
+                Op::MaxPool(o) => Activation::Map(max_pool2d(input.map(), o.clone())),
+                Op::AvgPool(o) => Activation::Map(avg_pool2d(input.map(), o.clone())),
+                Op::GlobalAvgPool => Activation::Map(adaptive_avg_pool2d(input.map(), [1, 1])),
+                Op::Flatten => Activation::Flat(input.map().flatten(1, 3)),
+                Op::Add(j) => match (input, saved[*j].clone().expect("kept output")) {
+                    (Activation::Map(a), Activation::Map(b)) => Activation::Map(a + b),
+                    (Activation::Flat(a), Activation::Flat(b)) => Activation::Flat(a + b),
+                    _ => unreachable!("shapes are checked when the net is built"),
+                },
+            };
+            observe(i, &output);
+            if plan.kept[i] {
+                saved[i] = Some(output.clone());
+            }
+            previous = Some(output);
+        }
+        previous.expect("at least one layer").flat()
+    }
+
+    /// The current weights as host arrays, in the file layout (linear weights `[out, in]`).
+    pub fn weights(&self) -> Weights {
+        let mut weights = Weights::default();
+        let mut insert = |name: String, t: HostTensor| {
+            weights.tensors.insert(name, t);
+        };
+        let plan = &*self.plan;
+        for (layer, op) in plan.description.layers.iter().zip(&plan.ops) {
+            let Op::State(k) = op else { continue };
+            let name = &layer.name;
+            match &self.layers[*k] {
+                StateLayer::Conv(c) => {
+                    insert(format!("{name}.weight"), host(c.weight.val()));
+                    if let Some(b) = &c.bias {
+                        insert(format!("{name}.bias"), host(b.val()));
+                    }
+                }
+                StateLayer::Norm(bn) => {
+                    insert(format!("{name}.weight"), host(bn.gamma.val()));
+                    insert(format!("{name}.bias"), host(bn.beta.val()));
+                    insert(format!("{name}.running_mean"), host(bn.running_mean.value()));
+                    insert(format!("{name}.running_var"), host(bn.running_var.value()));
+                }
+                StateLayer::Linear(l) => {
+                    insert(format!("{name}.weight"), host(l.weight.val().transpose()));
+                    if let Some(b) = &l.bias {
+                        insert(format!("{name}.bias"), host(b.val()));
+                    }
+                }
+                StateLayer::Dropout(_) => {}
+            }
+        }
+        weights
+    }
+
+    /// The net's description and current weights as a [`Model`].
+    pub fn to_model(&self) -> Result<Model> {
+        Model::new(self.plan.description.clone(), self.weights())
+    }
+}
+
+/// Images `[N, C, H, W]` from row-major host data, checking the length.
+pub fn images_tensor(data: &[f32], shape: [usize; 4], device: &Device) -> Result<Tensor<4>> {
+    if data.len() != shape.iter().product::<usize>() {
+        return Err(Error::Invalid(format!(
+            "an image batch of shape {shape:?} needs {} values, got {}",
+            shape.iter().product::<usize>(),
+            data.len()
+        )));
+    }
+    Ok(Tensor::from_data(TensorData::new(data.to_vec(), shape.to_vec()), device))
+}
+
+/// Row-major host values of a 2-D tensor (e.g. logits `[N, classes]`).
+pub fn to_host_2d(t: Tensor<2>) -> Vec<f32> {
+    host(t).data
+}

@@ -1,0 +1,212 @@
+//! Shape inference and checks: every layer's input and output shape for one image.
+
+use std::collections::HashSet;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::description::{LayerKind, ModelDescription, Source};
+
+/// The shape of one image's activation between layers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ActShape {
+    /// A feature map `[channels, height, width]`.
+    Map([usize; 3]),
+    /// A feature vector of this length.
+    Flat(usize),
+}
+
+impl ActShape {
+    /// Number of values per image.
+    pub fn numel(&self) -> usize {
+        match *self {
+            ActShape::Map([c, h, w]) => c * h * w,
+            ActShape::Flat(n) => n,
+        }
+    }
+
+    /// Channel count of a map, or the length of a vector.
+    pub fn channels(&self) -> usize {
+        match *self {
+            ActShape::Map([c, _, _]) => c,
+            ActShape::Flat(n) => n,
+        }
+    }
+}
+
+impl std::fmt::Display for ActShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ActShape::Map([c, h, w]) => write!(f, "{c}x{h}x{w}"),
+            ActShape::Flat(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// Input and output shape of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// Shape of the input (for an add: of the previous layer's output).
+    pub input: ActShape,
+    /// Shape of the output.
+    pub output: ActShape,
+}
+
+fn window_out(
+    layer: &str,
+    what: &str,
+    size: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Result<usize> {
+    if kernel == 0 || stride == 0 {
+        return Err(Error::layer(layer, format!("{what} kernel and stride must be at least 1")));
+    }
+    let padded = size + 2 * padding;
+    if padded < kernel {
+        return Err(Error::layer(
+            layer,
+            format!(
+                "{what} window {kernel} does not fit an input of size {size} (padding {padding}): \
+                 the output would be empty; the input image is too small for this network"
+            ),
+        ));
+    }
+    Ok((padded - kernel) / stride + 1)
+}
+
+fn expect_map(layer: &str, kind: &LayerKind, shape: ActShape) -> Result<[usize; 3]> {
+    match shape {
+        ActShape::Map(m) => Ok(m),
+        ActShape::Flat(n) => Err(Error::layer(
+            layer,
+            format!(
+                "{} needs a feature map [C,H,W] as input, but gets a vector of {n} features",
+                kind.type_name()
+            ),
+        )),
+    }
+}
+
+/// Infers every layer's shapes and checks the description: unique non-empty names, positive
+/// sizes, `Add` references to earlier layers with equal shapes, and logits of `classes` width.
+/// The error names the first layer at fault.
+pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
+    let [c, h, w] = desc.input;
+    if c == 0 || h == 0 || w == 0 {
+        return Err(Error::Invalid(format!(
+            "model `{}`: input shape {c}x{h}x{w} has a zero dimension",
+            desc.name
+        )));
+    }
+    if desc.classes < 2 {
+        return Err(Error::Invalid(format!(
+            "model `{}`: needs at least 2 classes, got {}",
+            desc.name, desc.classes
+        )));
+    }
+    if desc.layers.is_empty() {
+        return Err(Error::Invalid(format!("model `{}` has no layers", desc.name)));
+    }
+    let mut names = HashSet::new();
+    let mut shapes: Vec<LayerShape> = Vec::with_capacity(desc.layers.len());
+    for (index, layer) in desc.layers.iter().enumerate() {
+        let name = layer.name.as_str();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(Error::layer(name, "layer names must be non-empty without spaces"));
+        }
+        if !names.insert(name) {
+            return Err(Error::layer(name, "the name is used by two layers"));
+        }
+        let current = match desc.source(index) {
+            Some(Source::Image) => ActShape::Map(desc.input),
+            Some(Source::Layer(i)) => shapes[i].output,
+            None => {
+                let input = layer.input.as_deref().unwrap_or_default();
+                return Err(Error::layer(name, format!("takes the output of `{input}`, which is not an earlier layer")));
+            }
+        };
+        let output = match &layer.kind {
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, .. } => {
+                let [_, h, w] = expect_map(name, &layer.kind, current)?;
+                if *out_channels == 0 {
+                    return Err(Error::layer(name, "a convolution needs at least one kernel"));
+                }
+                let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
+                let ow = window_out(name, "convolution", w, kernel[1], stride[1], padding[1])?;
+                ActShape::Map([*out_channels, oh, ow])
+            }
+            LayerKind::BatchNorm2d { eps, momentum } => {
+                expect_map(name, &layer.kind, current)?;
+                if !(*eps > 0.0) || !(0.0..=1.0).contains(momentum) {
+                    return Err(Error::layer(name, "needs eps > 0 and momentum in [0, 1]"));
+                }
+                current
+            }
+            LayerKind::Relu => current,
+            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+                let [c, h, w] = expect_map(name, &layer.kind, current)?;
+                let oh = window_out(name, "pooling", h, kernel[0], stride[0], 0)?;
+                let ow = window_out(name, "pooling", w, kernel[1], stride[1], 0)?;
+                ActShape::Map([c, oh, ow])
+            }
+            LayerKind::GlobalAvgPool => {
+                let [c, _, _] = expect_map(name, &layer.kind, current)?;
+                ActShape::Map([c, 1, 1])
+            }
+            LayerKind::Flatten => ActShape::Flat(expect_map(name, &layer.kind, current)?.iter().product()),
+            LayerKind::Linear { out_features, .. } => {
+                if let ActShape::Map(m) = current {
+                    return Err(Error::layer(
+                        name,
+                        format!(
+                            "linear needs a feature vector, but gets a {}x{}x{} map: add a flatten layer before it",
+                            m[0], m[1], m[2]
+                        ),
+                    ));
+                }
+                if *out_features == 0 {
+                    return Err(Error::layer(name, "a linear layer needs at least one output"));
+                }
+                ActShape::Flat(*out_features)
+            }
+            LayerKind::Dropout { p } => {
+                if !(0.0..1.0).contains(p) {
+                    return Err(Error::layer(name, format!("dropout probability {p} is not in [0, 1)")));
+                }
+                current
+            }
+            LayerKind::Add { from } => {
+                let Some(src) = desc.add_operand(index) else {
+                    return Err(Error::layer(
+                        name,
+                        format!("adds the output of `{from}`, which is not an earlier layer"),
+                    ));
+                };
+                let other = shapes[src].output;
+                if other != current {
+                    return Err(Error::layer(
+                        name,
+                        format!("adds `{from}` of shape {other} to an input of shape {current}: shapes differ"),
+                    ));
+                }
+                current
+            }
+        };
+        shapes.push(LayerShape { input: current, output });
+    }
+    let current = shapes[shapes.len() - 1].output;
+    if current != ActShape::Flat(desc.classes) {
+        let last = &desc.layers[desc.layers.len() - 1].name;
+        return Err(Error::layer(
+            last.as_str(),
+            format!(
+                "the network ends with shape {current}, but the logits must be a vector of {} classes",
+                desc.classes
+            ),
+        ));
+    }
+    Ok(shapes)
+}
