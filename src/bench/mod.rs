@@ -80,14 +80,20 @@ pub fn median_time(mut f: impl FnMut() -> Result<()>, iters: usize, warmup: usiz
     }
     times.sort_by(f64::total_cmp);
     let m = times.len();
-    Ok(if m % 2 == 1 { times[m / 2] } else { (times[m / 2 - 1] + times[m / 2]) / 2.0 })
+    Ok(if m % 2 == 1 {
+        times[m / 2]
+    } else {
+        (times[m / 2 - 1] + times[m / 2]) / 2.0
+    })
 }
 
 /// Random standard-normal images `[n, C, H, W]`.
 pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = rand_distr::StandardNormal;
-    (0..n * input.iter().product::<usize>()).map(|_| rng.sample::<f32, _>(normal)).collect()
+    (0..n * input.iter().product::<usize>())
+        .map(|_| rng.sample::<f32, _>(normal))
+        .collect()
 }
 
 /// Eval-mode forward passes of `arch` over a batch of `batch` random 3x32x32 images
@@ -104,7 +110,11 @@ pub fn infer(
     let macs = count(&model.description)?.macs;
     let prepared = engine.prepare(&model)?;
     let images = random_images(batch, model.description.input, seed);
-    let median_s = median_time(|| prepared.logits(&images, batch, batch).map(|_| ()), iters, 3)?;
+    let median_s = median_time(
+        || prepared.logits(&images, batch, batch).map(|_| ()),
+        iters,
+        3,
+    )?;
     Ok(InferReport {
         tool: "cnnsplitter",
         mode: "infer",
@@ -149,7 +159,10 @@ pub fn modules(
     }
     progress.finish();
     let t = Instant::now();
-    let prepared = decoded.iter().map(|m| engine.prepare(m)).collect::<Result<Vec<_>>>()?;
+    let prepared = decoded
+        .iter()
+        .map(|m| engine.prepare(m))
+        .collect::<Result<Vec<_>>>()?;
     let prepare_s = t.elapsed().as_secs_f64();
     let data = random_images(images, model.description.input, seed);
     let runs = (iters / 2).max(1);

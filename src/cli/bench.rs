@@ -64,7 +64,13 @@ enum BenchMode {
 pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
     let engine = BurnEngine::default();
     match args.mode {
-        BenchMode::Infer { arch, batch, iters, seed, json } => {
+        BenchMode::Infer {
+            arch,
+            batch,
+            iters,
+            seed,
+            json,
+        } => {
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
             let r = bench::infer(&engine, &arch, batch, iters, threads, seed)?;
             if json {
@@ -76,10 +82,31 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 );
             }
         }
-        BenchMode::Modules { arch, modules, images, keep, iters, seed, json } => {
-            anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
+        BenchMode::Modules {
+            arch,
+            modules,
+            images,
+            keep,
+            iters,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(
+                modules > 0 && images > 0,
+                "--modules and --images must be at least 1"
+            );
             anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
-            let r = bench::modules(&engine, &arch, modules, images, keep, iters, threads, seed, &Bars::default())?;
+            let r = bench::modules(
+                &engine,
+                &arch,
+                modules,
+                images,
+                keep,
+                iters,
+                threads,
+                seed,
+                &Bars::default(),
+            )?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

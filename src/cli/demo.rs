@@ -46,7 +46,10 @@ pub struct DemoArgs {
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
-    anyhow::ensure!(args.keep > 0.0 && args.keep <= 1.0, "--keep must be in (0, 1]");
+    anyhow::ensure!(
+        args.keep > 0.0 && args.keep <= 1.0,
+        "--keep must be in (0, 1]"
+    );
     let started = Instant::now();
     let bars = Bars::default();
     let model = Model::init(&args.arch, [3, 32, 32], args.classes, args.seed)?;
@@ -76,9 +79,17 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let masks = random_keep_masks(&groups, args.keep, &mut rng);
         let module = decode(&model, &masks)?;
         let reference = zero_removed_inputs(&model, &masks)?;
-        let got = engine.prepare(&module)?.logits(&images, args.images, DEFAULT_BATCH)?;
-        let want = engine.prepare(&reference)?.logits(&images, args.images, DEFAULT_BATCH)?;
-        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        let got = engine
+            .prepare(&module)?
+            .logits(&images, args.images, DEFAULT_BATCH)?;
+        let want = engine
+            .prepare(&reference)?
+            .logits(&images, args.images, DEFAULT_BATCH)?;
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
         worst = worst.max(diff);
         let c = count(&module.description)?;
         module.save(&args.out.join(format!("modules/class_{class:02}")))?;

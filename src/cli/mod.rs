@@ -36,7 +36,9 @@ enum Command {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cli
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
@@ -58,6 +60,8 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     let dims: Option<Vec<usize>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
     match dims.as_deref() {
         Some(&[c, h, w]) if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
-        _ => Err(format!("`{text}` is not an image shape; write CxHxW with positive numbers, e.g. 3x32x32")),
+        _ => Err(format!(
+            "`{text}` is not an image shape; write CxHxW with positive numbers, e.g. 3x32x32"
+        )),
     }
 }

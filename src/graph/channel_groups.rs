@@ -92,8 +92,14 @@ impl ChannelGroups {
     /// Derives the groups of `desc` (which must be valid).
     pub fn derive(desc: &ModelDescription) -> Result<Self> {
         let shapes = infer_shapes(desc)?;
-        let mut uf = UnionFind { parent: Vec::new(), fixed: Vec::new() };
-        let image = Channels { node: uf.add(true), flat_positions: None };
+        let mut uf = UnionFind {
+            parent: Vec::new(),
+            fixed: Vec::new(),
+        };
+        let image = Channels {
+            node: uf.add(true),
+            flat_positions: None,
+        };
         let mut outputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut inputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         for (i, layer) in desc.layers.iter().enumerate() {
@@ -102,11 +108,22 @@ impl ChannelGroups {
                 Source::Layer(j) => outputs[j],
             };
             let output = match &layer.kind {
-                LayerKind::Conv2d { .. } => Channels { node: uf.add(false), flat_positions: None },
-                LayerKind::Linear { .. } => Channels { node: uf.add(true), flat_positions: None },
+                LayerKind::Conv2d { .. } => Channels {
+                    node: uf.add(false),
+                    flat_positions: None,
+                },
+                LayerKind::Linear { .. } => Channels {
+                    node: uf.add(true),
+                    flat_positions: None,
+                },
                 LayerKind::Flatten => {
-                    let ActShape::Map([_, h, w]) = shapes[i].input else { unreachable!("validated") };
-                    Channels { node: input.node, flat_positions: Some(h * w) }
+                    let ActShape::Map([_, h, w]) = shapes[i].input else {
+                        unreachable!("validated")
+                    };
+                    Channels {
+                        node: input.node,
+                        flat_positions: Some(h * w),
+                    }
                 }
                 LayerKind::Add { .. } => {
                     let other = outputs[desc.add_operand(i).expect("validated")];
@@ -177,7 +194,9 @@ impl ChannelGroups {
                 LayerKind::Linear { .. } => {
                     channels.input = input;
                     if let Some(g) = input {
-                        let positions = inputs[i].flat_positions.expect("a linear layer reads a vector");
+                        let positions = inputs[i]
+                            .flat_positions
+                            .expect("a linear layer reads a vector");
                         channels.flat_positions = Some(positions);
                         groups[g].linear_consumers.push((i, positions));
                     }

@@ -118,7 +118,11 @@ pub enum Source {
 impl Layer {
     /// A layer called `name` that takes the previous layer's output.
     pub fn new(name: impl Into<String>, kind: LayerKind) -> Self {
-        Layer { name: name.into(), input: None, kind }
+        Layer {
+            name: name.into(),
+            input: None,
+            kind,
+        }
     }
 }
 
@@ -152,17 +156,26 @@ impl LayerKind {
 
     /// A `k`x`k` max pooling with stride `k`.
     pub fn max_pool(k: usize) -> Self {
-        LayerKind::MaxPool2d { kernel: [k, k], stride: [k, k] }
+        LayerKind::MaxPool2d {
+            kernel: [k, k],
+            stride: [k, k],
+        }
     }
 
     /// A linear layer with bias.
     pub fn linear(out_features: usize) -> Self {
-        LayerKind::Linear { out_features, bias: true }
+        LayerKind::Linear {
+            out_features,
+            bias: true,
+        }
     }
 
     /// Batch normalisation with PyTorch's defaults (eps 1e-5, momentum 0.1).
     pub fn batch_norm() -> Self {
-        LayerKind::BatchNorm2d { eps: 1e-5, momentum: 0.1 }
+        LayerKind::BatchNorm2d {
+            eps: 1e-5,
+            momentum: 0.1,
+        }
     }
 }
 
@@ -187,7 +200,10 @@ impl ModelDescription {
         match &self.layers[index].input {
             None if index == 0 => Some(Source::Image),
             None => Some(Source::Layer(index - 1)),
-            Some(name) => self.layers[..index].iter().position(|l| &l.name == name).map(Source::Layer),
+            Some(name) => self.layers[..index]
+                .iter()
+                .position(|l| &l.name == name)
+                .map(Source::Layer),
         }
     }
 

@@ -112,7 +112,11 @@ fn tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
 
 fn host<const D: usize>(t: Tensor<D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+    let data = t
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data");
     HostTensor { shape, data }
 }
 
@@ -137,20 +141,33 @@ impl Net {
             sources.push(source);
             let name = layer.name.as_str();
             let op = match &layer.kind {
-                LayerKind::Conv2d { stride, padding, bias, .. } => {
+                LayerKind::Conv2d {
+                    stride,
+                    padding,
+                    bias,
+                    ..
+                } => {
                     layers.push(StateLayer::Conv(ConvLayer {
                         weight: Param::from_tensor(tensor(param(name, "weight")?, device)),
-                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
+                        bias: if *bias {
+                            Some(Param::from_tensor(tensor(param(name, "bias")?, device)))
+                        } else {
+                            None
+                        },
                         options: ConvOptions::new(*stride, *padding, [1, 1], 1),
                     }));
                     Op::State(layers.len() - 1)
                 }
                 LayerKind::BatchNorm2d { eps, momentum } => {
                     let c = shapes[i].input.channels();
-                    let mut bn = burn::nn::BatchNormConfig::new(c).with_epsilon(*eps).with_momentum(*momentum).init(device);
+                    let mut bn = burn::nn::BatchNormConfig::new(c)
+                        .with_epsilon(*eps)
+                        .with_momentum(*momentum)
+                        .init(device);
                     bn.gamma = Param::from_tensor(tensor(param(name, "weight")?, device));
                     bn.beta = Param::from_tensor(tensor(param(name, "bias")?, device));
-                    bn.running_mean = RunningState::new(tensor(param(name, "running_mean")?, device));
+                    bn.running_mean =
+                        RunningState::new(tensor(param(name, "running_mean")?, device));
                     bn.running_var = RunningState::new(tensor(param(name, "running_var")?, device));
                     layers.push(StateLayer::Norm(bn));
                     Op::State(layers.len() - 1)
@@ -159,7 +176,11 @@ impl Net {
                     let weight: Tensor<2> = tensor(param(name, "weight")?, device);
                     layers.push(StateLayer::Linear(LinearLayer {
                         weight: Param::from_tensor(weight.transpose()),
-                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
+                        bias: if *bias {
+                            Some(Param::from_tensor(tensor(param(name, "bias")?, device)))
+                        } else {
+                            None
+                        },
                     }));
                     Op::State(layers.len() - 1)
                 }
@@ -188,8 +209,16 @@ impl Net {
             };
             ops.push(op);
         }
-        let plan = Plan { ops, sources, kept, description: desc.clone() };
-        Ok(Net { layers, plan: Arc::new(plan) })
+        let plan = Plan {
+            ops,
+            sources,
+            kept,
+            description: desc.clone(),
+        };
+        Ok(Net {
+            layers,
+            plan: Arc::new(plan),
+        })
     }
 
     /// The description this net runs.
@@ -203,14 +232,20 @@ impl Net {
     }
 
     /// Like [`Net::forward`], calling `observe(layer_index, output)` after every layer.
-    pub fn forward_observed(&self, images: Tensor<4>, mut observe: impl FnMut(usize, &Activation)) -> Tensor<2> {
+    pub fn forward_observed(
+        &self,
+        images: Tensor<4>,
+        mut observe: impl FnMut(usize, &Activation),
+    ) -> Tensor<2> {
         let plan = &*self.plan;
         let n = plan.ops.len();
         let mut saved: Vec<Option<Activation>> = vec![None; n];
         let mut previous = Some(Activation::Map(images.clone()));
         for i in 0..n {
             let input = match plan.sources[i] {
-                Source::Image => previous.take().unwrap_or_else(|| Activation::Map(images.clone())),
+                Source::Image => previous
+                    .take()
+                    .unwrap_or_else(|| Activation::Map(images.clone())),
                 Source::Layer(j) if j + 1 == i => previous.take().expect("previous output"),
                 Source::Layer(j) => saved[j].clone().expect("kept output"),
             };
@@ -223,9 +258,11 @@ impl Net {
                         c.options.clone(),
                     )),
                     StateLayer::Norm(bn) => Activation::Map(bn.forward(input.map())),
-                    StateLayer::Linear(l) => {
-                        Activation::Flat(linear(input.flat(), l.weight.val(), l.bias.as_ref().map(|b| b.val())))
-                    }
+                    StateLayer::Linear(l) => Activation::Flat(linear(
+                        input.flat(),
+                        l.weight.val(),
+                        l.bias.as_ref().map(|b| b.val()),
+                    )),
                     StateLayer::Dropout(d) => match input {
                         Activation::Map(t) => Activation::Map(d.forward(t)),
                         Activation::Flat(t) => Activation::Flat(d.forward(t)),
@@ -274,8 +311,14 @@ impl Net {
                 StateLayer::Norm(bn) => {
                     insert(format!("{name}.weight"), host(bn.gamma.val()));
                     insert(format!("{name}.bias"), host(bn.beta.val()));
-                    insert(format!("{name}.running_mean"), host(bn.running_mean.value()));
-                    insert(format!("{name}.running_var"), host(bn.running_var.value()));
+                    insert(
+                        format!("{name}.running_mean"),
+                        host(bn.running_mean.value_sync()),
+                    );
+                    insert(
+                        format!("{name}.running_var"),
+                        host(bn.running_var.value_sync()),
+                    );
                 }
                 StateLayer::Linear(l) => {
                     insert(format!("{name}.weight"), host(l.weight.val().transpose()));
@@ -304,7 +347,10 @@ pub fn images_tensor(data: &[f32], shape: [usize; 4], device: &Device) -> Result
             data.len()
         )));
     }
-    Ok(Tensor::from_data(TensorData::new(data.to_vec(), shape.to_vec()), device))
+    Ok(Tensor::from_data(
+        TensorData::new(data.to_vec(), shape.to_vec()),
+        device,
+    ))
 }
 
 /// Row-major host values of a 2-D tensor (e.g. logits `[N, classes]`).

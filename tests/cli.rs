@@ -1,0 +1,129 @@
+//! The command line, run as a user would.
+
+use std::process::Command;
+
+fn cnnsplitter(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnsplitter"))
+        .args(args)
+        .args(["--threads", "2"])
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_json_reports_counts_and_layers() {
+    let (ok, stdout, stderr) = cnnsplitter(&["inspect", "rescnn", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["kernels"], 4288);
+    assert_eq!(v["macs"], 431_166_464u64);
+    assert!(v["params"].as_u64().unwrap() > 0);
+    let layers = v["layers"].as_array().unwrap();
+    let macs: u64 = layers.iter().map(|l| l["macs"].as_u64().unwrap()).sum();
+    assert_eq!(macs, 431_166_464);
+    assert_eq!(v["channel_groups"].as_array().unwrap().len(), 9);
+}
+
+#[test]
+fn init_then_inspect_a_model_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let (ok, _, stderr) = cnnsplitter(&[
+        "init",
+        "--arch",
+        "simcnn-svhn-weak",
+        "--input",
+        "1x28x28",
+        "--classes",
+        "5",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let (ok, stdout, stderr) = cnnsplitter(&["inspect", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("input 1x28x28") && stdout.contains("5 classes"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("fc_2"), "{stdout}");
+}
+
+#[test]
+fn bad_input_gives_a_one_line_error_and_a_failure_code() {
+    let (ok, _, stderr) = cnnsplitter(&["inspect", "simcnn", "--input", "3x32"]);
+    assert!(!ok);
+    assert!(stderr.contains("CxHxW"), "{stderr}");
+    let (ok, _, stderr) = cnnsplitter(&["inspect", "simcnn", "--input", "1x28x28"]);
+    assert!(!ok);
+    assert!(stderr.contains("pool_12"), "{stderr}");
+    let (ok, _, stderr) = cnnsplitter(&["inspect", "nosuchnet"]);
+    assert!(!ok);
+    assert!(stderr.contains("unknown architecture"), "{stderr}");
+}
+
+#[test]
+fn demo_decodes_and_checks_modules() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("demo");
+    let (ok, stdout, stderr) = cnnsplitter(&[
+        "demo",
+        "--arch",
+        "rescnn@0.125",
+        "--classes",
+        "3",
+        "--images",
+        "8",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("decoded 3 modules"), "{stdout}");
+    for class in 0..3 {
+        assert!(
+            out.join(format!("modules/class_{class:02}/model.json"))
+                .exists()
+        );
+    }
+}
+
+#[test]
+fn bench_infer_json_prints_images_per_second() {
+    let (ok, stdout, stderr) = cnnsplitter(&[
+        "bench",
+        "infer",
+        "--arch",
+        "simcnn@0.125",
+        "--batch",
+        "8",
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
+    let (ok, stdout, stderr) = cnnsplitter(&[
+        "bench",
+        "modules",
+        "--arch",
+        "rescnn@0.125",
+        "--modules",
+        "2",
+        "--images",
+        "8",
+        "--iters",
+        "1",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        v["median_s"].as_f64().unwrap() > 0.0 && v["module_images_per_s"].as_f64().unwrap() > 0.0
+    );
+}

@@ -1,0 +1,234 @@
+//! Test helpers: a naive forward pass with plain loops (an independent computation to check the
+//! burn net and decode against), random weights with non-trivial BatchNorm statistics, and
+//! comparisons.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use cnnsplitter::Model;
+use cnnsplitter::engine::Engine;
+use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::model::description::{LayerKind, ModelDescription, Source};
+use cnnsplitter::model::weights::Weights;
+
+/// A model of `arch` with random weights; BatchNorm statistics and affine parameters are drawn
+/// away from their identity values so that slicing them wrongly shows.
+pub fn random_model(arch: &str, input: [usize; 3], classes: usize, seed: u64) -> Model {
+    let model = Model::init(arch, input, classes, seed).expect("architecture builds");
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let mut weights = model.weights.clone();
+    for (name, t) in weights.tensors.iter_mut() {
+        let randomize = name.ends_with(".running_mean")
+            || name.ends_with(".running_var")
+            || (is_norm(&model.description, name)
+                && (name.ends_with(".weight") || name.ends_with(".bias")))
+            || name.ends_with(".bias");
+        if randomize {
+            for v in t.data.iter_mut() {
+                *v = if name.ends_with(".running_var") || name.ends_with(".weight") {
+                    rng.random_range(0.5..1.5)
+                } else {
+                    rng.random_range(-0.2..0.2)
+                };
+            }
+        }
+    }
+    Model::new(model.description, weights).expect("same shapes")
+}
+
+fn is_norm(desc: &ModelDescription, tensor: &str) -> bool {
+    let layer = tensor.rsplit_once('.').map(|(l, _)| l).unwrap_or(tensor);
+    desc.layers
+        .iter()
+        .any(|l| l.name == layer && matches!(l.kind, LayerKind::BatchNorm2d { .. }))
+}
+
+/// Random standard-normal-ish images `[n, C, H, W]`.
+pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
+    cnnsplitter::bench::random_images(n, input, seed)
+}
+
+/// Logits of `model` on the burn engine.
+pub fn burn_logits(model: &Model, images: &[f32], n: usize) -> Vec<f32> {
+    BurnEngine::default()
+        .prepare(model)
+        .expect("prepares")
+        .logits(images, n, 256)
+        .expect("runs")
+}
+
+/// Largest `|a - b| / max(1e-3, max|b|)` over all entries: error relative to the output's scale.
+pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "outputs differ in length");
+    let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+        / scale
+}
+
+/// A naive eval-mode forward pass over one image with plain loops. `zero_inputs[layer]` lists
+/// input channels (of a convolution) or flattened channel blocks (of a linear layer: channel `c`
+/// covers features `c·hw..(c+1)·hw`) to treat as zero.
+pub fn naive_forward(
+    desc: &ModelDescription,
+    w: &Weights,
+    image: &[f32],
+    zero_inputs: &HashMap<usize, (Vec<usize>, usize)>,
+) -> Vec<f32> {
+    // An activation: data plus [c, h, w] (a vector is [n, 1, 1]).
+    let mut outputs: Vec<(Vec<f32>, [usize; 3])> = Vec::new();
+    for (i, layer) in desc.layers.iter().enumerate() {
+        let (mut x, [c, h, wd]) = match desc.source(i).unwrap() {
+            Source::Image => (image.to_vec(), desc.input),
+            Source::Layer(j) => outputs[j].clone(),
+        };
+        if let Some((channels, block)) = zero_inputs.get(&i) {
+            let per = match layer.kind {
+                LayerKind::Linear { .. } => *block,
+                _ => h * wd,
+            };
+            for &ch in channels {
+                x[ch * per..(ch + 1) * per].fill(0.0);
+            }
+        }
+        let get = |s: &str| &w.tensors[&format!("{}.{s}", layer.name)];
+        let out = match &layer.kind {
+            LayerKind::Conv2d {
+                out_channels,
+                kernel,
+                stride,
+                padding,
+                bias,
+            } => {
+                let wt = get("weight");
+                let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
+                let ow = (wd + 2 * padding[1] - kernel[1]) / stride[1] + 1;
+                let mut y = vec![0f32; out_channels * oh * ow];
+                for o in 0..*out_channels {
+                    let b = if *bias { get("bias").data[o] } else { 0.0 };
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = b as f64;
+                            for ci in 0..c {
+                                for ky in 0..kernel[0] {
+                                    for kx in 0..kernel[1] {
+                                        let iy =
+                                            (oy * stride[0] + ky) as isize - padding[0] as isize;
+                                        let ix =
+                                            (ox * stride[1] + kx) as isize - padding[1] as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
+                                        {
+                                            continue;
+                                        }
+                                        let xv = x[(ci * h + iy as usize) * wd + ix as usize];
+                                        let wv = wt.data
+                                            [((o * c + ci) * kernel[0] + ky) * kernel[1] + kx];
+                                        acc += (xv * wv) as f64;
+                                    }
+                                }
+                            }
+                            y[(o * oh + oy) * ow + ox] = acc as f32;
+                        }
+                    }
+                }
+                (y, [*out_channels, oh, ow])
+            }
+            LayerKind::BatchNorm2d { eps, .. } => {
+                let (g, b, m, v) = (
+                    get("weight"),
+                    get("bias"),
+                    get("running_mean"),
+                    get("running_var"),
+                );
+                for ch in 0..c {
+                    let scale = g.data[ch] / (v.data[ch] + *eps as f32).sqrt();
+                    for p in &mut x[ch * h * wd..(ch + 1) * h * wd] {
+                        *p = (*p - m.data[ch]) * scale + b.data[ch];
+                    }
+                }
+                (x, [c, h, wd])
+            }
+            LayerKind::Relu => (x.into_iter().map(|v| v.max(0.0)).collect(), [c, h, wd]),
+            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+                let is_max = matches!(layer.kind, LayerKind::MaxPool2d { .. });
+                let oh = (h - kernel[0]) / stride[0] + 1;
+                let ow = (wd - kernel[1]) / stride[1] + 1;
+                let mut y = vec![0f32; c * oh * ow];
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
+                            for ky in 0..kernel[0] {
+                                for kx in 0..kernel[1] {
+                                    let v = x
+                                        [(ch * h + oy * stride[0] + ky) * wd + ox * stride[1] + kx];
+                                    acc = if is_max { acc.max(v) } else { acc + v };
+                                }
+                            }
+                            if !is_max {
+                                acc /= (kernel[0] * kernel[1]) as f32;
+                            }
+                            y[(ch * oh + oy) * ow + ox] = acc;
+                        }
+                    }
+                }
+                (y, [c, oh, ow])
+            }
+            LayerKind::GlobalAvgPool => {
+                let y = (0..c).map(|ch| {
+                    x[ch * h * wd..(ch + 1) * h * wd].iter().sum::<f32>() / (h * wd) as f32
+                });
+                (y.collect(), [c, 1, 1])
+            }
+            LayerKind::Flatten => (x, [c * h * wd, 1, 1]),
+            LayerKind::Linear { out_features, bias } => {
+                let wt = get("weight");
+                let n_in = c * h * wd;
+                let y = (0..*out_features)
+                    .map(|o| {
+                        let b = if *bias {
+                            get("bias").data[o] as f64
+                        } else {
+                            0.0
+                        };
+                        b + (0..n_in)
+                            .map(|k| (wt.data[o * n_in + k] * x[k]) as f64)
+                            .sum::<f64>()
+                    })
+                    .map(|v| v as f32)
+                    .collect();
+                (y, [*out_features, 1, 1])
+            }
+            LayerKind::Dropout { .. } => (x, [c, h, wd]),
+            LayerKind::Add { .. } => {
+                let (other, _) = &outputs[desc.add_operand(i).unwrap()];
+                (
+                    x.iter().zip(other).map(|(a, b)| a + b).collect(),
+                    [c, h, wd],
+                )
+            }
+        };
+        outputs.push(out);
+    }
+    outputs.pop().unwrap().0
+}
+
+/// Naive logits for `n` images.
+pub fn naive_logits(
+    desc: &ModelDescription,
+    w: &Weights,
+    images: &[f32],
+    n: usize,
+    zero_inputs: &HashMap<usize, (Vec<usize>, usize)>,
+) -> Vec<f32> {
+    let per: usize = desc.input.iter().product();
+    (0..n)
+        .flat_map(|i| naive_forward(desc, w, &images[i * per..(i + 1) * per], zero_inputs))
+        .collect()
+}

@@ -1,0 +1,240 @@
+//! Decode (kernel removal) against independent computations.
+
+mod common;
+
+use std::collections::HashMap;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use cnnsplitter::Model;
+use cnnsplitter::decode::{decode, random_keep_masks, zero_removed_inputs};
+use cnnsplitter::graph::channel_groups::ChannelGroups;
+use cnnsplitter::model::count::count;
+use cnnsplitter::model::description::LayerKind;
+use common::*;
+
+/// For each consumer layer, the removed input channels (and positions per channel for linear
+/// layers), read from the channel groups.
+fn removed_inputs(
+    groups: &ChannelGroups,
+    masks: &[Vec<bool>],
+) -> HashMap<usize, (Vec<usize>, usize)> {
+    let mut zero = HashMap::new();
+    for (group, mask) in groups.groups.iter().zip(masks) {
+        let removed: Vec<usize> = (0..mask.len()).filter(|&c| !mask[c]).collect();
+        for &layer in &group.conv_consumers {
+            zero.insert(layer, (removed.clone(), 1));
+        }
+        for &(layer, positions) in &group.linear_consumers {
+            zero.insert(layer, (removed.clone(), positions));
+        }
+    }
+    zero
+}
+
+#[test]
+fn all_ones_masks_give_the_original_network() {
+    for arch in ["simcnn@0.25", "rescnn@0.25", "resnet8-bn@0.5"] {
+        let model = random_model(arch, [3, 32, 32], 10, 1);
+        let groups = ChannelGroups::derive(&model.description).unwrap();
+        let decoded = decode(&model, &groups.keep_all()).unwrap();
+        assert_eq!(
+            decoded, model,
+            "{arch}: decoding all-ones masks changed the model"
+        );
+        let images = random_images(4, [3, 32, 32], 2);
+        let a = burn_logits(&model, &images, 4);
+        let b = burn_logits(&decoded, &images, 4);
+        let max_abs = a
+            .iter()
+            .zip(&b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(max_abs <= 1e-6, "{arch}: max abs difference {max_abs}");
+    }
+}
+
+/// Decoded logits equal the naive forward pass of the original network with the removed
+/// channels zeroed at each consumer's input, and the weight-zeroing reference agrees.
+fn check_random_masks(arch: &str, input: [usize; 3], seed: u64, naive_images: usize) {
+    let model = random_model(arch, input, 10, seed);
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for keep in [0.3, 0.6] {
+        let masks = random_keep_masks(&groups, keep, &mut rng);
+        assert!(
+            masks.iter().any(|m| m.iter().any(|k| !k)),
+            "the masks must remove something"
+        );
+        let module = decode(&model, &masks).unwrap();
+
+        // The module is physically smaller: every conv keeps exactly its group's kept count.
+        for (i, layer) in module.description.layers.iter().enumerate() {
+            if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) =
+                (&layer.kind, groups.layers[i].output)
+            {
+                assert_eq!(
+                    *out_channels,
+                    masks[g].iter().filter(|k| **k).count(),
+                    "{arch} {}",
+                    layer.name
+                );
+            }
+        }
+
+        let images = random_images(naive_images, input, seed + 7);
+        let got = burn_logits(&module, &images, naive_images);
+        let want = naive_logits(
+            &model.description,
+            &model.weights,
+            &images,
+            naive_images,
+            &removed_inputs(&groups, &masks),
+        );
+        let err = relative_error(&got, &want);
+        assert!(
+            err <= 1e-5,
+            "{arch} keep {keep}: decoded vs naive masked original, relative error {err}"
+        );
+
+        let more = random_images(32, input, seed + 8);
+        let reference = zero_removed_inputs(&model, &masks).unwrap();
+        let err = relative_error(
+            &burn_logits(&module, &more, 32),
+            &burn_logits(&reference, &more, 32),
+        );
+        assert!(
+            err <= 1e-5,
+            "{arch} keep {keep}: decoded vs zeroed-weights original, relative error {err}"
+        );
+    }
+}
+
+#[test]
+fn random_masks_on_simcnn_match_the_masked_original() {
+    check_random_masks("simcnn@0.25", [3, 32, 32], 3, 2);
+}
+
+#[test]
+fn random_masks_on_rescnn_match_the_masked_original() {
+    check_random_masks("rescnn@0.25", [3, 32, 32], 4, 2);
+}
+
+#[test]
+fn random_masks_on_a_batchnorm_resnet_match_the_masked_original() {
+    check_random_masks("resnet8-bn@0.5", [3, 32, 32], 5, 3);
+}
+
+#[test]
+fn flatten_mapping_is_channel_major_where_the_flattened_map_is_larger_than_1x1() {
+    // H·W at the flatten: simcnn-weak 2x2, simcnn-svhn-weak on 28x28 4x4, rescnn-weak 8x8.
+    check_random_masks("simcnn-weak@0.25", [3, 32, 32], 6, 3);
+    check_random_masks("simcnn-svhn-weak", [1, 28, 28], 7, 4);
+    check_random_masks("rescnn-weak@0.25", [3, 32, 32], 8, 3);
+}
+
+#[test]
+fn residual_pairs_keep_the_same_kernels() {
+    let model = random_model("rescnn@0.25", [3, 32, 32], 10, 9);
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    assert_eq!(
+        groups.groups.len(),
+        9,
+        "12 convs with 3 residual pairs make 9 groups"
+    );
+    let labels: Vec<String> = (0..9)
+        .map(|g| groups.group_label(&model.description, g))
+        .collect();
+    for pair in ["conv_1+conv_3", "conv_5+conv_7", "conv_9+conv_11"] {
+        assert!(
+            labels.contains(&pair.to_string()),
+            "missing group {pair}: {labels:?}"
+        );
+    }
+    let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(1));
+    let module = decode(&model, &masks).unwrap();
+    let width = |name: &str| {
+        let i = module.description.layer_index(name).unwrap();
+        match module.description.layers[i].kind {
+            LayerKind::Conv2d { out_channels, .. } => out_channels,
+            _ => unreachable!(),
+        }
+    };
+    assert_eq!(width("conv_1"), width("conv_3"));
+    assert_eq!(width("conv_5"), width("conv_7"));
+    assert_eq!(width("conv_9"), width("conv_11"));
+}
+
+#[test]
+fn kept_kernels_follow_the_original_order() {
+    let model = random_model("simcnn-weak@0.25", [3, 32, 32], 10, 10);
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let mut masks = groups.keep_all();
+    masks[0] = (0..masks[0].len()).map(|c| c % 3 != 1).collect();
+    let module = decode(&model, &masks).unwrap();
+    let original = &model.weights.tensors["conv_0.weight"];
+    let sliced = &module.weights.tensors["conv_0.weight"];
+    let per_kernel: usize = original.shape[1..].iter().product();
+    let kept: Vec<usize> = (0..masks[0].len()).filter(|&c| masks[0][c]).collect();
+    for (row, &c) in kept.iter().enumerate() {
+        assert_eq!(
+            sliced.data[row * per_kernel..(row + 1) * per_kernel],
+            original.data[c * per_kernel..(c + 1) * per_kernel],
+            "kernel {c} should be row {row}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_or_misshaped_mask_is_an_error_that_names_the_layer() {
+    let model = Model::init("rescnn@0.25", [3, 32, 32], 10, 0).unwrap();
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let mut masks = groups.keep_all();
+    masks[1].fill(false);
+    let err = decode(&model, &masks).unwrap_err().to_string();
+    assert!(
+        err.contains("conv_1+conv_3") && err.contains("at least one kernel"),
+        "{err}"
+    );
+
+    let mut masks = groups.keep_all();
+    masks[0].pop();
+    let err = decode(&model, &masks).unwrap_err().to_string();
+    assert!(err.contains("conv_0") && err.contains("entries"), "{err}");
+
+    let err = decode(&model, &groups.keep_all()[1..])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("9 channel groups"), "{err}");
+}
+
+/// MACs of a decoded SimCNN counted by hand from the kept kernels: conv i costs
+/// kept_out · kept_in · 9 · H·W at its resolution, then the three FC layers.
+#[test]
+fn decoded_module_macs_equal_a_naive_count() {
+    let model = Model::init("simcnn@0.5", [3, 32, 32], 10, 0).unwrap();
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let masks = random_keep_masks(&groups, 0.4, &mut ChaCha8Rng::seed_from_u64(11));
+    let module = decode(&model, &masks).unwrap();
+    let kept: Vec<u64> = masks
+        .iter()
+        .map(|m| m.iter().filter(|k| **k).count() as u64)
+        .collect();
+    let pools_after = [1, 3, 6, 9, 12];
+    let (mut side, mut cin, mut naive) = (32u64, 3u64, 0u64);
+    for (i, &k) in kept.iter().enumerate() {
+        naive += k * cin * 9 * side * side;
+        cin = k;
+        if pools_after.contains(&i) {
+            side /= 2;
+        }
+    }
+    let hidden = 256u64;
+    naive += cin * hidden + hidden * hidden + hidden * 10;
+    assert_eq!(count(&module.description).unwrap().macs, naive);
+    assert_eq!(
+        count(&module.description).unwrap().kernels as u64,
+        kept.iter().sum::<u64>()
+    );
+}
