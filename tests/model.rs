@@ -163,6 +163,7 @@ fn burn_forward_matches_a_naive_forward() {
         ("rescnn-svhn-weak", [3, 32, 32]),
         ("simcnn-svhn-weak", [1, 28, 28]),
         ("rescnn@0.125", [3, 32, 32]),
+        ("simcnn-weak@0.125", [3, 30, 30]),
     ] {
         let model = random_model(arch, input, 10, 21);
         let images = random_images(3, input, 22);

@@ -194,3 +194,73 @@ pub fn modules(
         module_images_per_s: (modules * images) as f64 / median_s,
     })
 }
+
+/// Time spent in one layer of a burn forward pass.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTime {
+    /// Layer name.
+    pub name: String,
+    /// Layer kind.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Input shape per image.
+    pub input: String,
+    /// Output shape per image.
+    pub output: String,
+    /// Median seconds per batch.
+    pub median_s: f64,
+    /// Achieved GFLOP/s of the layer (2 FLOPs per MAC; 0 for layers without MACs).
+    pub gflops: f64,
+}
+
+/// Per-layer median times of burn (flex) eval-mode forward passes of `model` over `batch` random
+/// images: shows which layer shapes the backend handles slowly.
+pub fn burn_layer_times(
+    model: &Model,
+    batch: usize,
+    iters: usize,
+    seed: u64,
+) -> Result<Vec<LayerTime>> {
+    use burn::module::Module;
+    use burn::tensor::Device;
+
+    use crate::model::net::{Net, images_tensor};
+    use crate::model::shape::infer_shapes;
+
+    let device = Device::flex();
+    let net = Net::new(model, &device)?.valid();
+    let [c, h, w] = model.description.input;
+    let images = random_images(batch, model.description.input, seed);
+    let n = model.description.layers.len();
+    let mut samples: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for run in 0..iters.max(1) + 1 {
+        let x = images_tensor(&images, [batch, c, h, w], &device)?;
+        let mut last = Instant::now();
+        net.forward_observed(x, |i, _| {
+            let now = Instant::now();
+            if run > 0 {
+                samples[i].push((now - last).as_secs_f64());
+            }
+            last = now;
+        });
+    }
+    let counts = count(&model.description)?;
+    let shapes = infer_shapes(&model.description)?;
+    Ok(samples
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut s)| {
+            s.sort_by(f64::total_cmp);
+            let median_s = s[s.len() / 2];
+            let layer = &counts.layers[i];
+            LayerTime {
+                name: layer.name.clone(),
+                kind: layer.kind,
+                input: shapes[i].input.to_string(),
+                output: layer.output.clone(),
+                median_s,
+                gflops: 2.0 * layer.macs as f64 * batch as f64 / median_s / 1e9,
+            }
+        })
+        .collect())
+}

@@ -3,8 +3,14 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use cnnsplitter::Model;
 use cnnsplitter::bench;
+use cnnsplitter::decode::{decode, random_keep_masks};
 use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::graph::channel_groups::ChannelGroups;
 
 use super::progress_bar::Bars;
 
@@ -31,6 +37,28 @@ enum BenchMode {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Print one JSON object (images_per_s, median_s, ...).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per-layer times of burn forward passes (which layer shapes are slow), optionally of a
+    /// decoded random sub-network.
+    Layers {
+        /// Architecture, e.g. simcnn@0.25 or rescnn.
+        #[arg(long)]
+        arch: String,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 256)]
+        batch: usize,
+        /// Share of each layer's kernels kept (1 = the full network).
+        #[arg(long, default_value_t = 1.0)]
+        keep: f64,
+        /// Timed runs (the median is reported) after 1 warm-up run.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Seed of the random weights, mask and images.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -80,6 +108,54 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                     "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
                     r.arch, r.engine, r.threads, r.batch, r.images_per_s, r.median_s, r.gflops
                 );
+            }
+        }
+        BenchMode::Layers {
+            arch,
+            batch,
+            keep,
+            iters,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(batch > 0, "--batch must be at least 1");
+            anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
+            let mut model = Model::init(&arch, [3, 32, 32], 10, seed)?;
+            if keep < 1.0 {
+                let groups = ChannelGroups::derive(&model.description)?;
+                let masks = random_keep_masks(&groups, keep, &mut ChaCha8Rng::seed_from_u64(seed));
+                model = decode(&model, &masks)?;
+            }
+            let times = bench::burn_layer_times(&model, batch, iters, seed)?;
+            if json {
+                println!("{}", serde_json::to_string(&times)?);
+            } else {
+                let total: f64 = times.iter().map(|t| t.median_s).sum();
+                println!(
+                    "{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch",
+                    arch
+                );
+                println!(
+                    "{:<14} {:<12} {:>12} {:>12} {:>10} {:>7} {:>9}",
+                    "layer", "type", "input", "output", "ms", "share", "GFLOP/s"
+                );
+                for t in &times {
+                    let gflops = if t.gflops > 0.0 {
+                        format!("{:.1}", t.gflops)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "{:<14} {:<12} {:>12} {:>12} {:>10.2} {:>6.1}% {:>9}",
+                        t.name,
+                        t.kind,
+                        t.input,
+                        t.output,
+                        t.median_s * 1e3,
+                        100.0 * t.median_s / total,
+                        gflops
+                    );
+                }
             }
         }
         BenchMode::Modules {

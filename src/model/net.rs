@@ -272,7 +272,7 @@ impl Net {
                     Activation::Map(t) => Activation::Map(relu(t)),
                     Activation::Flat(t) => Activation::Flat(relu(t)),
                 },
-                Op::MaxPool(o) => Activation::Map(max_pool2d(input.map(), o.clone())),
+                Op::MaxPool(o) => Activation::Map(max_pool(input.map(), o)),
                 Op::AvgPool(o) => Activation::Map(avg_pool2d(input.map(), o.clone())),
                 Op::GlobalAvgPool => Activation::Map(adaptive_avg_pool2d(input.map(), [1, 1])),
                 Op::Flatten => Activation::Flat(input.map().flatten(1, 3)),
@@ -336,6 +336,27 @@ impl Net {
     pub fn to_model(&self) -> Result<Model> {
         Model::new(self.plan.description.clone(), self.weights())
     }
+}
+
+/// Max pooling. Non-overlapping windows (stride = kernel) are computed as a reshape and two
+/// `max_dim` reductions: on burn's flex backend about 1.5x faster than its `max_pool2d`, which
+/// also computes argmax indices.
+fn max_pool(x: Tensor<4>, o: &MaxPoolOptions<2>) -> Tensor<4> {
+    let [kh, kw] = o.kernel_size;
+    if o.stride != o.kernel_size || o.padding != [(0, 0); 2] || o.dilation != [1, 1] {
+        return max_pool2d(x, o.clone());
+    }
+    let [n, c, h, w] = x.dims();
+    let (oh, ow) = (h / kh, w / kw);
+    let x = if oh * kh != h || ow * kw != w {
+        x.slice([0..n, 0..c, 0..oh * kh, 0..ow * kw])
+    } else {
+        x
+    };
+    x.reshape([n, c, oh, kh, ow, kw])
+        .max_dim(5)
+        .max_dim(3)
+        .reshape([n, c, oh, ow])
 }
 
 /// Images `[N, C, H, W]` from row-major host data, checking the length.

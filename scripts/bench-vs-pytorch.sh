@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs cnnsplitter's inference benchmarks next to the PyTorch reference, in one run on one machine,
+# and prints one JSON line per measurement.
+# Usage: scripts/bench-vs-pytorch.sh [ARCH...]        (default: simcnn@0.25 simcnn)
+# Needs ../shared/bench (setup-torch.sh, torch_reference.py); THREADS defaults to 2.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+threads=${THREADS:-2}
+ref=../shared/bench
+py=$("$ref/setup-torch.sh")
+cargo build --release -q
+bin=target/release/cnnsplitter
+archs=("$@"); [ ${#archs[@]} -gt 0 ] || archs=(simcnn@0.25 simcnn)
+for spec in "${archs[@]}"; do
+  arch=${spec%@*}; width=1; [[ $spec == *@* ]] && width=${spec#*@}
+  "$bin" --threads "$threads" bench infer --arch "$spec" --batch 256 --json
+  for variant in eager channels_last ort; do
+    "$py" "$ref/torch_reference.py" infer --arch "$arch" --width "$width" --threads "$threads" --variant "$variant"
+  done
+  "$bin" --threads "$threads" bench modules --arch "$spec" --modules 20 --images 1000 --keep 0.5 --json
+  "$py" "$ref/torch_reference.py" modules --arch "$arch" --width "$width" --threads "$threads" --modules 20 --images 1000 --keep 0.5
+done
