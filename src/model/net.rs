@@ -133,10 +133,10 @@ impl Net {
         let mut sources = Vec::with_capacity(desc.layers.len());
         for (i, layer) in desc.layers.iter().enumerate() {
             let source = desc.source(i).expect("validated");
-            if let Source::Layer(j) = source {
-                if j + 1 != i {
-                    kept[j] = true;
-                }
+            if let Source::Layer(j) = source
+                && j + 1 != i
+            {
+                kept[j] = true;
             }
             sources.push(source);
             let name = layer.name.as_str();

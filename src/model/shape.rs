@@ -161,7 +161,7 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
             }
             LayerKind::BatchNorm2d { eps, momentum } => {
                 expect_map(name, &layer.kind, current)?;
-                if !(*eps > 0.0) || !(0.0..=1.0).contains(momentum) {
+                if eps.is_nan() || *eps <= 0.0 || !(0.0..=1.0).contains(momentum) {
                     return Err(Error::layer(name, "needs eps > 0 and momentum in [0, 1]"));
                 }
                 current
