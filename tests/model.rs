@@ -317,14 +317,18 @@ fn broken_model_folders_give_clear_errors() {
     let model = Model::init("simcnn-weak@0.25", [3, 32, 32], 10, 0).unwrap();
     model.save(dir.path()).unwrap();
 
+    // Writes `weights` into the folder and returns the error of loading it.
+    let load_error = |weights: &Weights| {
+        std::fs::write(
+            dir.path().join(WEIGHTS_FILE),
+            weights.to_safetensors().unwrap(),
+        )
+        .unwrap();
+        Model::load(dir.path()).unwrap_err().to_string()
+    };
     let mut weights = model.weights.clone();
     weights.tensors.remove("fc_4.bias");
-    std::fs::write(
-        dir.path().join(WEIGHTS_FILE),
-        weights.to_safetensors().unwrap(),
-    )
-    .unwrap();
-    let err = Model::load(dir.path()).unwrap_err().to_string();
+    let err = load_error(&weights);
     assert!(
         err.contains("fc_4.bias") && err.contains("missing"),
         "{err}"
@@ -334,12 +338,7 @@ fn broken_model_folders_give_clear_errors() {
     weights
         .tensors
         .insert("conv_9.weight".into(), HostTensor::full(vec![1], 0.0));
-    std::fs::write(
-        dir.path().join(WEIGHTS_FILE),
-        weights.to_safetensors().unwrap(),
-    )
-    .unwrap();
-    let err = Model::load(dir.path()).unwrap_err().to_string();
+    let err = load_error(&weights);
     assert!(
         err.contains("conv_9.weight") && err.contains("no layer"),
         "{err}"
