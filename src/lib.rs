@@ -7,6 +7,7 @@
 //! through [`progress::Progress`].
 
 pub mod bench;
+pub mod data;
 pub mod decode;
 pub mod engine;
 pub mod error;

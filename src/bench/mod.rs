@@ -264,3 +264,68 @@ pub fn burn_layer_times(
         })
         .collect())
 }
+
+/// Result of `bench pipeline`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineReport {
+    /// Always `cnnsplitter`.
+    pub tool: &'static str,
+    /// Always `pipeline`.
+    pub mode: &'static str,
+    /// Dataset name.
+    pub dataset: String,
+    /// Compute threads.
+    pub threads: usize,
+    /// Images per batch.
+    pub batch: usize,
+    /// Seconds to read (or generate) and split the dataset.
+    pub load_s: f64,
+    /// Training images per epoch.
+    pub images: usize,
+    /// Epochs timed.
+    pub epochs: usize,
+    /// Training-input images per second (shuffle + augment + normalise + batch).
+    pub images_per_s: f64,
+}
+
+/// Times the training input pipeline: `epochs` epochs of augmented, shuffled batches of the
+/// training split, consumed without a model.
+pub fn pipeline(
+    selection: &crate::data::presets::DataSelection,
+    batch: usize,
+    epochs: usize,
+    threads: usize,
+    seed: u64,
+) -> Result<PipelineReport> {
+    use crate::data::pipeline::{Augmentation, Batcher};
+    let t = Instant::now();
+    let data = selection.load()?;
+    let load_s = t.elapsed().as_secs_f64();
+    let batcher = Batcher {
+        set: data.train.clone(),
+        batch_size: batch,
+        shuffle: true,
+        augmentation: Some(Augmentation::standard(data.digits)),
+        normalization: data.normalization.clone(),
+        seed,
+    };
+    let t = Instant::now();
+    let mut seen = 0usize;
+    for epoch in 0..epochs.max(1) {
+        for b in batcher.epoch(epoch as u64, 2) {
+            seen += b.len();
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    Ok(PipelineReport {
+        tool: "cnnsplitter",
+        mode: "pipeline",
+        dataset: data.name,
+        threads,
+        batch,
+        load_s,
+        images: data.train.len(),
+        epochs: epochs.max(1),
+        images_per_s: seen as f64 / secs,
+    })
+}

@@ -12,6 +12,7 @@ use cnnsplitter::decode::{decode, random_keep_masks};
 use cnnsplitter::engine::burn::BurnEngine;
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 
+use super::data::DataArgs;
 use super::progress_bar::Bars;
 
 #[derive(Args)]
@@ -59,6 +60,23 @@ enum BenchMode {
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Images/s of the training input pipeline (shuffle, augment, normalise, batch), without a model.
+    Pipeline {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Images per batch.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Epochs to time.
+        #[arg(long, default_value_t = 2)]
+        epochs: usize,
+        /// Seed of shuffling and augmentation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object (images_per_s, load_s, ...).
         #[arg(long)]
         json: bool,
     },
@@ -156,6 +174,24 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                         gflops
                     );
                 }
+            }
+        }
+        BenchMode::Pipeline {
+            data,
+            batch,
+            epochs,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(batch > 0, "--batch must be at least 1");
+            let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{}: loaded in {:.2} s; input pipeline {:.0} images/s ({} training images x {} epochs, batch {}, {} threads)",
+                    r.dataset, r.load_s, r.images_per_s, r.images, r.epochs, r.batch, r.threads
+                );
             }
         }
         BenchMode::Modules {

@@ -1,6 +1,7 @@
 //! Subcommands, one file each; `run` parses the arguments and dispatches.
 
 mod bench;
+mod data;
 mod demo;
 mod init;
 mod inspect;
@@ -29,6 +30,8 @@ enum Command {
     Init(init::InitArgs),
     /// Print a model's layers with kernels, parameters and multiply-accumulates.
     Inspect(inspect::InspectArgs),
+    /// Fetch the published datasets and describe datasets and presets.
+    Data(data::DataCommand),
     /// Measure inference speed (figures comparable with ../shared/bench/torch_reference.py).
     Bench(bench::BenchArgs),
 }
@@ -51,6 +54,7 @@ pub fn run() -> Result<()> {
         Command::Init(args) => init::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
+        Command::Data(cmd) => data::run(cmd),
     }
 }
 

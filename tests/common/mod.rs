@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod formats;
+
 use std::collections::HashMap;
 
 use rand::{Rng, SeedableRng};

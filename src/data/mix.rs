@@ -1,0 +1,512 @@
+//! Splits and class mixes from a small declarative description (TOML).
+//!
+//! A mix takes *parts*: each selects classes of one source dataset (`cifar10`, `cifar100`,
+//! `svhn`, `mnist`, `synthetic`), optionally only the first K images per class, and gives them
+//! new labels. The parts are merged. Before any class is selected, every image of a source is
+//! assigned to train, validation or test with a seeded shuffle, so mixes that share a source and
+//! a seed (e.g. MNIST-S and MNIST-W) partition it the same way:
+//!
+//! - `mode = "official"`: the official test split is the test split; `val` of the official
+//!   training images (chosen at random) are held out for validation;
+//! - `mode = "pool"`: all images (training then test, as published) are shuffled and cut by
+//!   `ratios` (e.g. 8:1:1).
+//!
+//! ```toml
+//! name = "svhn-w"
+//! digits = true                     # no horizontal flips
+//! [[part]]
+//! source = "svhn"
+//! classes = [6, 7, 8, 9, "tc"]      # relabelled 0..4 in this order; "tc" is --tc
+//! [split]
+//! mode = "official"
+//! val = 0.2
+//! seed = 0
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::pipeline::Normalization;
+use crate::data::{ImageSet, RawDataset, locate, read, synthetic};
+use crate::error::{Error, Result};
+
+/// A declarative dataset: parts, split rule, and input handling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MixSpec {
+    /// Name of the resulting dataset.
+    pub name: String,
+    /// One line saying what it is.
+    #[serde(default)]
+    pub description: String,
+    /// Digits: horizontal flips are not used for augmentation.
+    #[serde(default)]
+    pub digits: bool,
+    /// Pixels of background (0) added on every side (e.g. 2 makes 28x28 digits 32x32).
+    #[serde(default)]
+    pub pad: usize,
+    /// The parts, merged in order.
+    #[serde(rename = "part")]
+    pub parts: Vec<PartSpec>,
+    /// How images are assigned to train / validation / test.
+    pub split: SplitSpec,
+    /// Sizes of the synthetic source, when a part uses it.
+    #[serde(default)]
+    pub synthetic: SyntheticSpec,
+    /// Per-channel mean of the normalisation (default: ImageNet's; 1 channel: their average).
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation of the normalisation (default: ImageNet's).
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+/// One part of a mix.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartSpec {
+    /// Source dataset: `cifar10`, `cifar100`, `svhn`, `mnist` or `synthetic`.
+    pub source: String,
+    /// Classes to keep, by index, by name, or `"tc"` (the `--tc` value); all when absent.
+    #[serde(default)]
+    pub classes: Option<Vec<ClassRef>>,
+    /// New labels, one per kept class; default: consecutive after the previous parts' labels.
+    #[serde(default)]
+    pub labels: Option<Vec<usize>>,
+    /// Keep only the first K official training images of each kept class.
+    #[serde(default)]
+    pub take_train: Option<usize>,
+    /// Keep only the first K official test images of each kept class.
+    #[serde(default)]
+    pub take_test: Option<usize>,
+    /// Use CIFAR-100's 20 coarse labels instead of the 100 fine ones.
+    #[serde(default)]
+    pub coarse: bool,
+}
+
+/// A class by index, by name, or the target class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClassRef {
+    /// A class index of the source.
+    Index(usize),
+    /// `"tc"` for the target class given with `--tc`, or a class name of the source.
+    Name(String),
+}
+
+/// How images are assigned to splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// `official` (official test set; validation cut from the official training set) or
+    /// `pool` (all images shuffled and cut by `ratios`).
+    pub mode: SplitMode,
+    /// `official`: share of the official training images held out for validation.
+    #[serde(default = "default_val")]
+    pub val: f64,
+    /// `pool`: train : validation : test proportions.
+    #[serde(default = "default_ratios")]
+    pub ratios: [f64; 3],
+    /// Seed of the shuffle.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_val() -> f64 {
+    0.2
+}
+
+fn default_ratios() -> [f64; 3] {
+    [8.0, 1.0, 1.0]
+}
+
+/// See [`SplitSpec::mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitMode {
+    /// Official test set, validation cut from the official training set.
+    Official,
+    /// Everything pooled and cut by ratios.
+    Pool,
+}
+
+/// Sizes and seed of the generated synthetic source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSpec {
+    /// Images in the synthetic "official training" split.
+    #[serde(default = "default_synthetic_train")]
+    pub train: usize,
+    /// Images in the synthetic "official test" split.
+    #[serde(default = "default_synthetic_test")]
+    pub test: usize,
+    /// Seed of the drawing.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_synthetic_train() -> usize {
+    10_000
+}
+
+fn default_synthetic_test() -> usize {
+    2_000
+}
+
+impl Default for SyntheticSpec {
+    fn default() -> Self {
+        SyntheticSpec {
+            train: default_synthetic_train(),
+            test: default_synthetic_test(),
+            seed: 0,
+        }
+    }
+}
+
+/// A dataset ready for training and evaluation.
+#[derive(Debug, Clone)]
+pub struct DataSplits {
+    /// Name (with the target class, e.g. `svhn-w(tc=3)`).
+    pub name: String,
+    /// Class names, one per label.
+    pub class_names: Vec<String>,
+    /// Training images.
+    pub train: Arc<ImageSet>,
+    /// Validation images.
+    pub val: Arc<ImageSet>,
+    /// Test images.
+    pub test: Arc<ImageSet>,
+    /// Digits: no horizontal flips in augmentation.
+    pub digits: bool,
+    /// Input normalisation.
+    pub normalization: Normalization,
+}
+
+impl DataSplits {
+    /// Number of classes.
+    pub fn classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    /// Image shape `[C, H, W]`.
+    pub fn shape(&self) -> [usize; 3] {
+        self.train.shape
+    }
+
+    /// The split called `train`, `val` (or `validation`) or `test`.
+    pub fn split(&self, name: &str) -> Result<&Arc<ImageSet>> {
+        match name {
+            "train" => Ok(&self.train),
+            "val" | "validation" => Ok(&self.val),
+            "test" => Ok(&self.test),
+            other => Err(Error::Invalid(format!(
+                "unknown split `{other}`; expected train, val or test"
+            ))),
+        }
+    }
+}
+
+impl MixSpec {
+    /// Parses a TOML description; the error names what is wrong.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let spec: MixSpec = toml::from_str(text)
+            .map_err(|e| Error::Invalid(format!("invalid dataset description: {e}")))?;
+        spec.check()?;
+        Ok(spec)
+    }
+
+    /// Reads a TOML description file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Whether any part refers to the target class.
+    pub fn needs_tc(&self) -> bool {
+        self.parts
+            .iter()
+            .flat_map(|p| p.classes.iter().flatten())
+            .any(|c| matches!(c, ClassRef::Name(n) if n == "tc"))
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.parts.is_empty() {
+            return Err(Error::Invalid(format!(
+                "dataset `{}` has no [[part]]",
+                self.name
+            )));
+        }
+        for p in &self.parts {
+            if !["cifar10", "cifar100", "svhn", "mnist", "synthetic"].contains(&p.source.as_str()) {
+                return Err(Error::Invalid(format!(
+                    "dataset `{}`: unknown source `{}`; expected cifar10, cifar100, svhn, mnist or synthetic",
+                    self.name, p.source
+                )));
+            }
+            if let (Some(c), Some(l)) = (&p.classes, &p.labels)
+                && c.len() != l.len()
+            {
+                return Err(Error::Invalid(format!(
+                    "dataset `{}`: a part lists {} classes but {} labels",
+                    self.name,
+                    c.len(),
+                    l.len()
+                )));
+            }
+        }
+        let s = &self.split;
+        let ok = match s.mode {
+            SplitMode::Official => (0.0..1.0).contains(&s.val),
+            SplitMode::Pool => {
+                s.ratios.iter().all(|&r| r >= 0.0) && s.ratios.iter().sum::<f64>() > 0.0
+            }
+        };
+        if !ok {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: split needs 0 <= val < 1 (official) or non-negative ratios (pool)",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Builds the splits, reading sources below `data_dir` (each in the folder itself or a
+    /// sub-folder its archive unpacks to). `tc` is required when a part names `"tc"`.
+    pub fn build(&self, data_dir: &Path, tc: Option<usize>) -> Result<DataSplits> {
+        if self.needs_tc() && tc.is_none() {
+            return Err(Error::Invalid(format!(
+                "dataset `{}` needs the target class: add --tc K (e.g. --tc 3)",
+                self.name
+            )));
+        }
+        let mut sources: BTreeMap<&str, RawDataset> = BTreeMap::new();
+        for p in &self.parts {
+            if !sources.contains_key(p.source.as_str()) {
+                sources.insert(&p.source, self.load_source(&p.source, data_dir)?);
+            }
+        }
+        let shape = sources
+            .values()
+            .next()
+            .and_then(|s| s.splits.first())
+            .map(|(_, s)| s.shape)
+            .unwrap_or([3, 32, 32]);
+        if let Some((name, _)) = sources
+            .iter()
+            .find(|(_, s)| s.splits.iter().any(|(_, set)| set.shape != shape))
+        {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: source `{name}` has another image shape than the others",
+                self.name
+            )));
+        }
+        let mut outputs = [
+            ImageSet::empty(shape),
+            ImageSet::empty(shape),
+            ImageSet::empty(shape),
+        ];
+        let mut class_names: BTreeMap<usize, String> = BTreeMap::new();
+        let mut next_label = 0usize;
+        for part in &self.parts {
+            let source = &sources[part.source.as_str()];
+            let assignment = self.assign(source);
+            let names = if part.coarse {
+                coarse_names(source)?
+            } else {
+                source.class_names.clone()
+            };
+            let kept: Vec<usize> = match &part.classes {
+                None => (0..names.len()).collect(),
+                Some(list) => list
+                    .iter()
+                    .map(|c| resolve_class(c, &names, tc, &part.source))
+                    .collect::<Result<_>>()?,
+            };
+            let labels: Vec<usize> = part
+                .labels
+                .clone()
+                .unwrap_or_else(|| (next_label..next_label + kept.len()).collect());
+            next_label = labels.iter().max().map_or(next_label, |m| m + 1);
+            for (&k, &l) in kept.iter().zip(&labels) {
+                class_names.entry(l).or_insert_with(|| names[k].clone());
+            }
+            let mut new_label = vec![None; names.len()];
+            for (&k, &l) in kept.iter().zip(&labels) {
+                new_label[k] = Some(l as u16);
+            }
+            for (s, (split_name, set)) in source.splits.iter().enumerate() {
+                let limit = if split_name == "train" {
+                    part.take_train
+                } else {
+                    part.take_test
+                };
+                let source_labels = if part.coarse {
+                    coarse_labels(source, split_name)?
+                } else {
+                    &set.labels
+                };
+                let mut taken = vec![0usize; names.len()];
+                for (i, &label) in source_labels.iter().enumerate() {
+                    let Some(l) = new_label.get(label as usize).copied().flatten() else {
+                        continue;
+                    };
+                    if limit.is_some_and(|k| taken[label as usize] >= k) {
+                        continue;
+                    }
+                    taken[label as usize] += 1;
+                    outputs[assignment[s][i] as usize].push_from(set, i, l);
+                }
+            }
+        }
+        let classes = class_names.keys().max().map_or(0, |m| m + 1);
+        if let Some(missing) = (0..classes).find(|l| !class_names.contains_key(l)) {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: label {missing} is given to no class",
+                self.name
+            )));
+        }
+        let [train, val, test] = outputs.map(|s| s.padded(self.pad));
+        for (name, set) in [("train", &train), ("test", &test)] {
+            if set.is_empty() {
+                return Err(Error::Invalid(format!(
+                    "dataset `{}`: the {name} split is empty",
+                    self.name
+                )));
+            }
+        }
+        let channels = train.shape[0];
+        let normalization =
+            Normalization::for_channels(channels, self.mean.clone(), self.std.clone())?;
+        let name = match tc.filter(|_| self.needs_tc()) {
+            Some(t) => format!("{}(tc={t})", self.name),
+            None => self.name.clone(),
+        };
+        Ok(DataSplits {
+            name,
+            class_names: class_names.into_values().collect(),
+            train: Arc::new(train),
+            val: Arc::new(val),
+            test: Arc::new(test),
+            digits: self.digits,
+            normalization,
+        })
+    }
+
+    fn load_source(&self, source: &str, data_dir: &Path) -> Result<RawDataset> {
+        if source == "synthetic" {
+            let s = &self.synthetic;
+            return Ok(RawDataset {
+                format: crate::data::Format::Synthetic,
+                dir: PathBuf::new(),
+                class_names: synthetic::CLASS_NAMES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                splits: vec![
+                    ("train".into(), synthetic::generate(s.train, s.seed)),
+                    (
+                        "test".into(),
+                        synthetic::generate(s.test, synthetic::mix_seed(s.seed, u64::MAX)),
+                    ),
+                ],
+                coarse_labels: Vec::new(),
+            });
+        }
+        let (dir, format) = locate(source, data_dir)?;
+        read(&dir, format)
+    }
+
+    /// For each official split of `source` and each image: 0 train, 1 validation, 2 test.
+    fn assign(&self, source: &RawDataset) -> Vec<Vec<u8>> {
+        let s = &self.split;
+        let mut rng = ChaCha8Rng::seed_from_u64(s.seed);
+        match s.mode {
+            SplitMode::Official => source
+                .splits
+                .iter()
+                .map(|(name, set)| {
+                    if name != "train" {
+                        return vec![2; set.len()];
+                    }
+                    let mut order: Vec<usize> = (0..set.len()).collect();
+                    order.shuffle(&mut rng);
+                    let n_val = (set.len() as f64 * s.val).round() as usize;
+                    let mut a = vec![0u8; set.len()];
+                    for &i in &order[set.len() - n_val..] {
+                        a[i] = 1;
+                    }
+                    a
+                })
+                .collect(),
+            SplitMode::Pool => {
+                let total: usize = source.splits.iter().map(|(_, s)| s.len()).sum();
+                let mut order: Vec<usize> = (0..total).collect();
+                order.shuffle(&mut rng);
+                let sum: f64 = s.ratios.iter().sum();
+                let n_train = (total as f64 * s.ratios[0] / sum).round() as usize;
+                let n_val = ((total as f64 * (s.ratios[0] + s.ratios[1]) / sum).round() as usize)
+                    .saturating_sub(n_train);
+                let mut flat = vec![2u8; total];
+                for (rank, &i) in order.iter().enumerate() {
+                    flat[i] = if rank < n_train {
+                        0
+                    } else if rank < n_train + n_val {
+                        1
+                    } else {
+                        2
+                    };
+                }
+                let mut out = Vec::new();
+                let mut start = 0;
+                for (_, set) in &source.splits {
+                    out.push(flat[start..start + set.len()].to_vec());
+                    start += set.len();
+                }
+                out
+            }
+        }
+    }
+}
+
+fn resolve_class(c: &ClassRef, names: &[String], tc: Option<usize>, source: &str) -> Result<usize> {
+    let index = match c {
+        ClassRef::Index(i) => *i,
+        ClassRef::Name(n) if n == "tc" => tc.expect("checked before"),
+        ClassRef::Name(n) => names
+            .iter()
+            .position(|x| x == n)
+            .ok_or_else(|| Error::Invalid(format!("source `{source}` has no class named `{n}`")))?,
+    };
+    if index >= names.len() {
+        return Err(Error::Invalid(format!(
+            "source `{source}` has {} classes; class {index} does not exist",
+            names.len()
+        )));
+    }
+    Ok(index)
+}
+
+fn coarse_labels<'a>(source: &'a RawDataset, split: &str) -> Result<&'a Vec<u16>> {
+    source
+        .coarse_labels
+        .iter()
+        .find(|(n, _)| n == split)
+        .map(|(_, l)| l)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "source `{}` has no coarse labels",
+                source.format.dataset()
+            ))
+        })
+}
+
+fn coarse_names(source: &RawDataset) -> Result<Vec<String>> {
+    coarse_labels(source, "train").or_else(|_| coarse_labels(source, "test"))?;
+    Ok((0..20).map(|i| format!("coarse_{i}")).collect())
+}

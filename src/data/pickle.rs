@@ -1,0 +1,658 @@
+//! A minimal reader of Python pickles (protocols 0-5, the data opcodes), enough for the
+//! python versions of CIFAR-10/100: dicts, lists, strings, bytes, ints and numpy arrays.
+//!
+//! Nothing is executed: globals are recorded by name, and only a few reductions are
+//! interpreted (`numpy.core.multiarray._reconstruct` + its `BUILD` state as an array,
+//! `numpy.dtype`, and `_codecs.encode(text, "latin1")` as bytes, which Python 3 writes for bytes
+//! under protocol 2).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use crate::error::{Error, Result};
+
+/// A numpy array: shape, dtype code without byte order (`u1`, `i8`, `f4`, ...), and its bytes
+/// in C order, little-endian.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NdArray {
+    /// Dimensions.
+    pub shape: Vec<usize>,
+    /// Type code, e.g. `u1` (uint8) or `i8` (int64).
+    pub dtype: String,
+    /// Raw little-endian element bytes.
+    pub data: Vec<u8>,
+}
+
+/// A decoded pickle value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `None`.
+    None,
+    /// `True` / `False`.
+    Bool(bool),
+    /// An integer that fits `i64`.
+    Int(i64),
+    /// A float.
+    Float(f64),
+    /// `bytes` (or a Python 2 `str`).
+    Bytes(Vec<u8>),
+    /// `str` (Python 2 `unicode`).
+    Text(String),
+    /// A list.
+    List(Vec<Value>),
+    /// A tuple.
+    Tuple(Vec<Value>),
+    /// A dict, in insertion order.
+    Dict(Vec<(Value, Value)>),
+    /// A numpy array.
+    Array(NdArray),
+    /// Any other object: the class or function that made it, its arguments, its state.
+    Object {
+        /// `module.name` of the callable.
+        class: String,
+        /// Arguments of the call.
+        args: Vec<Value>,
+        /// State set by `BUILD`.
+        state: Option<Box<Value>>,
+    },
+}
+
+impl Value {
+    /// Whether this is the text `key`, as `str` or `bytes`.
+    pub fn is_text(&self, key: &str) -> bool {
+        match self {
+            Value::Text(t) => t == key,
+            Value::Bytes(b) => b == key.as_bytes(),
+            _ => false,
+        }
+    }
+
+    /// The entry of a dict whose key is `key` (as `str` or `bytes`).
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        match self {
+            Value::Dict(entries) => entries.iter().find(|(k, _)| k.is_text(key)).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// This value as a numpy array.
+    pub fn ndarray(&self) -> Result<NdArray> {
+        match self {
+            Value::Array(a) => Ok(a.clone()),
+            other => Err(Error::Invalid(format!(
+                "expected a numpy array, found {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// This value as a list of integers (a list, a tuple, or an integer numpy array).
+    pub fn int_list(&self) -> Result<Vec<i64>> {
+        match self {
+            Value::List(items) | Value::Tuple(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Int(i) => Ok(*i),
+                    other => Err(Error::Invalid(format!(
+                        "expected integers, found {}",
+                        other.kind()
+                    ))),
+                })
+                .collect(),
+            Value::Array(a) => {
+                let width = match a.dtype.as_str() {
+                    "u1" | "i1" => 1,
+                    "u2" | "i2" => 2,
+                    "u4" | "i4" => 4,
+                    "u8" | "i8" => 8,
+                    other => {
+                        return Err(Error::Invalid(format!(
+                            "expected an integer array, found dtype {other}"
+                        )));
+                    }
+                };
+                let signed = a.dtype.starts_with('i');
+                Ok(a.data
+                    .chunks_exact(width)
+                    .map(|b| {
+                        let mut buf = [0u8; 8];
+                        buf[..width].copy_from_slice(b);
+                        if signed && b[width - 1] & 0x80 != 0 {
+                            buf[width..].fill(0xff);
+                        }
+                        i64::from_le_bytes(buf)
+                    })
+                    .collect())
+            }
+            other => Err(Error::Invalid(format!(
+                "expected a list of integers, found {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    /// This value as a list of strings (each `str` or `bytes`).
+    pub fn string_list(&self) -> Result<Vec<String>> {
+        match self {
+            Value::List(items) | Value::Tuple(items) => items
+                .iter()
+                .map(|v| match v {
+                    Value::Text(t) => Ok(t.clone()),
+                    Value::Bytes(b) => Ok(String::from_utf8_lossy(b).into_owned()),
+                    other => Err(Error::Invalid(format!(
+                        "expected strings, found {}",
+                        other.kind()
+                    ))),
+                })
+                .collect(),
+            other => Err(Error::Invalid(format!(
+                "expected a list of strings, found {}",
+                other.kind()
+            ))),
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            Value::None => "None",
+            Value::Bool(_) => "a bool",
+            Value::Int(_) => "an int",
+            Value::Float(_) => "a float",
+            Value::Bytes(_) => "bytes",
+            Value::Text(_) => "a str",
+            Value::List(_) => "a list",
+            Value::Tuple(_) => "a tuple",
+            Value::Dict(_) => "a dict",
+            Value::Array(_) => "a numpy array",
+            Value::Object { .. } => "an object",
+        }
+    }
+}
+
+/// A value on the VM's stack or memo; lists, dicts and objects are shared so that memoised
+/// references see later mutations.
+#[derive(Debug, Clone)]
+enum Item {
+    Mark,
+    Leaf(Rc<Value>),
+    List(Rc<RefCell<Vec<Item>>>),
+    Tuple(Rc<Vec<Item>>),
+    Dict(Rc<RefCell<Vec<(Item, Item)>>>),
+    Global(Rc<str>),
+    Object(Rc<RefCell<Obj>>),
+}
+
+#[derive(Debug)]
+struct Obj {
+    class: String,
+    args: Vec<Item>,
+    state: Option<Item>,
+}
+
+fn bad(msg: impl Into<String>) -> Error {
+    Error::Invalid(format!("not a valid pickle: {}", msg.into()))
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if n > self.bytes.len() - self.pos {
+            return Err(bad(format!(
+                "truncated: {n} bytes needed at offset {}",
+                self.pos
+            )));
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<usize> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")) as usize)
+    }
+
+    fn u64(&mut self) -> Result<usize> {
+        let v = u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes"));
+        usize::try_from(v).map_err(|_| bad("length too large"))
+    }
+
+    fn line(&mut self) -> Result<&'a str> {
+        let rest = &self.bytes[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| bad("unterminated text line"))?;
+        self.pos += end + 1;
+        std::str::from_utf8(&rest[..end]).map_err(|_| bad("text line is not UTF-8"))
+    }
+}
+
+fn leaf(v: Value) -> Item {
+    Item::Leaf(Rc::new(v))
+}
+
+fn text(bytes: &[u8]) -> Result<Item> {
+    Ok(leaf(Value::Text(
+        String::from_utf8(bytes.to_vec()).map_err(|_| bad("str is not UTF-8"))?,
+    )))
+}
+
+/// Parses a pickle and returns its top-level value.
+pub fn load(bytes: &[u8]) -> Result<Value> {
+    let mut r = Reader { bytes, pos: 0 };
+    let mut stack: Vec<Item> = Vec::new();
+    let mut memo: HashMap<usize, Item> = HashMap::new();
+    let pop = |stack: &mut Vec<Item>| stack.pop().ok_or_else(|| bad("stack underflow"));
+    let pop_mark = |stack: &mut Vec<Item>| -> Result<Vec<Item>> {
+        let m = stack
+            .iter()
+            .rposition(|i| matches!(i, Item::Mark))
+            .ok_or_else(|| bad("missing MARK"))?;
+        let items = stack.split_off(m + 1);
+        stack.pop();
+        Ok(items)
+    };
+    let set_memo = |memo: &mut HashMap<usize, Item>, idx: usize, item: Item| -> Result<()> {
+        memo.insert(idx, item);
+        Ok(())
+    };
+    loop {
+        let op = r.u8()?;
+        match op {
+            0x80 => {
+                r.u8()?; // PROTO
+            }
+            0x95 => {
+                r.take(8)?; // FRAME
+            }
+            b'.' => {
+                let top = pop(&mut stack)?;
+                return resolve(&top, 0);
+            }
+            b'(' => stack.push(Item::Mark),
+            b'}' => stack.push(Item::Dict(Rc::new(RefCell::new(Vec::new())))),
+            b']' => stack.push(Item::List(Rc::new(RefCell::new(Vec::new())))),
+            b')' => stack.push(Item::Tuple(Rc::new(Vec::new()))),
+            b'N' => stack.push(leaf(Value::None)),
+            0x88 => stack.push(leaf(Value::Bool(true))),
+            0x89 => stack.push(leaf(Value::Bool(false))),
+            b'K' => {
+                let v = r.u8()?;
+                stack.push(leaf(Value::Int(v as i64)))
+            }
+            b'M' => {
+                let v = u16::from_le_bytes(r.take(2)?.try_into().expect("2 bytes"));
+                stack.push(leaf(Value::Int(v as i64)))
+            }
+            b'J' => {
+                let v = i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
+                stack.push(leaf(Value::Int(v as i64)))
+            }
+            0x8a | 0x8b => {
+                let n = if op == 0x8a {
+                    r.u8()? as usize
+                } else {
+                    r.u32()?
+                };
+                let b = r.take(n)?;
+                if n > 8 {
+                    return Err(bad("integer wider than 64 bits"));
+                }
+                let mut buf = [0u8; 8];
+                buf[..n].copy_from_slice(b);
+                if n > 0 && b[n - 1] & 0x80 != 0 {
+                    buf[n..].fill(0xff);
+                }
+                stack.push(leaf(Value::Int(i64::from_le_bytes(buf))))
+            }
+            b'I' | b'L' => {
+                let line = r.line()?.trim_end_matches('L');
+                let v = match line {
+                    "00" => Value::Bool(false),
+                    "01" => Value::Bool(true),
+                    _ => Value::Int(
+                        line.parse()
+                            .map_err(|_| bad(format!("bad integer `{line}`")))?,
+                    ),
+                };
+                stack.push(leaf(v))
+            }
+            b'G' => {
+                let v = f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
+                stack.push(leaf(Value::Float(v)))
+            }
+            b'U' | b'C' => {
+                let n = r.u8()? as usize;
+                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+            }
+            b'T' | b'B' => {
+                let n = r.u32()?;
+                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+            }
+            0x8e => {
+                let n = r.u64()?;
+                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+            }
+            0x8c => {
+                let n = r.u8()? as usize;
+                stack.push(text(r.take(n)?)?)
+            }
+            b'X' => {
+                let n = r.u32()?;
+                stack.push(text(r.take(n)?)?)
+            }
+            0x8d => {
+                let n = r.u64()?;
+                stack.push(text(r.take(n)?)?)
+            }
+            b'q' => {
+                let i = r.u8()? as usize;
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("stack underflow"))?;
+                set_memo(&mut memo, i, top)?
+            }
+            b'r' => {
+                let i = r.u32()?;
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("stack underflow"))?;
+                set_memo(&mut memo, i, top)?
+            }
+            b'p' => {
+                let i: usize = r.line()?.parse().map_err(|_| bad("bad PUT index"))?;
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("stack underflow"))?;
+                set_memo(&mut memo, i, top)?
+            }
+            0x94 => {
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("stack underflow"))?;
+                let i = memo.len();
+                set_memo(&mut memo, i, top)?
+            }
+            b'h' | b'j' | b'g' => {
+                let i = match op {
+                    b'h' => r.u8()? as usize,
+                    b'j' => r.u32()?,
+                    _ => r.line()?.parse().map_err(|_| bad("bad GET index"))?,
+                };
+                let item = memo
+                    .get(&i)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("memo {i} is empty")))?;
+                stack.push(item)
+            }
+            b'a' => {
+                let v = pop(&mut stack)?;
+                match stack.last() {
+                    Some(Item::List(l)) => l.borrow_mut().push(v),
+                    _ => return Err(bad("APPEND without a list")),
+                }
+            }
+            b'e' => {
+                let items = pop_mark(&mut stack)?;
+                match stack.last() {
+                    Some(Item::List(l)) => l.borrow_mut().extend(items),
+                    _ => return Err(bad("APPENDS without a list")),
+                }
+            }
+            b's' => {
+                let v = pop(&mut stack)?;
+                let k = pop(&mut stack)?;
+                match stack.last() {
+                    Some(Item::Dict(d)) => d.borrow_mut().push((k, v)),
+                    _ => return Err(bad("SETITEM without a dict")),
+                }
+            }
+            b'u' => {
+                let items = pop_mark(&mut stack)?;
+                if items.len() % 2 != 0 {
+                    return Err(bad("SETITEMS with an odd number of items"));
+                }
+                match stack.last() {
+                    Some(Item::Dict(d)) => {
+                        let mut d = d.borrow_mut();
+                        let mut it = items.into_iter();
+                        while let (Some(k), Some(v)) = (it.next(), it.next()) {
+                            d.push((k, v));
+                        }
+                    }
+                    _ => return Err(bad("SETITEMS without a dict")),
+                }
+            }
+            b'l' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Item::List(Rc::new(RefCell::new(items))))
+            }
+            b'd' => {
+                let items = pop_mark(&mut stack)?;
+                if items.len() % 2 != 0 {
+                    return Err(bad("DICT with an odd number of items"));
+                }
+                let pairs = items
+                    .chunks(2)
+                    .map(|c| (c[0].clone(), c[1].clone()))
+                    .collect();
+                stack.push(Item::Dict(Rc::new(RefCell::new(pairs))))
+            }
+            b't' => {
+                let items = pop_mark(&mut stack)?;
+                stack.push(Item::Tuple(Rc::new(items)))
+            }
+            0x85..=0x87 => {
+                let n = (op - 0x84) as usize;
+                if stack.len() < n {
+                    return Err(bad("stack underflow"));
+                }
+                let items = stack.split_off(stack.len() - n);
+                if items.iter().any(|i| matches!(i, Item::Mark)) {
+                    return Err(bad("MARK inside a tuple"));
+                }
+                stack.push(Item::Tuple(Rc::new(items)))
+            }
+            b'c' => {
+                let module = r.line()?.to_string();
+                let name = r.line()?;
+                stack.push(Item::Global(format!("{module}.{name}").into()))
+            }
+            0x93 => {
+                let name = pop(&mut stack)?;
+                let module = pop(&mut stack)?;
+                match (resolve(&module, 0)?, resolve(&name, 0)?) {
+                    (Value::Text(m), Value::Text(n)) => {
+                        stack.push(Item::Global(format!("{m}.{n}").into()))
+                    }
+                    _ => return Err(bad("STACK_GLOBAL needs two strings")),
+                }
+            }
+            b'R' | 0x81 => {
+                let args = pop(&mut stack)?;
+                let callable = pop(&mut stack)?;
+                let Item::Tuple(args) = args else {
+                    return Err(bad("call arguments are not a tuple"));
+                };
+                let class = match callable {
+                    Item::Global(g) => g.to_string(),
+                    _ => return Err(bad("call of something that is not a global")),
+                };
+                stack.push(reduce(class, args.to_vec())?)
+            }
+            b'b' => {
+                let state = pop(&mut stack)?;
+                match stack.last() {
+                    Some(Item::Object(o)) => o.borrow_mut().state = Some(state),
+                    Some(_) => {} // state of a plain value: ignored
+                    None => return Err(bad("BUILD without an object")),
+                }
+            }
+            b'0' => {
+                pop(&mut stack)?;
+            }
+            b'2' => {
+                let top = stack
+                    .last()
+                    .cloned()
+                    .ok_or_else(|| bad("stack underflow"))?;
+                stack.push(top)
+            }
+            b'1' => {
+                pop_mark(&mut stack)?;
+            }
+            other => {
+                return Err(bad(format!(
+                    "unsupported opcode 0x{other:02x} at offset {}",
+                    r.pos - 1
+                )));
+            }
+        }
+    }
+}
+
+/// Interprets the few calls a data pickle needs; records any other call as an object.
+fn reduce(class: String, args: Vec<Item>) -> Result<Item> {
+    if class == "_codecs.encode" {
+        if let Some(Value::Text(t)) = args.first().map(|a| resolve(a, 0)).transpose()? {
+            let bytes: Option<Vec<u8>> = t.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+            return bytes
+                .map(|b| leaf(Value::Bytes(b)))
+                .ok_or_else(|| bad("_codecs.encode of non-latin1 text"));
+        }
+    }
+    Ok(Item::Object(Rc::new(RefCell::new(Obj {
+        class,
+        args,
+        state: None,
+    }))))
+}
+
+/// Turns a VM item into a plain value; numpy arrays and dtypes become [`Value::Array`] and text.
+fn resolve(item: &Item, depth: usize) -> Result<Value> {
+    if depth > 200 {
+        return Err(bad("nested too deeply"));
+    }
+    Ok(match item {
+        Item::Mark => return Err(bad("MARK left on the stack")),
+        Item::Leaf(v) => (**v).clone(),
+        Item::List(l) => Value::List(
+            l.borrow()
+                .iter()
+                .map(|i| resolve(i, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
+        Item::Tuple(t) => Value::Tuple(
+            t.iter()
+                .map(|i| resolve(i, depth + 1))
+                .collect::<Result<_>>()?,
+        ),
+        Item::Dict(d) => Value::Dict(
+            d.borrow()
+                .iter()
+                .map(|(k, v)| Ok((resolve(k, depth + 1)?, resolve(v, depth + 1)?)))
+                .collect::<Result<_>>()?,
+        ),
+        Item::Global(g) => Value::Object {
+            class: g.to_string(),
+            args: Vec::new(),
+            state: None,
+        },
+        Item::Object(o) => {
+            let o = o.borrow();
+            let args: Vec<Value> = o
+                .args
+                .iter()
+                .map(|i| resolve(i, depth + 1))
+                .collect::<Result<_>>()?;
+            let state = o
+                .state
+                .as_ref()
+                .map(|s| resolve(s, depth + 1))
+                .transpose()?;
+            if o.class.ends_with("multiarray._reconstruct") {
+                Value::Array(ndarray_from_state(state.as_ref())?)
+            } else {
+                Value::Object {
+                    class: o.class.clone(),
+                    args,
+                    state: state.map(Box::new),
+                }
+            }
+        }
+    })
+}
+
+/// Builds an array from numpy's pickled state `(version, shape, dtype, fortran, data)`.
+fn ndarray_from_state(state: Option<&Value>) -> Result<NdArray> {
+    let Some(Value::Tuple(parts)) = state else {
+        return Err(bad("numpy array without state"));
+    };
+    let [_, shape, dtype, fortran, data] = parts.as_slice() else {
+        return Err(bad("numpy array state is not a 5-tuple"));
+    };
+    let shape: Vec<usize> = shape
+        .int_list()?
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| bad("negative array dimension")))
+        .collect::<Result<_>>()?;
+    if matches!(fortran, Value::Bool(true) | Value::Int(1)) && shape.len() > 1 {
+        return Err(bad("Fortran-ordered arrays are not supported"));
+    }
+    let Value::Object { class, args, state } = dtype else {
+        return Err(bad("numpy array without a dtype"));
+    };
+    if !class.ends_with("dtype") {
+        return Err(bad("numpy array dtype is not a numpy.dtype"));
+    }
+    let code = match args.first() {
+        Some(Value::Text(t)) => t.clone(),
+        Some(Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        _ => return Err(bad("numpy dtype without a type code")),
+    };
+    let big_endian = matches!(state.as_deref(), Some(Value::Tuple(s)) if s.get(1).is_some_and(|o| o.is_text(">")));
+    let width: usize = code
+        .get(1..)
+        .and_then(|w| w.parse().ok())
+        .filter(|&w| w > 0)
+        .ok_or_else(|| bad(format!("unsupported dtype `{code}`")))?;
+    let mut bytes = match data {
+        Value::Bytes(b) => b.clone(),
+        Value::Text(t) => t.chars().map(|c| c as u32 as u8).collect(),
+        _ => return Err(bad("numpy array data is not bytes")),
+    };
+    let count: usize = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| bad("array too large"))?;
+    if count.checked_mul(width) != Some(bytes.len()) {
+        return Err(bad(format!(
+            "array of shape {shape:?} and dtype {code} needs {} bytes, has {}",
+            count.saturating_mul(width),
+            bytes.len()
+        )));
+    }
+    if big_endian && width > 1 {
+        for chunk in bytes.chunks_exact_mut(width) {
+            chunk.reverse();
+        }
+    }
+    Ok(NdArray {
+        shape,
+        dtype: code,
+        data: bytes,
+    })
+}
