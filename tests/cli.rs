@@ -127,3 +127,59 @@ fn bench_infer_json_prints_images_per_second() {
         v["median_s"].as_f64().unwrap() > 0.0 && v["module_images_per_s"].as_f64().unwrap() > 0.0
     );
 }
+
+#[test]
+fn data_info_json_reports_format_and_splits() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 200u32;
+    let mut images = vec![0, 0, 8, 3];
+    for d in [n, 28, 28] {
+        images.extend(d.to_be_bytes());
+    }
+    images.extend(vec![0u8; 200 * 784]);
+    let mut labels = vec![0, 0, 8, 1];
+    labels.extend(n.to_be_bytes());
+    labels.extend((0..200).map(|i| (i % 4) as u8));
+    std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), images).unwrap();
+    std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), labels).unwrap();
+    let (ok, stdout, stderr) =
+        cnnsplitter(&["data", "info", dir.path().to_str().unwrap(), "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["format"], "mnist-idx");
+    assert_eq!(v["splits"]["test"]["count"], 200);
+    assert_eq!(
+        v["splits"]["test"]["per_class"],
+        serde_json::json!([50, 50, 50, 50, 0, 0, 0, 0, 0, 0])
+    );
+
+    let (ok, stdout, stderr) = cnnsplitter(&[
+        "data",
+        "info",
+        "--dataset",
+        "mnist-w",
+        "--tc",
+        "1",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["dataset"], "mnist-w(tc=1)");
+    let total: u64 = ["train", "val", "test"]
+        .iter()
+        .map(|s| v["splits"][s]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 50, "only digit 1 of {{6, 7, 8, 9, 1}} is present");
+
+    let (ok, _, stderr) = cnnsplitter(&[
+        "data",
+        "info",
+        "--dataset",
+        "svhn-w",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("--tc"), "{stderr}");
+}
