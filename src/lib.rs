@@ -14,6 +14,7 @@ pub mod error;
 pub mod graph;
 pub mod model;
 pub mod progress;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use model::Model;

@@ -7,6 +7,8 @@ pub trait Progress: Sync {
     fn start(&self, _stage: &str, _total: u64) {}
     /// `n` more steps of the current stage are done.
     fn advance(&self, _n: u64) {}
+    /// A short status of the current stage (e.g. loss and accuracy so far).
+    fn status(&self, _message: &str) {}
     /// The current stage is done.
     fn finish(&self) {}
     /// A one-line note for the user (e.g. which engine was chosen).

@@ -329,3 +329,72 @@ pub fn pipeline(
         images_per_s: seen as f64 / secs,
     })
 }
+
+/// Result of `bench train`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBenchReport {
+    /// Always `cnnsplitter`.
+    pub tool: &'static str,
+    /// Always `train`.
+    pub mode: &'static str,
+    /// Architecture.
+    pub arch: String,
+    /// Compute threads.
+    pub threads: usize,
+    /// Images per step.
+    pub batch: usize,
+    /// Median seconds of one step (forward, backward, SGD update).
+    pub median_s: f64,
+    /// `batch / median_s`.
+    pub images_per_s: f64,
+}
+
+/// Training steps (forward + backward + Nesterov SGD with weight decay) of `arch` in train mode
+/// on a batch of random 3x32x32 images with labels `i % 10`, as `torch_reference.py train`.
+pub fn train(
+    arch: &str,
+    batch: usize,
+    iters: usize,
+    threads: usize,
+    seed: u64,
+) -> Result<TrainBenchReport> {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+
+    use crate::model::net::{Net, images_tensor};
+    use crate::train::sgd::{Sgd, SgdSettings};
+
+    let model = Model::init(arch, [3, 32, 32], 10, seed)?;
+    let device = Device::flex().autodiff();
+    let mut net = Net::new(&model, &device)?;
+    let mut sgd = Sgd::new(SgdSettings {
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 1e-4,
+    });
+    let images = random_images(batch, [3, 32, 32], seed);
+    let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let mut dropout_rng = ChaCha8Rng::seed_from_u64(seed);
+    let median_s = median_time(
+        || {
+            let x = images_tensor(&images, [batch, 3, 32, 32], &device)?;
+            let y = Tensor::<1, Int>::from_data(TensorData::new(labels.clone(), [batch]), &device);
+            let loss = loss_fn.forward(net.forward_train(x, &mut dropout_rng), y);
+            let grads = loss.backward();
+            sgd.step(&mut net, &grads, 0.01);
+            Ok(())
+        },
+        iters,
+        2,
+    )?;
+    Ok(TrainBenchReport {
+        tool: "cnnsplitter",
+        mode: "train",
+        arch: model.description.name.clone(),
+        threads,
+        batch,
+        median_s,
+        images_per_s: batch as f64 / median_s,
+    })
+}

@@ -41,6 +41,24 @@ enum BenchMode {
         #[arg(long)]
         json: bool,
     },
+    /// Images/s of training steps (forward, backward, Nesterov SGD) on random 3x32x32 images.
+    Train {
+        /// Architecture, e.g. simcnn@0.25.
+        #[arg(long)]
+        arch: String,
+        /// Images per step.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// Timed steps (the median is reported) after 2 warm-up steps.
+        #[arg(long, default_value_t = 5)]
+        iters: usize,
+        /// Seed of the random weights and images.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Print one JSON object (images_per_s, median_s, ...).
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-layer times of burn forward passes (which layer shapes are slow), optionally of a
     /// decoded random sub-network.
     Layers {
@@ -125,6 +143,24 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 println!(
                     "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
                     r.arch, r.engine, r.threads, r.batch, r.images_per_s, r.median_s, r.gflops
+                );
+            }
+        }
+        BenchMode::Train {
+            arch,
+            batch,
+            iters,
+            seed,
+            json,
+        } => {
+            anyhow::ensure!(batch > 0, "--batch must be at least 1");
+            let r = bench::train(&arch, batch, iters, threads, seed)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} train on burn ({} threads, batch {}): {:.1} images/s, median step {:.4} s",
+                    r.arch, r.threads, r.batch, r.images_per_s, r.median_s
                 );
             }
         }

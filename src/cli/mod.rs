@@ -6,6 +6,7 @@ mod demo;
 mod init;
 mod inspect;
 mod progress_bar;
+mod train;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ enum Command {
     Init(init::InitArgs),
     /// Print a model's layers with kernels, parameters and multiply-accumulates.
     Inspect(inspect::InspectArgs),
+    /// Train a model with one of the paper's recipes (strong, simple, poor-fit); resumable.
+    Train(train::TrainArgs),
+    /// Accuracy, per-class precision / recall / F1 and the confusion matrix of a model on a split.
+    Eval(train::EvalArgs),
+    /// Pick the overfitting or underfitting model from a poor-fit run.
+    Pick(train::PickArgs),
     /// Fetch the published datasets and describe datasets and presets.
     Data(data::DataCommand),
     /// Measure inference speed (figures comparable with ../shared/bench/torch_reference.py).
@@ -55,6 +62,9 @@ pub fn run() -> Result<()> {
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),
+        Command::Train(args) => train::train(args, threads),
+        Command::Eval(args) => train::eval(args),
+        Command::Pick(args) => train::pick_cmd(args),
     }
 }
 

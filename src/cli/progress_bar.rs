@@ -25,13 +25,19 @@ impl Progress for Bars {
         .expect("valid template")
         .progress_chars("=> ");
         bar.set_style(style);
-        bar.set_message(stage.to_string());
+        bar.set_prefix(stage.to_string());
         *self.bar.lock().expect("progress lock") = Some(bar);
     }
 
     fn advance(&self, n: u64) {
         if let Some(bar) = &*self.bar.lock().expect("progress lock") {
             bar.inc(n);
+        }
+    }
+
+    fn status(&self, message: &str) {
+        if let Some(bar) = &*self.bar.lock().expect("progress lock") {
+            bar.set_message(message.to_string());
         }
     }
 

@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use burn::module::{Module, Param, RunningState};
-use burn::nn::{BatchNorm, Dropout, DropoutConfig};
+use burn::nn::BatchNorm;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, conv2d, linear, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor, TensorData, activation::relu};
+use rand::Rng;
 
 use crate::error::{Error, Result};
 use crate::model::Model;
@@ -47,8 +48,6 @@ pub enum StateLayer {
     Norm(BatchNorm),
     /// Fully connected.
     Linear(LinearLayer),
-    /// Dropout (holds its train/eval flag).
-    Dropout(Dropout),
 }
 
 /// One step of the forward pass.
@@ -61,6 +60,7 @@ enum Op {
     GlobalAvgPool,
     Flatten,
     Add(usize),
+    Dropout(f64),
 }
 
 #[derive(Debug, Clone)]
@@ -173,9 +173,22 @@ impl Net {
                     Op::State(layers.len() - 1)
                 }
                 LayerKind::Linear { bias, .. } => {
-                    let weight: Tensor<2> = tensor(param(name, "weight")?, device);
+                    // Transposed on the host, so the weight is contiguous in burn's layout and
+                    // a net built from saved weights runs exactly as the one that saved them.
+                    let w = param(name, "weight")?;
+                    let (rows, cols) = (w.shape[0], w.shape[1]);
+                    let mut t = vec![0f32; w.data.len()];
+                    for r in 0..rows {
+                        for c in 0..cols {
+                            t[c * rows + r] = w.data[r * cols + c];
+                        }
+                    }
+                    let weight = HostTensor {
+                        shape: vec![cols, rows],
+                        data: t,
+                    };
                     layers.push(StateLayer::Linear(LinearLayer {
-                        weight: Param::from_tensor(weight.transpose()),
+                        weight: Param::from_tensor(tensor(&weight, device)),
                         bias: if *bias {
                             Some(Param::from_tensor(tensor(param(name, "bias")?, device)))
                         } else {
@@ -184,10 +197,7 @@ impl Net {
                     }));
                     Op::State(layers.len() - 1)
                 }
-                LayerKind::Dropout { p } => {
-                    layers.push(StateLayer::Dropout(DropoutConfig::new(*p).init()));
-                    Op::State(layers.len() - 1)
-                }
+                LayerKind::Dropout { p } => Op::Dropout(*p),
                 LayerKind::Relu => Op::Relu,
                 LayerKind::MaxPool2d { kernel, stride } => {
                     let mut o = MaxPoolOptions::new(*kernel);
@@ -226,9 +236,16 @@ impl Net {
         &self.plan.description
     }
 
-    /// Logits `[N, classes]` for images `[N, C, H, W]`.
+    /// Logits `[N, classes]` for images `[N, C, H, W]`, with dropout off (eval mode; BatchNorm
+    /// follows burn's rule: batch statistics on an autodiff device unless the net is `valid()`).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.forward_observed(images, |_, _| {})
+        self.run(images, None, &mut |_, _| {})
+    }
+
+    /// Logits in train mode: dropout masks drawn from `rng`, so that training is reproducible
+    /// whatever else runs in the process.
+    pub fn forward_train(&self, images: Tensor<4>, rng: &mut dyn rand::RngCore) -> Tensor<2> {
+        self.run(images, Some(rng), &mut |_, _| {})
     }
 
     /// Like [`Net::forward`], calling `observe(layer_index, output)` after every layer.
@@ -236,6 +253,15 @@ impl Net {
         &self,
         images: Tensor<4>,
         mut observe: impl FnMut(usize, &Activation),
+    ) -> Tensor<2> {
+        self.run(images, None, &mut observe)
+    }
+
+    fn run(
+        &self,
+        images: Tensor<4>,
+        mut dropout_rng: Option<&mut dyn rand::RngCore>,
+        observe: &mut dyn FnMut(usize, &Activation),
     ) -> Tensor<2> {
         let plan = &*self.plan;
         let n = plan.ops.len();
@@ -263,10 +289,6 @@ impl Net {
                         l.weight.val(),
                         l.bias.as_ref().map(|b| b.val()),
                     )),
-                    StateLayer::Dropout(d) => match input {
-                        Activation::Map(t) => Activation::Map(d.forward(t)),
-                        Activation::Flat(t) => Activation::Flat(d.forward(t)),
-                    },
                 },
                 Op::Relu => match input {
                     Activation::Map(t) => Activation::Map(relu(t)),
@@ -276,6 +298,13 @@ impl Net {
                 Op::AvgPool(o) => Activation::Map(avg_pool2d(input.map(), o.clone())),
                 Op::GlobalAvgPool => Activation::Map(adaptive_avg_pool2d(input.map(), [1, 1])),
                 Op::Flatten => Activation::Flat(input.map().flatten(1, 3)),
+                Op::Dropout(p) => match dropout_rng.as_deref_mut() {
+                    Some(rng) if *p > 0.0 => match input {
+                        Activation::Map(t) => Activation::Map(dropout(t, *p, rng)),
+                        Activation::Flat(t) => Activation::Flat(dropout(t, *p, rng)),
+                    },
+                    _ => input,
+                },
                 Op::Add(j) => match (input, saved[*j].clone().expect("kept output")) {
                     (Activation::Map(a), Activation::Map(b)) => Activation::Map(a + b),
                     (Activation::Flat(a), Activation::Flat(b)) => Activation::Flat(a + b),
@@ -326,16 +355,62 @@ impl Net {
                         insert(format!("{name}.bias"), host(b.val()));
                     }
                 }
-                StateLayer::Dropout(_) => {}
             }
         }
         weights
+    }
+
+    /// Calls `visitor` with every trainable parameter and its name (`<layer>.weight`, ...), in
+    /// layer order; the visitor may replace the parameter (an optimizer step does).
+    pub fn visit_params_mut(&mut self, visitor: &mut impl ParamVisitor) {
+        let plan = self.plan.clone();
+        for (layer, op) in plan.description.layers.iter().zip(&plan.ops) {
+            let Op::State(k) = op else { continue };
+            let name = &layer.name;
+            match &mut self.layers[*k] {
+                StateLayer::Conv(c) => {
+                    visitor.visit(&format!("{name}.weight"), &mut c.weight);
+                    if let Some(b) = &mut c.bias {
+                        visitor.visit(&format!("{name}.bias"), b);
+                    }
+                }
+                StateLayer::Norm(bn) => {
+                    visitor.visit(&format!("{name}.weight"), &mut bn.gamma);
+                    visitor.visit(&format!("{name}.bias"), &mut bn.beta);
+                }
+                StateLayer::Linear(l) => {
+                    visitor.visit(&format!("{name}.weight"), &mut l.weight);
+                    if let Some(b) = &mut l.bias {
+                        visitor.visit(&format!("{name}.bias"), b);
+                    }
+                }
+            }
+        }
     }
 
     /// The net's description and current weights as a [`Model`].
     pub fn to_model(&self) -> Result<Model> {
         Model::new(self.plan.description.clone(), self.weights())
     }
+}
+
+/// Inverted dropout: zeroes each element with probability `p` and scales the rest by
+/// `1 / (1 − p)`, with the mask drawn from `rng` on the host.
+fn dropout<const D: usize>(x: Tensor<D>, p: f64, rng: &mut dyn rand::RngCore) -> Tensor<D> {
+    let dims = x.dims();
+    let keep = 1.0 - p;
+    let scale = (1.0 / keep) as f32;
+    let mask: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                scale
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mask = Tensor::<D>::from_data(TensorData::new(mask, dims.to_vec()), &x.device());
+    x * mask
 }
 
 /// Max pooling. Non-overlapping windows (stride = kernel) are computed as a reshape and two
@@ -357,6 +432,13 @@ fn max_pool(x: Tensor<4>, o: &MaxPoolOptions<2>) -> Tensor<4> {
         .max_dim(5)
         .max_dim(3)
         .reshape([n, c, oh, ow])
+}
+
+/// Receives the trainable parameters of a [`Net`] by name (a linear layer's weight is in burn's
+/// `[in, out]` layout here).
+pub trait ParamVisitor {
+    /// Visits (and may replace) one parameter.
+    fn visit<const D: usize>(&mut self, name: &str, param: &mut Param<Tensor<D>>);
 }
 
 /// Images `[N, C, H, W]` from row-major host data, checking the length.

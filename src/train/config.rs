@@ -1,0 +1,134 @@
+//! Training recipes and the full configuration of a run (saved as `config.json`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::presets::DataSelection;
+use crate::error::{Error, Result};
+use crate::model::zoo::ArchSpec;
+use crate::train::schedule::StepSchedule;
+
+/// The paper's training recipes (SPEC §2, §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Recipe {
+    /// SGD, Nesterov momentum 0.9, weight decay 1e-4, LR x0.1 at 30% and 60% of the epochs,
+    /// augmentation; keeps the best-validation checkpoint.
+    Strong,
+    /// For overly simple weak models: SGD, momentum 0.9, weight decay 1e-4, constant LR,
+    /// augmentation; keeps the best-validation checkpoint.
+    Simple,
+    /// The full architecture without dropout, plain SGD, no weight decay, no augmentation; keeps
+    /// the checkpoints from which `pick` takes the overfitting and underfitting models.
+    PoorFit,
+}
+
+/// Values the user may set on the command line; the recipe fills in the rest.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// Number of epochs.
+    pub epochs: Option<usize>,
+    /// Initial learning rate.
+    pub lr: Option<f64>,
+    /// Batch size.
+    pub batch: Option<usize>,
+}
+
+/// Everything that decides a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Architecture, e.g. `simcnn@0.25`.
+    pub arch: String,
+    /// The recipe the settings came from.
+    pub recipe: Recipe,
+    /// Dataset preset or TOML path.
+    pub dataset: String,
+    /// Target class for weak mixes.
+    pub tc: Option<usize>,
+    /// Folder of the source datasets.
+    pub data_dir: Option<PathBuf>,
+    /// Number of epochs.
+    pub epochs: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Learning rate per epoch.
+    pub schedule: StepSchedule,
+    /// SGD momentum.
+    pub momentum: f64,
+    /// Nesterov momentum.
+    pub nesterov: bool,
+    /// L2 weight decay.
+    pub weight_decay: f64,
+    /// Random crop and flip augmentation.
+    pub augment: bool,
+    /// Keep dropout layers (false: their probability is set to 0).
+    pub dropout: bool,
+    /// Keep per-epoch checkpoints for `pick` (poor-fit).
+    pub keep_epochs: bool,
+    /// Seed of weights, data order, augmentation and dropout.
+    pub seed: u64,
+    /// Compute threads (a resumed run must use the same count to end bit-identical).
+    pub threads: usize,
+}
+
+impl TrainConfig {
+    /// The configuration of `recipe` for `arch` on `data`, with the user's overrides.
+    pub fn new(
+        arch: &str,
+        recipe: Recipe,
+        data: &DataSelection,
+        o: &Overrides,
+        seed: u64,
+        threads: usize,
+    ) -> Result<Self> {
+        let spec = ArchSpec::parse(arch)?;
+        let residual = spec.name.starts_with("rescnn") || spec.name.starts_with("resnet");
+        let (epochs, lr) = match recipe {
+            Recipe::Strong => (200, if residual { 0.1 } else { 0.01 }),
+            Recipe::Simple => (100, 0.01),
+            Recipe::PoorFit => (100, 0.01),
+        };
+        let epochs = o.epochs.unwrap_or(epochs);
+        let lr = o.lr.unwrap_or(lr);
+        let batch = o.batch.unwrap_or(128);
+        if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
+            return Err(Error::Invalid(
+                "--epochs and --batch must be at least 1 and --lr positive".into(),
+            ));
+        }
+        let strong = recipe == Recipe::Strong;
+        let poor = recipe == Recipe::PoorFit;
+        Ok(TrainConfig {
+            arch: spec.label(),
+            recipe,
+            dataset: data.dataset.clone(),
+            tc: data.tc,
+            data_dir: data.data_dir.clone(),
+            epochs,
+            batch,
+            schedule: if strong {
+                StepSchedule::paper(lr, epochs)
+            } else {
+                StepSchedule::constant(lr)
+            },
+            momentum: if poor { 0.0 } else { 0.9 },
+            nesterov: strong,
+            weight_decay: if poor { 0.0 } else { 1e-4 },
+            augment: !poor,
+            dropout: !poor,
+            keep_epochs: poor,
+            seed,
+            threads,
+        })
+    }
+
+    /// The data selection of this run.
+    pub fn data(&self) -> DataSelection {
+        DataSelection {
+            dataset: self.dataset.clone(),
+            tc: self.tc,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+}

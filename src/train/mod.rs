@@ -1,0 +1,11 @@
+//! Training: recipes (strong, simple, poor-fit), SGD, schedules, the resumable training loop
+//! with checkpoints, evaluation metrics, and picking the poor-fit checkpoints.
+
+pub mod config;
+pub mod evaluate;
+pub mod metrics;
+pub mod pick;
+pub mod run_dir;
+pub mod schedule;
+pub mod sgd;
+pub mod trainer;

@@ -1,0 +1,74 @@
+//! Picks the poor-fit models from a run: the *overfitting* model (best validation epoch) and
+//! the *underfitting* model (half that epoch).
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::model::{Model, write_atomic};
+use crate::train::run_dir::RunDir;
+use crate::train::trainer::{load_state, underfit_epoch};
+
+/// Which poor-fit model to pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fit {
+    /// The best-validation epoch.
+    Overfit,
+    /// Half the best-validation epoch.
+    Underfit,
+}
+
+/// What was picked (`pick.json` next to the model).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Picked {
+    /// Which model.
+    pub fit: Fit,
+    /// Its epoch.
+    pub epoch: usize,
+    /// The best-validation epoch of the run.
+    pub best_epoch: usize,
+    /// Training accuracy at that epoch (as trained).
+    pub train_accuracy: f64,
+    /// Validation accuracy at that epoch.
+    pub validation_accuracy: f64,
+}
+
+/// Copies the chosen epoch's model from run `run_dir` to the model folder `out`.
+pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
+    let state = load_state(run_dir)?;
+    if state.best_epoch == 0 {
+        return Err(Error::file(run_dir, "has no finished epoch yet"));
+    }
+    let epoch = match fit {
+        Fit::Overfit => state.best_epoch,
+        Fit::Underfit => underfit_epoch(state.best_epoch),
+    };
+    let dir = RunDir::new(run_dir).epoch(epoch);
+    if !dir.is_dir() {
+        return Err(Error::file(
+            run_dir,
+            format!(
+                "keeps no weights of epoch {epoch}: only runs trained with --recipe poor-fit keep per-epoch checkpoints"
+            ),
+        ));
+    }
+    let model = Model::load(&dir)?;
+    let record = &state.history[epoch - 1];
+    let picked = Picked {
+        fit,
+        epoch,
+        best_epoch: state.best_epoch,
+        train_accuracy: record.train_accuracy,
+        validation_accuracy: record.validation_accuracy,
+    };
+    model.save(out)?;
+    write_atomic(
+        &out.join("pick.json"),
+        serde_json::to_string_pretty(&picked)
+            .expect("serializable")
+            .as_bytes(),
+    )?;
+    Ok(picked)
+}

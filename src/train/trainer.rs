@@ -1,0 +1,471 @@
+//! The training loop: epochs of SGD steps over augmented batches, validation after each epoch,
+//! the best-validation model kept, and a checkpoint after every epoch so that a stopped run
+//! resumes to the same weights as an uninterrupted one.
+//!
+//! Determinism: weights come from the seed; the data order, augmentation and dropout masks of
+//! epoch `e` from `(seed, e)` (dropout masks are drawn on the host, not from the backend's
+//! process-wide generator). With the same thread count the arithmetic is the same, so resuming
+//! after epoch `e` continues exactly where the uninterrupted run would be.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::mix::DataSplits;
+use crate::data::pipeline::{Augmentation, Batcher};
+use crate::data::synthetic::mix_seed;
+use crate::engine::burn::BurnEngine;
+use crate::error::{Error, Result};
+use crate::model::description::LayerKind;
+use crate::model::net::{Net, images_tensor, to_host_2d};
+use crate::model::weights::Weights;
+use crate::model::{Model, write_atomic};
+use crate::progress::Progress;
+use crate::train::config::TrainConfig;
+use crate::train::evaluate::{check_fit, evaluate};
+use crate::train::metrics::{Metrics, argmax_rows};
+use crate::train::run_dir::RunDir;
+use crate::train::sgd::{Sgd, SgdSettings};
+
+/// One finished epoch, as written to `train.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// Epoch number, from 1.
+    pub epoch: usize,
+    /// Learning rate used.
+    pub lr: f64,
+    /// Mean training loss.
+    pub loss: f64,
+    /// Accuracy on the training batches as trained (with augmentation and dropout).
+    pub train_accuracy: f64,
+    /// Accuracy on the validation split (eval mode).
+    pub validation_accuracy: f64,
+    /// Wall seconds of the epoch (training and validation).
+    pub seconds: f64,
+    /// Training images per second.
+    pub images_per_s: f64,
+}
+
+/// Progress of a run, saved with every checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Finished epochs.
+    pub epochs_done: usize,
+    /// Epoch (from 1) of the best validation accuracy so far; 0 before the first.
+    pub best_epoch: usize,
+    /// Best validation accuracy so far.
+    pub best_validation: f64,
+    /// One record per finished epoch.
+    pub history: Vec<EpochRecord>,
+    /// Epochs whose weights are kept under `checkpoint/epochs/` (poor-fit).
+    pub kept_epochs: Vec<usize>,
+}
+
+/// The final report of a run (`report.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Architecture.
+    pub arch: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Epoch of the kept model.
+    pub best_epoch: usize,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// Accuracy of the kept model on the training split (eval mode, no augmentation).
+    pub train_accuracy: f64,
+    /// Accuracy on the validation split.
+    pub validation_accuracy: f64,
+    /// Accuracy on the test split.
+    pub test_accuracy: f64,
+    /// Per-class precision / recall / F1 on the test split.
+    pub per_class: Vec<crate::train::metrics::ClassMetrics>,
+    /// Full test metrics (with the confusion matrix).
+    pub test: Metrics,
+    /// Wall seconds of training (all sessions of the run).
+    pub train_seconds: f64,
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(
+        path,
+        serde_json::to_string_pretty(value)
+            .expect("serializable")
+            .as_bytes(),
+    )
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::file(path, format!("is not a valid file of this run: {e}")))
+}
+
+/// The model a run trains: the architecture for the data's image shape and class count,
+/// with dropout switched off when the recipe says so.
+pub fn initial_model(config: &TrainConfig, data: &DataSplits) -> Result<Model> {
+    let mut model = Model::init(&config.arch, data.shape(), data.classes(), config.seed)?;
+    if !config.dropout {
+        for layer in &mut model.description.layers {
+            if let LayerKind::Dropout { p } = &mut layer.kind {
+                *p = 0.0;
+            }
+        }
+    }
+    Ok(model)
+}
+
+/// Starts a new run in `dir` (which must not hold another run). With `stop_after = Some(n)`
+/// the session stops after `n` epochs (as if killed), to be continued with [`resume`]; it then
+/// returns `None`.
+pub fn start(
+    config: TrainConfig,
+    dir: &Path,
+    stop_after: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Option<TrainReport>> {
+    let run = RunDir::new(dir);
+    if run.config().exists() {
+        return Err(Error::file(
+            dir,
+            "already holds a training run: use --resume to continue it, or another --out",
+        ));
+    }
+    // Load and check the data before anything is written.
+    let data = config.data().load()?;
+    let model = initial_model(&config, &data)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    write_json(&run.config(), &config)?;
+    let session = Session {
+        config: &config,
+        run: &run,
+        data: &data,
+        stop_after,
+    };
+    session.run_epochs(
+        model,
+        Sgd::new(settings(&config)),
+        TrainState::default(),
+        progress,
+    )
+}
+
+/// Continues the run in `dir` from its last checkpoint (see [`start`] for `stop_after`).
+pub fn resume(
+    dir: &Path,
+    threads: usize,
+    stop_after: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Option<TrainReport>> {
+    let run = RunDir::new(dir);
+    let config: TrainConfig = read_json(&run.config())?;
+    if threads != config.threads {
+        progress.note(&format!(
+            "note: this run started with {} threads and continues with {threads}; the weights may differ \
+             in the last bits from an uninterrupted run",
+            config.threads
+        ));
+    }
+    let data = config.data().load()?;
+    let last = run.last();
+    let (model, sgd, state) = if last.join("state.json").exists() {
+        let model = Model::load(&last)?;
+        let mut sgd = Sgd::new(settings(&config));
+        let buffers = Weights::load(&last.join("optimizer.safetensors"))?;
+        sgd.restore(&buffers.tensors, &Device::flex());
+        (
+            model,
+            sgd,
+            read_json::<TrainState>(&last.join("state.json"))?,
+        )
+    } else {
+        (
+            initial_model(&config, &data)?,
+            Sgd::new(settings(&config)),
+            TrainState::default(),
+        )
+    };
+    let session = Session {
+        config: &config,
+        run: &run,
+        data: &data,
+        stop_after,
+    };
+    session.run_epochs(model, sgd, state, progress)
+}
+
+fn settings(config: &TrainConfig) -> SgdSettings {
+    SgdSettings {
+        momentum: config.momentum,
+        nesterov: config.nesterov,
+        weight_decay: config.weight_decay,
+    }
+}
+
+/// One session of a run: from its current state to the end (or `stop_after` epochs).
+struct Session<'a> {
+    config: &'a TrainConfig,
+    run: &'a RunDir,
+    data: &'a DataSplits,
+    stop_after: Option<usize>,
+}
+
+impl Session<'_> {
+    fn run_epochs(
+        &self,
+        model: Model,
+        mut sgd: Sgd,
+        mut state: TrainState,
+        progress: &dyn Progress,
+    ) -> Result<Option<TrainReport>> {
+        let Session {
+            config,
+            run,
+            data,
+            stop_after,
+        } = *self;
+        check_fit(&model, &data.train)?;
+        let device = Device::flex().autodiff();
+        let plain = Device::flex();
+        let mut net = Net::new(&model, &device)?;
+        let batcher = Batcher {
+            set: data.train.clone(),
+            batch_size: config.batch,
+            shuffle: true,
+            augmentation: config.augment.then(|| Augmentation::standard(data.digits)),
+            normalization: data.normalization.clone(),
+            seed: config.seed,
+        };
+        let val_images = data.normalization.images(&data.val);
+        let [c, h, w] = data.shape();
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let classes = data.classes();
+
+        let last_epoch = match stop_after {
+            Some(n) => (state.epochs_done + n).min(config.epochs),
+            None => config.epochs,
+        };
+        for epoch in state.epochs_done..last_epoch {
+            let started = Instant::now();
+            let lr = config.schedule.lr(epoch);
+            let mut dropout_rng =
+                ChaCha8Rng::seed_from_u64(mix_seed(config.seed ^ 0xD20F, epoch as u64));
+            progress.start(
+                &format!("epoch {}/{}", epoch + 1, config.epochs),
+                batcher.batches_per_epoch() as u64,
+            );
+            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+            for (b, batch) in batcher.epoch(epoch as u64, 2).enumerate() {
+                let n = batch.len();
+                let x = images_tensor(&batch.images, [n, c, h, w], &device)?;
+                let targets: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+                let y = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
+                let logits = net.forward_train(x, &mut dropout_rng);
+                let loss = loss_fn.forward(logits.clone(), y);
+                let loss_value = loss.clone().into_scalar::<f32>() as f64;
+                if !loss_value.is_finite() {
+                    return Err(Error::Invalid(format!(
+                        "the loss became {loss_value} at epoch {} batch {}; training stopped. The last good \
+                     checkpoint (after epoch {}) is kept in {}: try a lower --lr",
+                        epoch + 1,
+                        b + 1,
+                        state.epochs_done,
+                        run.root.display()
+                    )));
+                }
+                let predictions = argmax_rows(&to_host_2d(logits.inner()), classes);
+                correct += predictions
+                    .iter()
+                    .zip(&batch.labels)
+                    .filter(|(p, l)| p == l)
+                    .count();
+                seen += n;
+                loss_sum += loss_value * n as f64;
+                let grads = loss.backward();
+                sgd.step(&mut net, &grads, lr);
+                progress.advance(1);
+                progress.status(&format!(
+                    "loss {:.4} acc {:.4} {:.0} img/s",
+                    loss_sum / seen as f64,
+                    correct as f64 / seen as f64,
+                    seen as f64 / started.elapsed().as_secs_f64()
+                ));
+            }
+            let train_s = started.elapsed().as_secs_f64();
+            let valid = net.valid();
+            let val_predictions = predict(
+                &valid,
+                &val_images,
+                data.val.len(),
+                [c, h, w],
+                classes,
+                &plain,
+            )?;
+            let val_metrics = Metrics::new(&data.val.labels, &val_predictions, &data.class_names);
+            progress.finish();
+
+            let record = EpochRecord {
+                epoch: epoch + 1,
+                lr,
+                loss: loss_sum / seen.max(1) as f64,
+                train_accuracy: correct as f64 / seen.max(1) as f64,
+                validation_accuracy: val_metrics.accuracy,
+                seconds: started.elapsed().as_secs_f64(),
+                images_per_s: seen as f64 / train_s,
+            };
+            progress.note(&format!(
+            "epoch {:>3}/{}  lr {:.4}  loss {:.4}  train acc {:.4}  val acc {:.4}  {:.0} img/s  {:.1} s",
+            record.epoch,
+            config.epochs,
+            record.lr,
+            record.loss,
+            record.train_accuracy,
+            record.validation_accuracy,
+            record.images_per_s,
+            record.seconds
+        ));
+            let current = net.to_model()?;
+            if record.validation_accuracy > state.best_validation || state.best_epoch == 0 {
+                state.best_validation = record.validation_accuracy;
+                state.best_epoch = record.epoch;
+                current.save(&run.root)?;
+            }
+            if config.keep_epochs {
+                current.save(&run.epoch(record.epoch))?;
+                state.kept_epochs.push(record.epoch);
+                prune_epochs(run, &mut state, record.epoch)?;
+            }
+            state.epochs_done = epoch + 1;
+            state.history.push(record);
+            save_checkpoint(run, &current, &sgd, &state)?;
+            let log: String = state
+                .history
+                .iter()
+                .map(|r| serde_json::to_string(r).expect("serializable") + "\n")
+                .collect();
+            write_atomic(&run.log(), log.as_bytes())?;
+        }
+        if state.epochs_done < config.epochs {
+            return Ok(None);
+        }
+        finish(config, run, data, &state).map(Some)
+    }
+}
+
+/// Eval-mode predictions of `net` (on a plain device) for normalised images.
+fn predict(
+    net: &Net,
+    images: &[f32],
+    n: usize,
+    shape: [usize; 3],
+    classes: usize,
+    device: &Device,
+) -> Result<Vec<u16>> {
+    let per: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(256) {
+        let m = 256.min(n - start);
+        let x = images_tensor(
+            &images[start * per..(start + m) * per],
+            [m, shape[0], shape[1], shape[2]],
+            device,
+        )?;
+        out.extend(argmax_rows(&to_host_2d(net.forward(x)), classes));
+    }
+    Ok(out)
+}
+
+/// Keeps only the epoch checkpoints that can still be picked: the best epoch so far, half of it,
+/// and every epoch from half of the next one on (a later best epoch b needs epoch b/2).
+fn prune_epochs(run: &RunDir, state: &mut TrainState, done: usize) -> Result<()> {
+    let best = state.best_epoch;
+    let keep = |e: usize| e == best || e == underfit_epoch(best) || e >= underfit_epoch(done + 1);
+    for &e in state.kept_epochs.iter().filter(|&&e| !keep(e)) {
+        let dir = run.epoch(e);
+        std::fs::remove_dir_all(&dir).map_err(|err| Error::io(&dir, err))?;
+    }
+    state.kept_epochs.retain(|&e| keep(e));
+    Ok(())
+}
+
+/// The underfitting epoch for best epoch `best`: half of it, at least 1.
+pub fn underfit_epoch(best: usize) -> usize {
+    (best / 2).max(1)
+}
+
+fn save_checkpoint(run: &RunDir, model: &Model, sgd: &Sgd, state: &TrainState) -> Result<()> {
+    let last = run.last();
+    let partial = last.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    model.save(&partial)?;
+    let buffers = Weights {
+        tensors: sgd.state(),
+    };
+    write_atomic(
+        &partial.join("optimizer.safetensors"),
+        &buffers.to_safetensors()?,
+    )?;
+    write_json(&partial.join("state.json"), state)?;
+    let old = last.with_extension("old");
+    if last.exists() {
+        std::fs::rename(&last, &old).map_err(|e| Error::io(&last, e))?;
+    }
+    std::fs::rename(&partial, &last).map_err(|e| Error::io(&last, e))?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+/// Evaluates the kept model on all splits and writes `report.json`.
+fn finish(
+    config: &TrainConfig,
+    run: &RunDir,
+    data: &DataSplits,
+    state: &TrainState,
+) -> Result<TrainReport> {
+    let model = Model::load(&run.root)?;
+    let engine = BurnEngine::default();
+    let eval = |set| evaluate(&engine, &model, set, &data.normalization, &data.class_names);
+    let (train, val, test) = (eval(&data.train)?, eval(&data.val)?, eval(&data.test)?);
+    let report = TrainReport {
+        arch: config.arch.clone(),
+        dataset: data.name.clone(),
+        best_epoch: state.best_epoch,
+        epochs: state.epochs_done,
+        train_accuracy: train.accuracy,
+        validation_accuracy: val.accuracy,
+        test_accuracy: test.accuracy,
+        per_class: test.per_class.clone(),
+        test,
+        train_seconds: state.history.iter().map(|r| r.seconds).sum(),
+    };
+    write_json(&run.report(), &report)?;
+    Ok(report)
+}
+
+/// The progress of the run in `dir` (from its last checkpoint).
+pub fn load_state(dir: &Path) -> Result<TrainState> {
+    read_json(&RunDir::new(dir).last().join("state.json"))
+}
+
+/// The configuration of the run in `dir`.
+pub fn load_config(dir: &Path) -> Result<TrainConfig> {
+    read_json(&RunDir::new(dir).config())
+}
+
+/// Momentum buffers, for tests: the optimizer state saved in the last checkpoint.
+pub fn load_optimizer_state(
+    dir: &Path,
+) -> Result<BTreeMap<String, crate::model::weights::HostTensor>> {
+    Ok(Weights::load(&RunDir::new(dir).last().join("optimizer.safetensors"))?.tensors)
+}
