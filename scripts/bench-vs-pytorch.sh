@@ -2,6 +2,7 @@
 # Runs cnnsplitter's inference benchmarks next to the PyTorch reference, in one run on one machine,
 # and prints one JSON line per measurement.
 # Usage: scripts/bench-vs-pytorch.sh [ARCH...]        (default: simcnn@0.25 simcnn)
+# MODES limits what runs (default: "infer train modules").
 # Needs ../shared/bench (setup-torch.sh, torch_reference.py); THREADS defaults to 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,12 +12,21 @@ py=$("$ref/setup-torch.sh")
 cargo build --release -q
 bin=target/release/cnnsplitter
 archs=("$@"); [ ${#archs[@]} -gt 0 ] || archs=(simcnn@0.25 simcnn)
+modes=${MODES:-infer train modules}
 for spec in "${archs[@]}"; do
   arch=${spec%@*}; width=1; [[ $spec == *@* ]] && width=${spec#*@}
+  if [[ $modes == *infer* ]]; then
   "$bin" --threads "$threads" bench infer --arch "$spec" --batch 256 --json
   for variant in eager channels_last ort; do
     "$py" "$ref/torch_reference.py" infer --arch "$arch" --width "$width" --threads "$threads" --variant "$variant"
   done
+  fi
+  if [[ $modes == *train* ]]; then
+  "$bin" --threads "$threads" bench train --arch "$spec" --batch 128 --iters 3 --json
+  "$py" "$ref/torch_reference.py" train --arch "$arch" --width "$width" --threads "$threads" --iters 3
+  fi
+  if [[ $modes == *modules* ]]; then
   "$bin" --threads "$threads" bench modules --arch "$spec" --modules 20 --images 1000 --keep 0.5 --json
   "$py" "$ref/torch_reference.py" modules --arch "$arch" --width "$width" --threads "$threads" --modules 20 --images 1000 --keep 0.5
+  fi
 done

@@ -183,3 +183,52 @@ fn data_info_json_reports_format_and_splits() {
     ]);
     assert!(!ok && stderr.contains("--tc"), "{stderr}");
 }
+
+#[test]
+fn train_eval_and_pick_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("tiny.toml");
+    std::fs::write(
+        &toml,
+        "name = \"tiny\"\n[synthetic]\ntrain = 200\ntest = 100\n[[part]]\nsource = \"synthetic\"\nclasses = [0, 1, 2]\n\
+         [split]\nmode = \"official\"\nval = 0.2\n",
+    )
+    .unwrap();
+    let (toml, run) = (toml.to_str().unwrap(), dir.path().join("run"));
+    let run_s = run.to_str().unwrap();
+    let (ok, stdout, stderr) = cnnsplitter(&[
+        "train",
+        "--arch",
+        "simcnn-weak@0.125",
+        "--recipe",
+        "poor-fit",
+        "--dataset",
+        toml,
+        "--epochs",
+        "3",
+        "--stop-after",
+        "2",
+        "--out",
+        run_s,
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("--resume"), "{stdout}");
+    let (ok, stdout, stderr) = cnnsplitter(&["train", "--resume", run_s]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("test"), "{stdout}");
+    let (ok, stdout, stderr) =
+        cnnsplitter(&["eval", run_s, "--dataset", toml, "--split", "val", "--json"]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["accuracy"].as_f64().is_some());
+    assert_eq!(v["per_class"].as_array().unwrap().len(), 3);
+    let out = dir.path().join("under");
+    let (ok, stdout, stderr) =
+        cnnsplitter(&["pick", run_s, "--underfit", "--out", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("underfitting"), "{stdout}");
+    assert!(out.join("model.safetensors").exists() && out.join("pick.json").exists());
+    // Data that does not fit the model: a clear error.
+    let (ok, _, stderr) = cnnsplitter(&["eval", run_s, "--dataset", "synthetic"]);
+    assert!(!ok && stderr.contains("3 classes"), "{stderr}");
+}
