@@ -9,9 +9,7 @@ impl ParamVisitor for G<'_> {
         let g = p.val().grad(self.0).unwrap();
         let shape = g.dims().to_vec();
         let data = g.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
-        self.1
-            .tensors
-            .insert(name.to_string(), HostTensor { shape, data });
+        self.1.tensors.insert(name.to_string(), HostTensor { shape, data });
     }
 }
 fn main() {
@@ -22,21 +20,13 @@ fn main() {
     let images = cnnsplitter::bench::random_images(n, [1, 32, 32], 1);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 5).collect();
     let mut w = Weights::default();
-    w.tensors.insert(
-        "images".into(),
-        HostTensor {
-            shape: vec![n, 1, 32, 32],
-            data: images.clone(),
-        },
-    );
+    w.tensors.insert("images".into(), HostTensor { shape: vec![n, 1, 32, 32], data: images.clone() });
     std::fs::write("/tmp/gd/batch.safetensors", w.to_safetensors().unwrap()).unwrap();
     let device = Device::flex().autodiff();
     let mut net = Net::new(&model, &device).unwrap();
     let x = images_tensor(&images, [n, 1, 32, 32], &device).unwrap();
     let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &device);
-    let loss = burn::nn::loss::CrossEntropyLossConfig::new()
-        .init(&device)
-        .forward(net.forward(x), y);
+    let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(net.forward(x), y);
     println!("burn loss {}", loss.clone().into_scalar::<f32>());
     let grads = loss.backward();
     let mut g = G(&grads, Weights::default());

@@ -47,26 +47,17 @@ pub enum Error {
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     /// An [`Error::File`] for `path`.
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File { path: path.into(), message: message.into() }
     }
 
     /// An [`Error::Layer`] for the layer named `layer`.
     pub fn layer(layer: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Layer {
-            layer: layer.into(),
-            message: message.into(),
-        }
+        Error::Layer { layer: layer.into(), message: message.into() }
     }
 
     /// Prefixes the message with the file it came from (for errors found while loading a file).

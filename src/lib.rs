@@ -11,6 +11,7 @@ pub mod data;
 pub mod decode;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod graph;
 pub mod model;
 pub mod progress;

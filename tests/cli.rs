@@ -47,10 +47,7 @@ fn init_then_inspect_a_model_folder() {
     assert!(ok, "{stderr}");
     let (ok, stdout, stderr) = cnnsplitter(&["inspect", out.to_str().unwrap()]);
     assert!(ok, "{stderr}");
-    assert!(
-        stdout.contains("input 1x28x28") && stdout.contains("5 classes"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("input 1x28x28") && stdout.contains("5 classes"), "{stdout}");
     assert!(stdout.contains("fc_2"), "{stdout}");
 }
 
@@ -85,26 +82,14 @@ fn demo_decodes_and_checks_modules() {
     assert!(ok, "{stderr}");
     assert!(stdout.contains("decoded 3 modules"), "{stdout}");
     for class in 0..3 {
-        assert!(
-            out.join(format!("modules/class_{class:02}/model.json"))
-                .exists()
-        );
+        assert!(out.join(format!("modules/class_{class:02}/model.json")).exists());
     }
 }
 
 #[test]
 fn bench_infer_json_prints_images_per_second() {
-    let (ok, stdout, stderr) = cnnsplitter(&[
-        "bench",
-        "infer",
-        "--arch",
-        "simcnn@0.125",
-        "--batch",
-        "8",
-        "--iters",
-        "1",
-        "--json",
-    ]);
+    let (ok, stdout, stderr) =
+        cnnsplitter(&["bench", "infer", "--arch", "simcnn@0.125", "--batch", "8", "--iters", "1", "--json"]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(v["images_per_s"].as_f64().unwrap() > 0.0);
@@ -123,9 +108,7 @@ fn bench_infer_json_prints_images_per_second() {
     ]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert!(
-        v["median_s"].as_f64().unwrap() > 0.0 && v["module_images_per_s"].as_f64().unwrap() > 0.0
-    );
+    assert!(v["median_s"].as_f64().unwrap() > 0.0 && v["module_images_per_s"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
@@ -142,16 +125,12 @@ fn data_info_json_reports_format_and_splits() {
     labels.extend((0..200).map(|i| (i % 4) as u8));
     std::fs::write(dir.path().join("t10k-images-idx3-ubyte"), images).unwrap();
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte"), labels).unwrap();
-    let (ok, stdout, stderr) =
-        cnnsplitter(&["data", "info", dir.path().to_str().unwrap(), "--json"]);
+    let (ok, stdout, stderr) = cnnsplitter(&["data", "info", dir.path().to_str().unwrap(), "--json"]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["format"], "mnist-idx");
     assert_eq!(v["splits"]["test"]["count"], 200);
-    assert_eq!(
-        v["splits"]["test"]["per_class"],
-        serde_json::json!([50, 50, 50, 50, 0, 0, 0, 0, 0, 0])
-    );
+    assert_eq!(v["splits"]["test"]["per_class"], serde_json::json!([50, 50, 50, 50, 0, 0, 0, 0, 0, 0]));
 
     let (ok, stdout, stderr) = cnnsplitter(&[
         "data",
@@ -167,20 +146,11 @@ fn data_info_json_reports_format_and_splits() {
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(v["dataset"], "mnist-w(tc=1)");
-    let total: u64 = ["train", "val", "test"]
-        .iter()
-        .map(|s| v["splits"][s]["count"].as_u64().unwrap())
-        .sum();
+    let total: u64 = ["train", "val", "test"].iter().map(|s| v["splits"][s]["count"].as_u64().unwrap()).sum();
     assert_eq!(total, 50, "only digit 1 of {{6, 7, 8, 9, 1}} is present");
 
-    let (ok, _, stderr) = cnnsplitter(&[
-        "data",
-        "info",
-        "--dataset",
-        "svhn-w",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let (ok, _, stderr) =
+        cnnsplitter(&["data", "info", "--dataset", "svhn-w", "--data-dir", dir.path().to_str().unwrap()]);
     assert!(!ok && stderr.contains("--tc"), "{stderr}");
 }
 
@@ -216,15 +186,13 @@ fn train_eval_and_pick_from_the_command_line() {
     let (ok, stdout, stderr) = cnnsplitter(&["train", "--resume", run_s]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("test"), "{stdout}");
-    let (ok, stdout, stderr) =
-        cnnsplitter(&["eval", run_s, "--dataset", toml, "--split", "val", "--json"]);
+    let (ok, stdout, stderr) = cnnsplitter(&["eval", run_s, "--dataset", toml, "--split", "val", "--json"]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert!(v["accuracy"].as_f64().is_some());
     assert_eq!(v["per_class"].as_array().unwrap().len(), 3);
     let out = dir.path().join("under");
-    let (ok, stdout, stderr) =
-        cnnsplitter(&["pick", run_s, "--underfit", "--out", out.to_str().unwrap()]);
+    let (ok, stdout, stderr) = cnnsplitter(&["pick", run_s, "--underfit", "--out", out.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("underfitting"), "{stdout}");
     assert!(out.join("model.safetensors").exists() && out.join("pick.json").exists());

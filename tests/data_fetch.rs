@@ -41,18 +41,10 @@ fn serve(files: HashMap<String, Vec<u8>>) -> Server {
                     range_start = v.trim().trim_end_matches('-').parse::<usize>().ok();
                 }
             }
-            let path = request
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("/")
-                .trim_start_matches('/')
-                .to_string();
-            log2.lock().unwrap().push(format!(
-                "{path}{}",
-                range_start
-                    .map(|s| format!(" from {s}"))
-                    .unwrap_or_default()
-            ));
+            let path = request.split_whitespace().nth(1).unwrap_or("/").trim_start_matches('/').to_string();
+            log2.lock()
+                .unwrap()
+                .push(format!("{path}{}", range_start.map(|s| format!(" from {s}")).unwrap_or_default()));
             let response = match files.get(&path) {
                 Some(body) => match range_start {
                     Some(s) if s < body.len() => {
@@ -65,9 +57,12 @@ fn serve(files: HashMap<String, Vec<u8>>) -> Server {
                         );
                         [head.into_bytes(), part.to_vec()].concat()
                     }
-                    Some(_) => b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                    Some(_) => {
+                        b"HTTP/1.1 416 Range Not Satisfiable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec()
+                    }
                     None => {
-                        let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
                         [head.into_bytes(), body.clone()].concat()
                     }
                 },
@@ -93,10 +88,7 @@ fn mnist_files() -> HashMap<String, Vec<u8>> {
         .unwrap()
         .map(|e| {
             let e = e.unwrap();
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
         })
         .collect()
 }
@@ -109,12 +101,7 @@ fn remote_for(server: &Server, files: &HashMap<String, Vec<u8>>, folder: &str) -
         base_url: server.url.clone(),
         files: names
             .into_iter()
-            .map(|n| RemoteFile {
-                name: n.clone(),
-                md5: md5_of(&files[n]),
-                folder: folder.into(),
-                unpacks_to: None,
-            })
+            .map(|n| RemoteFile { name: n.clone(), md5: md5_of(&files[n]), folder: folder.into(), unpacks_to: None })
             .collect(),
     }
 }
@@ -154,15 +141,8 @@ fn fetch_downloads_checks_and_then_skips() {
     assert_eq!(raw.split("test").unwrap().len(), 30);
     let requests = server.log.lock().unwrap().len();
     let second = fetch(&remote, dir.path(), &Silent).unwrap();
-    assert!(
-        second.iter().all(|o| o.action == "already there"),
-        "{second:?}"
-    );
-    assert_eq!(
-        server.log.lock().unwrap().len(),
-        requests,
-        "nothing is downloaded again"
-    );
+    assert!(second.iter().all(|o| o.action == "already there"), "{second:?}");
+    assert_eq!(server.log.lock().unwrap().len(), requests, "nothing is downloaded again");
     assert!(leftovers(dir.path()).is_empty());
 }
 
@@ -174,23 +154,13 @@ fn an_interrupted_download_resumes_with_a_range_request() {
     let dir = tempfile::tempdir().unwrap();
     let name = "t10k-images-idx3-ubyte.gz";
     let body = &files[name];
-    std::fs::write(
-        dir.path().join(format!("{name}.partial")),
-        &body[..body.len() / 2],
-    )
-    .unwrap();
+    std::fs::write(dir.path().join(format!("{name}.partial")), &body[..body.len() / 2]).unwrap();
     let outcomes = fetch(&remote, dir.path(), &Silent).unwrap();
     let o = outcomes.iter().find(|o| o.name == name).unwrap();
     assert_eq!(o.action, "resumed");
     assert_eq!(o.bytes as usize, body.len() - body.len() / 2);
     assert_eq!(&std::fs::read(dir.path().join(name)).unwrap(), body);
-    assert!(
-        server
-            .log
-            .lock()
-            .unwrap()
-            .contains(&format!("{name} from {}", body.len() / 2))
-    );
+    assert!(server.log.lock().unwrap().contains(&format!("{name} from {}", body.len() / 2)));
 }
 
 #[test]
@@ -201,21 +171,9 @@ fn a_checksum_mismatch_is_an_error_and_leaves_nothing_behind() {
     remote.files[0].md5 = "0123456789abcdef0123456789abcdef".into();
     let dir = tempfile::tempdir().unwrap();
     let err = fetch(&remote, dir.path(), &Silent).unwrap_err().to_string();
-    assert!(
-        err.contains("checksum mismatch") && err.contains(&remote.files[0].name),
-        "{err}"
-    );
-    assert!(
-        !dir.path()
-            .join("mnist")
-            .join(&remote.files[0].name)
-            .exists()
-    );
-    assert!(
-        leftovers(dir.path()).is_empty(),
-        "{:?}",
-        leftovers(dir.path())
-    );
+    assert!(err.contains("checksum mismatch") && err.contains(&remote.files[0].name), "{err}");
+    assert!(!dir.path().join("mnist").join(&remote.files[0].name).exists());
+    assert!(leftovers(dir.path()).is_empty(), "{:?}", leftovers(dir.path()));
 }
 
 #[test]
@@ -223,15 +181,8 @@ fn archives_are_unpacked_once() {
     // A cifar-10-binary.tar.gz made here, holding cifar-10-batches-bin/.
     let src = tempfile::tempdir().unwrap();
     write_cifar10_binary(&src.path().join("cifar-10-batches-bin"));
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
-        Vec::new(),
-        flate2::Compression::fast(),
-    ));
-    tar.append_dir_all(
-        "cifar-10-batches-bin",
-        src.path().join("cifar-10-batches-bin"),
-    )
-    .unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    tar.append_dir_all("cifar-10-batches-bin", src.path().join("cifar-10-batches-bin")).unwrap();
     let archive = tar.into_inner().unwrap().finish().unwrap();
     let name = "cifar-10-binary.tar.gz".to_string();
     let server = serve(HashMap::from([(name.clone(), archive.clone())]));
@@ -246,30 +197,18 @@ fn archives_are_unpacked_once() {
         }],
     };
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(
-        fetch(&remote, dir.path(), &Silent).unwrap()[0].action,
-        "downloaded"
-    );
+    assert_eq!(fetch(&remote, dir.path(), &Silent).unwrap()[0].action, "downloaded");
     let raw = cnnsplitter::data::open(dir.path()).unwrap();
     assert_eq!(raw.split("train").unwrap().len(), 10);
-    assert_eq!(
-        fetch(&remote, dir.path(), &Silent).unwrap()[0].action,
-        "already unpacked"
-    );
+    assert_eq!(fetch(&remote, dir.path(), &Silent).unwrap()[0].action, "already unpacked");
     assert!(leftovers(dir.path()).is_empty());
 
     // A broken archive is an error naming it, and leaves no half-unpacked folder.
     let broken = archive[..archive.len() / 3].to_vec();
-    let server = serve(HashMap::from([(
-        "cifar-10-binary.tar.gz".to_string(),
-        broken.clone(),
-    )]));
+    let server = serve(HashMap::from([("cifar-10-binary.tar.gz".to_string(), broken.clone())]));
     let remote = Remote {
         base_url: server.url.clone(),
-        files: vec![RemoteFile {
-            md5: md5_of(&broken),
-            ..remote.files[0].clone()
-        }],
+        files: vec![RemoteFile { md5: md5_of(&broken), ..remote.files[0].clone() }],
         ..remote
     };
     let dir = tempfile::tempdir().unwrap();
@@ -281,22 +220,13 @@ fn archives_are_unpacked_once() {
 
 #[test]
 fn an_unreachable_server_fails_fast_with_advice() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port(); // closed again
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // closed again
     let files = mnist_files();
-    let remote = Remote {
-        base_url: format!("http://127.0.0.1:{port}"),
-        ..remote_for(&serve(files.clone()), &files, "")
-    };
+    let remote =
+        Remote { base_url: format!("http://127.0.0.1:{port}"), ..remote_for(&serve(files.clone()), &files, "") };
     let dir = tempfile::tempdir().unwrap();
     let t = std::time::Instant::now();
     let err = fetch(&remote, dir.path(), &Silent).unwrap_err().to_string();
-    assert!(
-        err.contains("offline") && err.contains("CNNSPLITTER_DATA_URL"),
-        "{err}"
-    );
+    assert!(err.contains("offline") && err.contains("CNNSPLITTER_DATA_URL"), "{err}");
     assert!(t.elapsed().as_secs() < 10);
 }

@@ -12,24 +12,11 @@ use cnnsplitter::data::presets::{DataSelection, PRESETS};
 use common::formats::*;
 
 fn load(dataset: &str, tc: Option<usize>, dir: &Path) -> DataSplits {
-    DataSelection {
-        dataset: dataset.into(),
-        tc,
-        data_dir: Some(dir.to_path_buf()),
-    }
-    .load()
-    .unwrap()
+    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()) }.load().unwrap()
 }
 
 fn load_err(dataset: &str, tc: Option<usize>, dir: &Path) -> String {
-    DataSelection {
-        dataset: dataset.into(),
-        tc,
-        data_dir: Some(dir.to_path_buf()),
-    }
-    .load()
-    .unwrap_err()
-    .to_string()
+    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()) }.load().unwrap_err().to_string()
 }
 
 /// (source id, source label, index) of each image of a tagged 3-channel set.
@@ -63,16 +50,8 @@ fn cifar_weak_mix_takes_nine_cifar100_classes_and_500_target_images() {
     }
     write_cifar10_tagged(&dir.path().join("cifar-10-batches-bin"), &train10, &test10);
     let chosen = [0u8, 2, 5, 8, 9, 12, 15, 22, 70];
-    let train100: Vec<u8> = chosen
-        .iter()
-        .flat_map(|&c| vec![c; 20])
-        .chain([1, 1, 1])
-        .collect();
-    let test100: Vec<u8> = chosen
-        .iter()
-        .flat_map(|&c| vec![c; 4])
-        .chain([99])
-        .collect();
+    let train100: Vec<u8> = chosen.iter().flat_map(|&c| vec![c; 20]).chain([1, 1, 1]).collect();
+    let test100: Vec<u8> = chosen.iter().flat_map(|&c| vec![c; 4]).chain([99]).collect();
     write_cifar100_tagged(&dir.path().join("cifar-100-binary"), &train100, &test100);
 
     let d = load("cifar10-w", Some(3), dir.path());
@@ -80,11 +59,7 @@ fn cifar_weak_mix_takes_nine_cifar100_classes_and_500_target_images() {
     assert_eq!(d.classes(), 10);
     assert_eq!(d.class_names[9], "cat");
     let count = |set: &ImageSet, label: usize| set.per_class(10)[label];
-    assert_eq!(
-        count(&d.train, 9) + count(&d.val, 9),
-        500,
-        "the first 500 TC training images"
-    );
+    assert_eq!(count(&d.train, 9) + count(&d.val, 9), 500, "the first 500 TC training images");
     assert_eq!(count(&d.test, 9), 100);
     assert_eq!(d.train.len() + d.val.len(), 9 * 20 + 500);
     assert_eq!(d.test.len(), 9 * 4 + 100);
@@ -95,10 +70,7 @@ fn cifar_weak_mix_takes_nine_cifar100_classes_and_500_target_images() {
             let new = set.labels[i] as usize;
             if new == 9 {
                 assert_eq!((source, label), (10, 3));
-                assert!(
-                    index < 500 || (10_000..10_100).contains(&index),
-                    "index {index}"
-                );
+                assert!(index < 500 || (10_000..10_100).contains(&index), "index {index}");
             } else {
                 assert_eq!((source, label), (100, chosen[new]));
             }
@@ -111,10 +83,7 @@ fn cifar_weak_mix_takes_nine_cifar100_classes_and_500_target_images() {
 
 fn write_svhn(dir: &Path, train: &[f64], test: &[f64]) {
     std::fs::create_dir_all(dir).unwrap();
-    for (file, labels, base) in [
-        ("train_32x32.mat", train, 0),
-        ("test_32x32.mat", test, 5000),
-    ] {
+    for (file, labels, base) in [("train_32x32.mat", train, 0), ("test_32x32.mat", test, 5000)] {
         let n = labels.len();
         let mut x = vec![0u8; 3072 * n];
         for (k, &l) in labels.iter().enumerate() {
@@ -123,16 +92,8 @@ fn write_svhn(dir: &Path, train: &[f64], test: &[f64]) {
             x[k * 3072 + 1024] = ((base + k) % 256) as u8;
         }
         let arrays = vec![
-            MatArray {
-                name: "X".into(),
-                dims: vec![32, 32, 3, n],
-                data: MatData::U8(x),
-            },
-            MatArray {
-                name: "y".into(),
-                dims: vec![n, 1],
-                data: MatData::F64(labels.to_vec()),
-            },
+            MatArray { name: "X".into(), dims: vec![32, 32, 3, n], data: MatData::U8(x) },
+            MatArray { name: "y".into(), dims: vec![n, 1], data: MatData::F64(labels.to_vec()) },
         ];
         std::fs::write(dir.join(file), mat5::write(&arrays, true)).unwrap();
     }
@@ -177,10 +138,7 @@ fn mnist_presets_split_8_1_1_pad_to_32_and_share_the_partition() {
     write_mnist_tagged(&dir.path().join("mnist"), &labels);
 
     let all = load("mnist", None, dir.path());
-    assert_eq!(
-        (all.train.len(), all.val.len(), all.test.len()),
-        (400, 50, 50)
-    );
+    assert_eq!((all.train.len(), all.val.len(), all.test.len()), (400, 50, 50));
     assert_eq!(all.shape(), [1, 32, 32]);
     // The digit is centred: original pixel (0, 0) is at (2, 2), the border is background.
     let img = all.test.image(0);
@@ -191,14 +149,9 @@ fn mnist_presets_split_8_1_1_pad_to_32_and_share_the_partition() {
     let s = load("mnist-s", None, dir.path());
     let w = load("mnist-w", Some(2), dir.path());
     assert_eq!(w.class_names, vec!["6", "7", "8", "9", "2"]);
-    let index = |set: &ImageSet, i: usize| {
-        set.image(i)[2 * 32 + 3] as usize + 256 * set.image(i)[2 * 32 + 4] as usize
-    };
+    let index = |set: &ImageSet, i: usize| set.image(i)[2 * 32 + 3] as usize + 256 * set.image(i)[2 * 32 + 4] as usize;
     let digit_two = |set: &ImageSet, label: u16| -> BTreeSet<usize> {
-        (0..set.len())
-            .filter(|&i| set.labels[i] == label)
-            .map(|i| index(set, i))
-            .collect()
+        (0..set.len()).filter(|&i| set.labels[i] == label).map(|i| index(set, i)).collect()
     };
     // Digit 2 is label 2 in MNIST-S and label 4 (the TC) in MNIST-W: the same images in each split.
     assert_eq!(digit_two(&s.test, 2), digit_two(&w.test, 4));
@@ -216,11 +169,7 @@ fn custom(toml: &str, dir: &Path) -> DataSplits {
 fn a_toml_mix_merges_sources_with_explicit_labels_and_coarse_classes() {
     let dir = tempfile::tempdir().unwrap();
     write_cifar10_tagged(dir.path(), &[0, 1, 2, 1, 1, 0, 9, 9, 9, 9], &[1, 9]);
-    write_cifar100_tagged(
-        &dir.path().join("cifar-100-binary"),
-        &[10, 11, 12, 50],
-        &[14, 55],
-    );
+    write_cifar100_tagged(&dir.path().join("cifar-100-binary"), &[10, 11, 12, 50], &[14, 55]);
     let d = custom(
         r#"
 name = "custom"
@@ -242,11 +191,7 @@ seed = 5
         dir.path(),
     );
     assert_eq!(d.class_names, vec!["truck", "coarse_2", "automobile"]);
-    assert_eq!(
-        d.train.per_class(3),
-        vec![3, 3, 3],
-        "3 trucks (limited), 3 coarse-2 images, 3 automobiles"
-    );
+    assert_eq!(d.train.per_class(3), vec![3, 3, 3], "3 trucks (limited), 3 coarse-2 images, 3 automobiles");
     assert_eq!(d.test.per_class(3), vec![1, 1, 1]);
     assert!(d.val.is_empty() || d.val.len() == 0);
 }
@@ -274,29 +219,19 @@ fn splits_are_deterministic_from_the_seed() {
 fn bad_descriptions_and_missing_data_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let err = load_err("nosuch", None, dir.path());
-    assert!(
-        err.contains("unknown dataset") && err.contains("mnist-s"),
-        "{err}"
-    );
+    assert!(err.contains("unknown dataset") && err.contains("mnist-s"), "{err}");
     let err = load_err("cifar10", None, dir.path());
     assert!(err.contains("data fetch cifar10"), "{err}");
-    let err = MixSpec::from_toml(
-        "name = \"x\"\n[[part]]\nsource = \"imagenet\"\n[split]\nmode = \"pool\"\n",
-    )
-    .unwrap_err();
+    let err =
+        MixSpec::from_toml("name = \"x\"\n[[part]]\nsource = \"imagenet\"\n[split]\nmode = \"pool\"\n").unwrap_err();
     assert!(err.to_string().contains("imagenet"), "{err}");
-    let err = MixSpec::from_toml(
-        "name = \"x\"\n[[part]]\nsource = \"mnist\"\nclass = [1]\n[split]\nmode = \"pool\"\n",
-    )
-    .unwrap_err();
+    let err = MixSpec::from_toml("name = \"x\"\n[[part]]\nsource = \"mnist\"\nclass = [1]\n[split]\nmode = \"pool\"\n")
+        .unwrap_err();
     assert!(err.to_string().contains("class"), "{err}");
     write_mnist_tagged(dir.path(), &[1, 2, 3, 4, 5, 6, 7, 8, 9, 0]);
     let path = dir.path().join("bad.toml");
-    std::fs::write(
-        &path,
-        "name = \"b\"\n[[part]]\nsource = \"mnist\"\nclasses = [12]\n[split]\nmode = \"pool\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "name = \"b\"\n[[part]]\nsource = \"mnist\"\nclasses = [12]\n[split]\nmode = \"pool\"\n")
+        .unwrap();
     let err = load_err(path.to_str().unwrap(), None, dir.path());
     assert!(err.contains("class 12"), "{err}");
 }

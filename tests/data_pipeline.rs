@@ -62,28 +62,18 @@ fn augmentation_is_a_padded_random_crop_and_flip() {
     let mut flips = 0;
     let mut shifts = BTreeSet::new();
     for _ in 0..200 {
-        Augmentation {
-            crop_padding: 2,
-            flip: true,
-        }
-        .apply(shape, &src, &mut rng, &mut out);
+        Augmentation { crop_padding: 2, flip: true }.apply(shape, &src, &mut rng, &mut out);
         let found = explain(&src, &out, shape, 2);
         assert_eq!(found.len(), 1, "exactly one crop/flip explains the output");
         let (dy, dx, flip) = found[0];
         flips += flip as usize;
         shifts.insert((dy, dx));
     }
-    assert!(
-        (60..140).contains(&flips),
-        "flips happen about half the time: {flips}"
-    );
+    assert!((60..140).contains(&flips), "flips happen about half the time: {flips}");
     assert_eq!(shifts.len(), 25, "every offset in [-2, 2]^2 occurs");
     for _ in 0..50 {
         Augmentation::standard(true).apply(shape, &src, &mut rng, &mut out);
-        assert!(
-            !explain(&src, &out, shape, 4)[0].2,
-            "digits are never flipped"
-        );
+        assert!(!explain(&src, &out, shape, 4)[0].2, "digits are never flipped");
     }
 }
 
@@ -97,14 +87,8 @@ fn batcher(n: usize, shuffle: bool, augment: bool) -> Batcher {
         set: Arc::new(set),
         batch_size: 7,
         shuffle,
-        augmentation: augment.then_some(Augmentation {
-            crop_padding: 1,
-            flip: true,
-        }),
-        normalization: Normalization {
-            mean: vec![0.0],
-            std: vec![1.0 / 255.0],
-        },
+        augmentation: augment.then_some(Augmentation { crop_padding: 1, flip: true }),
+        normalization: Normalization { mean: vec![0.0], std: vec![1.0 / 255.0] },
         seed: 11,
     }
 }
@@ -122,21 +106,14 @@ fn an_epoch_visits_every_image_once_in_a_seeded_order() {
     // Pixels and labels travel together (pixel value = index, normalised to itself).
     for batch in &batches {
         for (k, &l) in batch.labels.iter().enumerate() {
-            assert!(
-                batch.images[k * 16..(k + 1) * 16]
-                    .iter()
-                    .all(|&v| (v - l as f32).abs() < 1e-3)
-            );
+            assert!(batch.images[k * 16..(k + 1) * 16].iter().all(|&v| (v - l as f32).abs() < 1e-3));
         }
     }
     let again: Vec<u16> = b.epoch(0, 2).flat_map(|x| x.labels).collect();
     assert_eq!(again, order, "same seed and epoch, same order");
     let next: Vec<u16> = b.epoch(1, 2).flat_map(|x| x.labels).collect();
     assert_ne!(next, order, "another epoch, another order");
-    let plain: Vec<u16> = batcher(50, false, false)
-        .epoch(0, 2)
-        .flat_map(|x| x.labels)
-        .collect();
+    let plain: Vec<u16> = batcher(50, false, false).epoch(0, 2).flat_map(|x| x.labels).collect();
     assert_eq!(plain, (0..50).collect::<Vec<u16>>());
 }
 
@@ -144,11 +121,8 @@ fn an_epoch_visits_every_image_once_in_a_seeded_order() {
 fn augmented_batches_do_not_depend_on_the_thread_count() {
     let b = batcher(40, true, true);
     let many: Vec<_> = b.epoch(3, 2).collect();
-    let one = rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
-        .build()
-        .unwrap()
-        .install(|| b.epoch(3, 2).collect::<Vec<_>>());
+    let one =
+        rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| b.epoch(3, 2).collect::<Vec<_>>());
     assert_eq!(many, one);
 }
 
@@ -177,13 +151,7 @@ fn colour_alone_does_not_tell_the_class() {
     let test = synthetic::generate(1000, 6);
     let mean_rgb = |set: &ImageSet, i: usize| -> [f64; 3] {
         let img = set.image(i);
-        [0, 1, 2].map(|c| {
-            img[c * 1024..(c + 1) * 1024]
-                .iter()
-                .map(|&p| p as f64)
-                .sum::<f64>()
-                / 1024.0
-        })
+        [0, 1, 2].map(|c| img[c * 1024..(c + 1) * 1024].iter().map(|&p| p as f64).sum::<f64>() / 1024.0)
     };
     let mut centroid = [[0f64; 3]; 10];
     for i in 0..train.len() {
@@ -196,15 +164,10 @@ fn colour_alone_does_not_tell_the_class() {
         .filter(|&i| {
             let m = mean_rgb(&test, i);
             let dist = |k: usize| (0..3).map(|c| (m[c] - centroid[k][c]).powi(2)).sum::<f64>();
-            let best = (0..10)
-                .min_by(|&a, &b| dist(a).total_cmp(&dist(b)))
-                .unwrap();
+            let best = (0..10).min_by(|&a, &b| dist(a).total_cmp(&dist(b))).unwrap();
             best == test.labels[i] as usize
         })
         .count();
     let accuracy = correct as f64 / test.len() as f64;
-    assert!(
-        accuracy < 0.2,
-        "mean colour predicts the class with accuracy {accuracy}"
-    );
+    assert!(accuracy < 0.2, "mean colour predicts the class with accuracy {accuracy}");
 }

@@ -37,11 +37,7 @@ fn cifar100_binary_reads_fine_and_coarse_labels() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("cifar-100-binary");
     std::fs::create_dir_all(&sub).unwrap();
-    std::fs::write(
-        sub.join("train.bin"),
-        cifar_records(&[&[19, 99], &[4, 0]], 0),
-    )
-    .unwrap();
+    std::fs::write(sub.join("train.bin"), cifar_records(&[&[19, 99], &[4, 0]], 0)).unwrap();
     std::fs::write(sub.join("test.bin"), cifar_records(&[&[2, 70]], 9)).unwrap();
     // Found through the sub-folder the archive unpacks to.
     let raw = data::open(dir.path()).unwrap();
@@ -64,11 +60,7 @@ fn cifar10_python_fixture_written_by_pythons_pickle() {
         assert_eq!(train.image(k), &expected_image(k)[..], "image {k}");
     }
     let test = raw.split("test").unwrap();
-    assert_eq!(
-        test.labels,
-        vec![9, 0],
-        "labels pickled as an int64 numpy array (protocol 4)"
-    );
+    assert_eq!(test.labels, vec![9, 0], "labels pickled as an int64 numpy array (protocol 4)");
     assert_eq!(test.image(1), &expected_image(101)[..]);
     assert_eq!(raw.class_names[9], "truck");
 }
@@ -92,12 +84,12 @@ fn python2_pickle(labels: &[u8], data: &[u8], n: usize) -> Vec<u8> {
         p.extend_from_slice(s);
     };
     short(&mut p, b"data");
-    p.extend_from_slice(
-        b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85U\x01b\x87R",
-    );
+    p.extend_from_slice(b"cnumpy.core.multiarray\n_reconstruct\nq\x02cnumpy\nndarray\nq\x03K\x00\x85U\x01b\x87R");
     p.extend_from_slice(b"(K\x01");
     p.extend_from_slice(&[b'M', n as u8, 0, b'M', 0x00, 0x0c, 0x86]); // (n, 3072)
-    p.extend_from_slice(b"cnumpy\ndtype\nq\x04U\x02u1K\x00K\x01\x87Rq\x05(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89");
+    p.extend_from_slice(
+        b"cnumpy\ndtype\nq\x04U\x02u1K\x00K\x01\x87Rq\x05(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89",
+    );
     p.push(b'T');
     p.extend_from_slice(&(data.len() as u32).to_le_bytes());
     p.extend_from_slice(data);
@@ -115,30 +107,16 @@ fn python2_pickle(labels: &[u8], data: &[u8], n: usize) -> Vec<u8> {
 fn python2_style_pickles_read_like_the_originals() {
     let dir = tempfile::tempdir().unwrap();
     for b in 1..=5 {
-        let data: Vec<u8> = (0..2)
-            .flat_map(|k| expected_image(2 * (b - 1) + k))
-            .collect();
-        std::fs::write(
-            dir.path().join(format!("data_batch_{b}")),
-            python2_pickle(&[b as u8, 0], &data, 2),
-        )
-        .unwrap();
+        let data: Vec<u8> = (0..2).flat_map(|k| expected_image(2 * (b - 1) + k)).collect();
+        std::fs::write(dir.path().join(format!("data_batch_{b}")), python2_pickle(&[b as u8, 0], &data, 2)).unwrap();
     }
-    std::fs::write(
-        dir.path().join("test_batch"),
-        python2_pickle(&[7], &expected_image(42), 1),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("test_batch"), python2_pickle(&[7], &expected_image(42), 1)).unwrap();
     let raw = data::open(dir.path()).unwrap();
     let train = raw.split("train").unwrap();
     assert_eq!(train.labels, vec![1, 0, 2, 0, 3, 0, 4, 0, 5, 0]);
     assert_eq!(train.image(7), &expected_image(7)[..]);
     assert_eq!(raw.split("test").unwrap().labels, vec![7]);
-    assert_eq!(
-        raw.class_names,
-        cifar::CIFAR10_CLASSES.map(String::from).to_vec(),
-        "no batches.meta: built-in names"
-    );
+    assert_eq!(raw.class_names, cifar::CIFAR10_CLASSES.map(String::from).to_vec(), "no batches.meta: built-in names");
 }
 
 #[test]
@@ -149,17 +127,9 @@ fn svhn_fixture_written_by_scipy() {
     assert_eq!(train.labels, vec![0, 1, 9], "label 10 means digit 0");
     assert_eq!(train.shape, [3, 32, 32]);
     for k in 0..3 {
-        assert_eq!(
-            train.image(k),
-            &expected_image(20 + k)[..],
-            "image {k}: rows and columns transposed back"
-        );
+        assert_eq!(train.image(k), &expected_image(20 + k)[..], "image {k}: rows and columns transposed back");
     }
-    assert_eq!(
-        raw.split("test").unwrap().labels,
-        vec![3, 0],
-        "labels stored as double"
-    );
+    assert_eq!(raw.split("test").unwrap().labels, vec![3, 0], "labels stored as double");
 }
 
 /// X as MATLAB stores it: [rows, cols, channels, n], column-major.
@@ -176,16 +146,8 @@ fn svhn_arrays(images: &[Vec<u8>], labels: &[f64]) -> Vec<MatArray> {
         }
     }
     vec![
-        MatArray {
-            name: "X".into(),
-            dims: vec![32, 32, 3, n],
-            data: MatData::U8(x),
-        },
-        MatArray {
-            name: "y".into(),
-            dims: vec![n, 1],
-            data: MatData::F64(labels.to_vec()),
-        },
+        MatArray { name: "X".into(), dims: vec![32, 32, 3, n], data: MatData::U8(x) },
+        MatArray { name: "y".into(), dims: vec![n, 1], data: MatData::F64(labels.to_vec()) },
     ]
 }
 
@@ -221,17 +183,10 @@ fn mnist_idx_plain_and_gzip() {
 
 #[test]
 fn padding_puts_the_image_in_the_middle() {
-    let set = ImageSet {
-        shape: [1, 2, 3],
-        pixels: vec![1, 2, 3, 4, 5, 6],
-        labels: vec![0],
-    };
+    let set = ImageSet { shape: [1, 2, 3], pixels: vec![1, 2, 3, 4, 5, 6], labels: vec![0] };
     let p = set.padded(1);
     assert_eq!(p.shape, [1, 4, 5]);
-    assert_eq!(
-        p.pixels,
-        vec![0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 4, 5, 6, 0, 0, 0, 0, 0, 0]
-    );
+    assert_eq!(p.pixels, vec![0, 0, 0, 0, 0, 0, 1, 2, 3, 0, 0, 4, 5, 6, 0, 0, 0, 0, 0, 0]);
 }
 
 /// Errors, not panics: each case names the file and what was expected.
@@ -277,22 +232,14 @@ fn bad_files_give_errors_that_name_the_file() {
     check(&["t10k-labels-idx1-ubyte", "2 labels"]);
     std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx(&[3], &[0, 1, 12])).unwrap();
     check(&["t10k-labels-idx1-ubyte", "label 12"]);
-    std::fs::write(
-        d.join("t10k-images-idx3-ubyte"),
-        gzip(b"short")[..10].to_vec(),
-    )
-    .unwrap();
+    std::fs::write(d.join("t10k-images-idx3-ubyte"), gzip(b"short")[..10].to_vec()).unwrap();
     check(&["t10k-images-idx3-ubyte", "gzip"]);
     for f in std::fs::read_dir(d).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();
     }
 
     // SVHN: not a MAT-file, and a label out of range.
-    std::fs::write(
-        d.join("train_32x32.mat"),
-        b"MATLAB 4 or something else entirely, long enough?",
-    )
-    .unwrap();
+    std::fs::write(d.join("train_32x32.mat"), b"MATLAB 4 or something else entirely, long enough?").unwrap();
     check(&["train_32x32.mat", "128-byte header"]);
     let bytes = mat5::write(&svhn_arrays(&[expected_image(0)], &[11.0]), true);
     std::fs::write(d.join("train_32x32.mat"), bytes).unwrap();
@@ -307,10 +254,7 @@ fn bad_files_give_errors_that_name_the_file() {
 /// `CNNSPLITTER_FUZZ_ROUNDS=N` multiplies the random inputs (default 1, about 26,000 inputs).
 #[test]
 fn readers_survive_random_and_truncated_bytes() {
-    let rounds: usize = std::env::var("CNNSPLITTER_FUZZ_ROUNDS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
+    let rounds: usize = std::env::var("CNNSPLITTER_FUZZ_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     let mut rng = ChaCha8Rng::seed_from_u64(7);
     let path = Path::new("fuzz.bin");
     let mut valid: Vec<Vec<u8>> = vec![

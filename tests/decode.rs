@@ -16,10 +16,7 @@ use common::*;
 
 /// For each consumer layer, the removed input channels (and positions per channel for linear
 /// layers), read from the channel groups.
-fn removed_inputs(
-    groups: &ChannelGroups,
-    masks: &[Vec<bool>],
-) -> HashMap<usize, (Vec<usize>, usize)> {
+fn removed_inputs(groups: &ChannelGroups, masks: &[Vec<bool>]) -> HashMap<usize, (Vec<usize>, usize)> {
     let mut zero = HashMap::new();
     for (group, mask) in groups.groups.iter().zip(masks) {
         let removed: Vec<usize> = (0..mask.len()).filter(|&c| !mask[c]).collect();
@@ -39,18 +36,11 @@ fn all_ones_masks_give_the_original_network() {
         let model = random_model(arch, [3, 32, 32], 10, 1);
         let groups = ChannelGroups::derive(&model.description).unwrap();
         let decoded = decode(&model, &groups.keep_all()).unwrap();
-        assert_eq!(
-            decoded, model,
-            "{arch}: decoding all-ones masks changed the model"
-        );
+        assert_eq!(decoded, model, "{arch}: decoding all-ones masks changed the model");
         let images = random_images(4, [3, 32, 32], 2);
         let a = burn_logits(&model, &images, 4);
         let b = burn_logits(&decoded, &images, 4);
-        let max_abs = a
-            .iter()
-            .zip(&b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max);
+        let max_abs = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max);
         assert!(max_abs <= 1e-6, "{arch}: max abs difference {max_abs}");
     }
 }
@@ -63,51 +53,27 @@ fn check_random_masks(arch: &str, input: [usize; 3], seed: u64, naive_images: us
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     for keep in [0.3, 0.6] {
         let masks = random_keep_masks(&groups, keep, &mut rng);
-        assert!(
-            masks.iter().any(|m| m.iter().any(|k| !k)),
-            "the masks must remove something"
-        );
+        assert!(masks.iter().any(|m| m.iter().any(|k| !k)), "the masks must remove something");
         let module = decode(&model, &masks).unwrap();
 
         // The module is physically smaller: every conv keeps exactly its group's kept count.
         for (i, layer) in module.description.layers.iter().enumerate() {
-            if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) =
-                (&layer.kind, groups.layers[i].output)
-            {
-                assert_eq!(
-                    *out_channels,
-                    masks[g].iter().filter(|k| **k).count(),
-                    "{arch} {}",
-                    layer.name
-                );
+            if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&layer.kind, groups.layers[i].output) {
+                assert_eq!(*out_channels, masks[g].iter().filter(|k| **k).count(), "{arch} {}", layer.name);
             }
         }
 
         let images = random_images(naive_images, input, seed + 7);
         let got = burn_logits(&module, &images, naive_images);
-        let want = naive_logits(
-            &model.description,
-            &model.weights,
-            &images,
-            naive_images,
-            &removed_inputs(&groups, &masks),
-        );
+        let want =
+            naive_logits(&model.description, &model.weights, &images, naive_images, &removed_inputs(&groups, &masks));
         let err = relative_error(&got, &want);
-        assert!(
-            err <= 1e-5,
-            "{arch} keep {keep}: decoded vs naive masked original, relative error {err}"
-        );
+        assert!(err <= 1e-5, "{arch} keep {keep}: decoded vs naive masked original, relative error {err}");
 
         let more = random_images(32, input, seed + 8);
         let reference = zero_removed_inputs(&model, &masks).unwrap();
-        let err = relative_error(
-            &burn_logits(&module, &more, 32),
-            &burn_logits(&reference, &more, 32),
-        );
-        assert!(
-            err <= 1e-5,
-            "{arch} keep {keep}: decoded vs zeroed-weights original, relative error {err}"
-        );
+        let err = relative_error(&burn_logits(&module, &more, 32), &burn_logits(&reference, &more, 32));
+        assert!(err <= 1e-5, "{arch} keep {keep}: decoded vs zeroed-weights original, relative error {err}");
     }
 }
 
@@ -138,19 +104,10 @@ fn flatten_mapping_is_channel_major_where_the_flattened_map_is_larger_than_1x1()
 fn residual_pairs_keep_the_same_kernels() {
     let model = random_model("rescnn@0.25", [3, 32, 32], 10, 9);
     let groups = ChannelGroups::derive(&model.description).unwrap();
-    assert_eq!(
-        groups.groups.len(),
-        9,
-        "12 convs with 3 residual pairs make 9 groups"
-    );
-    let labels: Vec<String> = (0..9)
-        .map(|g| groups.group_label(&model.description, g))
-        .collect();
+    assert_eq!(groups.groups.len(), 9, "12 convs with 3 residual pairs make 9 groups");
+    let labels: Vec<String> = (0..9).map(|g| groups.group_label(&model.description, g)).collect();
     for pair in ["conv_1+conv_3", "conv_5+conv_7", "conv_9+conv_11"] {
-        assert!(
-            labels.contains(&pair.to_string()),
-            "missing group {pair}: {labels:?}"
-        );
+        assert!(labels.contains(&pair.to_string()), "missing group {pair}: {labels:?}");
     }
     let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(1));
     let module = decode(&model, &masks).unwrap();
@@ -193,19 +150,14 @@ fn an_empty_or_misshaped_mask_is_an_error_that_names_the_layer() {
     let mut masks = groups.keep_all();
     masks[1].fill(false);
     let err = decode(&model, &masks).unwrap_err().to_string();
-    assert!(
-        err.contains("conv_1+conv_3") && err.contains("at least one kernel"),
-        "{err}"
-    );
+    assert!(err.contains("conv_1+conv_3") && err.contains("at least one kernel"), "{err}");
 
     let mut masks = groups.keep_all();
     masks[0].pop();
     let err = decode(&model, &masks).unwrap_err().to_string();
     assert!(err.contains("conv_0") && err.contains("entries"), "{err}");
 
-    let err = decode(&model, &groups.keep_all()[1..])
-        .unwrap_err()
-        .to_string();
+    let err = decode(&model, &groups.keep_all()[1..]).unwrap_err().to_string();
     assert!(err.contains("9 channel groups"), "{err}");
 }
 
@@ -217,10 +169,7 @@ fn decoded_module_macs_equal_a_naive_count() {
     let groups = ChannelGroups::derive(&model.description).unwrap();
     let masks = random_keep_masks(&groups, 0.4, &mut ChaCha8Rng::seed_from_u64(11));
     let module = decode(&model, &masks).unwrap();
-    let kept: Vec<u64> = masks
-        .iter()
-        .map(|m| m.iter().filter(|k| **k).count() as u64)
-        .collect();
+    let kept: Vec<u64> = masks.iter().map(|m| m.iter().filter(|k| **k).count() as u64).collect();
     let pools_after = [1, 3, 6, 9, 12];
     let (mut side, mut cin, mut naive) = (32u64, 3u64, 0u64);
     for (i, &k) in kept.iter().enumerate() {
@@ -233,8 +182,27 @@ fn decoded_module_macs_equal_a_naive_count() {
     let hidden = 256u64;
     naive += cin * hidden + hidden * hidden + hidden * 10;
     assert_eq!(count(&module.description).unwrap().macs, naive);
-    assert_eq!(
-        count(&module.description).unwrap().kernels as u64,
-        kept.iter().sum::<u64>()
-    );
+    assert_eq!(count(&module.description).unwrap().kernels as u64, kept.iter().sum::<u64>());
+}
+
+#[test]
+fn padding_channel_groups_to_a_multiple_leaves_outputs_unchanged() {
+    use cnnsplitter::decode::pad_channels;
+    for arch in ["simcnn@0.25", "rescnn@0.25", "resnet8-bn@0.5", "simcnn-weak@0.25"] {
+        let model = random_model(arch, [3, 32, 32], 10, 12);
+        let groups = ChannelGroups::derive(&model.description).unwrap();
+        let masks = random_keep_masks(&groups, 0.4, &mut ChaCha8Rng::seed_from_u64(13));
+        let module = decode(&model, &masks).unwrap();
+        let padded = pad_channels(&module, 8).unwrap();
+        let padded_groups = ChannelGroups::derive(&padded.description).unwrap();
+        assert!(padded_groups.groups.iter().all(|g| g.width % 8 == 0), "{arch}: every group is a multiple of 8");
+        assert!(
+            count(&padded.description).unwrap().kernels > count(&module.description).unwrap().kernels,
+            "{arch}: something was padded"
+        );
+        let images = random_images(6, [3, 32, 32], 14);
+        let err = relative_error(&burn_logits(&padded, &images, 6), &burn_logits(&module, &images, 6));
+        assert!(err <= 1e-5, "{arch}: padded vs module relative error {err}");
+        assert_eq!(pad_channels(&padded, 8).unwrap(), padded, "{arch}: padding twice changes nothing");
+    }
 }

@@ -23,9 +23,7 @@ fn paper_models_have_the_published_kernel_and_mac_counts() {
     let rescnn = count(&zoo::build("rescnn", [3, 32, 32], 10).unwrap()).unwrap();
     assert_eq!((rescnn.kernels, rescnn.macs), (4288, 431_166_464));
     // Parameters as PyTorch counts them: sum of cin·cout·9 + cout over convs, plus the FC layers.
-    let widths = [
-        64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
-    ];
+    let widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512];
     let mut cin = 3;
     let mut params = 0;
     for w in widths {
@@ -34,10 +32,7 @@ fn paper_models_have_the_published_kernel_and_mac_counts() {
     }
     params += 512 * 512 + 512 + 512 * 512 + 512 + 512 * 10 + 10;
     assert_eq!(simcnn.params, params);
-    assert_eq!(
-        simcnn.layers.iter().map(|l| l.macs).sum::<u64>(),
-        simcnn.macs
-    );
+    assert_eq!(simcnn.layers.iter().map(|l| l.macs).sum::<u64>(), simcnn.macs);
 }
 
 #[test]
@@ -45,21 +40,11 @@ fn width_multiplier_scales_convs_and_hidden_layers() {
     let d = zoo::build("simcnn@0.25", [3, 32, 32], 10).unwrap();
     assert_eq!(count(&d).unwrap().kernels, 4224 / 4);
     let fc13 = &d.layers[d.layer_index("fc_13").unwrap()].kind;
-    assert_eq!(
-        *fc13,
-        LayerKind::Linear {
-            out_features: 128,
-            bias: true
-        }
-    );
+    assert_eq!(*fc13, LayerKind::Linear { out_features: 128, bias: true });
     assert_eq!(d.name, "simcnn@0.25");
     assert_eq!(zoo::scaled(64, 0.3), 19);
     assert_eq!(zoo::scaled(8, 0.0625), 1);
-    assert_eq!(
-        zoo::scaled(10, 0.25),
-        2,
-        "2.5 rounds half to even, as Python does"
-    );
+    assert_eq!(zoo::scaled(10, 0.25), 2, "2.5 rounds half to even, as Python does");
 }
 
 #[test]
@@ -68,14 +53,7 @@ fn weak_models_follow_the_spec() {
     let linear_in = |arch: &str, input| {
         let d = zoo::build(arch, input, 10).unwrap();
         let last = d.layers.last().unwrap().name.clone();
-        count(&d)
-            .unwrap()
-            .layers
-            .iter()
-            .find(|l| l.name == last)
-            .unwrap()
-            .params
-            - 10
+        count(&d).unwrap().layers.iter().find(|l| l.name == last).unwrap().params - 10
     };
     assert_eq!(c("simcnn-weak", [3, 32, 32]).kernels, 256);
     assert_eq!(linear_in("simcnn-weak", [3, 32, 32]), 256 * 10);
@@ -89,21 +67,15 @@ fn weak_models_follow_the_spec() {
 
 #[test]
 fn too_small_an_input_names_the_layer_and_the_input() {
-    let err = zoo::build("simcnn", [1, 28, 28], 10)
-        .unwrap_err()
-        .to_string();
+    let err = zoo::build("simcnn", [1, 28, 28], 10).unwrap_err().to_string();
     assert!(err.contains("pool_12") && err.contains("1x28x28"), "{err}");
 }
 
 #[test]
 fn unknown_architectures_and_bad_widths_are_clear_errors() {
-    let err = zoo::build("vgg99", [3, 32, 32], 10)
-        .unwrap_err()
-        .to_string();
+    let err = zoo::build("vgg99", [3, 32, 32], 10).unwrap_err().to_string();
     assert!(err.contains("vgg99") && err.contains("simcnn"), "{err}");
-    let err = zoo::build("simcnn@abc", [3, 32, 32], 10)
-        .unwrap_err()
-        .to_string();
+    let err = zoo::build("simcnn@abc", [3, 32, 32], 10).unwrap_err().to_string();
     assert!(err.contains("abc"), "{err}");
 }
 
@@ -114,28 +86,16 @@ fn description_json_round_trips_and_checks_references() {
     assert_eq!(back, d);
 
     let mut bad = d.clone();
-    let add = bad
-        .layers
-        .iter()
-        .position(|l| matches!(l.kind, LayerKind::Add { .. }))
-        .unwrap();
+    let add = bad.layers.iter().position(|l| matches!(l.kind, LayerKind::Add { .. })).unwrap();
     bad.layers[add].kind = LayerKind::Add { from: "fc".into() };
     let err = bad.validate().unwrap_err().to_string();
-    assert!(
-        err.contains(&bad.layers[add].name) && err.contains("not an earlier layer"),
-        "{err}"
-    );
+    assert!(err.contains(&bad.layers[add].name) && err.contains("not an earlier layer"), "{err}");
 
     let mut bad = zoo::build("rescnn@0.25", [3, 32, 32], 10).unwrap();
     let add = bad.layer_index("add_3").unwrap();
-    bad.layers[add].kind = LayerKind::Add {
-        from: "relu_0".into(),
-    };
+    bad.layers[add].kind = LayerKind::Add { from: "relu_0".into() };
     let err = bad.validate().unwrap_err().to_string();
-    assert!(
-        err.contains("add_3") && err.contains("shapes differ"),
-        "{err}"
-    );
+    assert!(err.contains("add_3") && err.contains("shapes differ"), "{err}");
 
     let mut bad = zoo::build("simcnn-weak", [3, 32, 32], 10).unwrap();
     bad.layers.retain(|l| l.name != "flatten");
@@ -150,8 +110,7 @@ fn description_json_round_trips_and_checks_references() {
 
 #[test]
 fn unknown_layer_kind_in_json_is_a_clear_error() {
-    let json =
-        r#"{"name":"x","input":[3,8,8],"classes":2,"layers":[{"name":"a","type":"conv3d"}]}"#;
+    let json = r#"{"name":"x","input":[3,8,8],"classes":2,"layers":[{"name":"a","type":"conv3d"}]}"#;
     let err = ModelDescription::from_json(json).unwrap_err().to_string();
     assert!(err.contains("conv3d") && err.contains("conv2d"), "{err}");
 }
@@ -169,13 +128,7 @@ fn burn_forward_matches_a_naive_forward() {
         let model = random_model(arch, input, 10, 21);
         let images = random_images(3, input, 22);
         let got = burn_logits(&model, &images, 3);
-        let want = naive_logits(
-            &model.description,
-            &model.weights,
-            &images,
-            3,
-            &HashMap::new(),
-        );
+        let want = naive_logits(&model.description, &model.weights, &images, 3, &HashMap::new());
         let err = relative_error(&got, &want);
         assert!(err <= 1e-5, "{arch}: relative error {err}");
     }
@@ -185,21 +138,12 @@ fn burn_forward_matches_a_naive_forward() {
 fn average_pooling_matches_the_naive_forward() {
     let mut d = zoo::build("simcnn-weak@0.125", [3, 32, 32], 10).unwrap();
     let i = d.layer_index("pool_1").unwrap();
-    d.layers[i].kind = LayerKind::AvgPool2d {
-        kernel: [2, 2],
-        stride: [2, 2],
-    };
+    d.layers[i].kind = LayerKind::AvgPool2d { kernel: [2, 2], stride: [2, 2] };
     let model = Model::new(d.clone(), Weights::init(&d, 3).unwrap()).unwrap();
     let images = random_images(2, [3, 32, 32], 1);
     let err = relative_error(
         &burn_logits(&model, &images, 2),
-        &naive_logits(
-            &model.description,
-            &model.weights,
-            &images,
-            2,
-            &HashMap::new(),
-        ),
+        &naive_logits(&model.description, &model.weights, &images, 2, &HashMap::new()),
     );
     assert!(err <= 1e-5, "relative error {err}");
 }
@@ -218,30 +162,20 @@ fn train_mode_applies_dropout_and_batch_statistics_eval_mode_does_not() {
         let x = images_tensor(&images, [8, 3, 32, 32], &device).unwrap();
         let train_out = to_host_2d(net.forward_train(x, &mut rng));
         let err = relative_error(&train_out, &eval);
-        assert!(
-            err > 1e-3,
-            "{arch}: train mode should differ from eval mode ({err})"
-        );
+        assert!(err > 1e-3, "{arch}: train mode should differ from eval mode ({err})");
 
         // Train mode updates BatchNorm running statistics.
-        let stats_changed = net.weights().tensors.iter().any(|(name, t)| {
-            name.ends_with(".running_mean") && t.data != model.weights.tensors[name].data
-        });
-        assert_eq!(
-            stats_changed,
-            arch.contains("bn"),
-            "{arch}: running statistics after a train step"
-        );
+        let stats_changed = net
+            .weights()
+            .tensors
+            .iter()
+            .any(|(name, t)| name.ends_with(".running_mean") && t.data != model.weights.tensors[name].data);
+        assert_eq!(stats_changed, arch.contains("bn"), "{arch}: running statistics after a train step");
 
         // valid() switches to eval mode and gives the engine's outputs.
         let valid = Net::new(&model, &device).unwrap().valid();
-        let out = to_host_2d(
-            valid.forward(images_tensor(&images, [8, 3, 32, 32], &eval_device).unwrap()),
-        );
-        assert!(
-            relative_error(&out, &eval) <= 1e-6,
-            "{arch}: eval outputs differ"
-        );
+        let out = to_host_2d(valid.forward(images_tensor(&images, [8, 3, 32, 32], &eval_device).unwrap()));
+        assert!(relative_error(&out, &eval) <= 1e-6, "{arch}: eval outputs differ");
     }
 }
 
@@ -256,11 +190,7 @@ fn gradients_reach_every_trainable_tensor() {
     let mut with_grad = 0;
     for layer in &net.layers {
         if let cnnsplitter::model::net::StateLayer::Conv(c) = layer {
-            let g = c
-                .weight
-                .val()
-                .grad(&grads)
-                .expect("conv weight has a gradient");
+            let g = c.weight.val().grad(&grads).expect("conv weight has a gradient");
             assert!(g.abs().sum().into_scalar::<f32>() > 0.0);
             with_grad += 1;
         }
@@ -276,10 +206,7 @@ fn save_and_load_round_trip_gives_identical_outputs() {
     let loaded = Model::load(dir.path()).unwrap();
     assert_eq!(loaded, model);
     let images = random_images(4, [3, 32, 32], 52);
-    assert_eq!(
-        burn_logits(&loaded, &images, 4),
-        burn_logits(&model, &images, 4)
-    );
+    assert_eq!(burn_logits(&loaded, &images, 4), burn_logits(&model, &images, 4));
     assert!(!dir.path().join("model.safetensors.partial").exists());
     // The net's weights come back out unchanged (linear weights transposed twice).
     let net = Net::new(&model, &Device::flex()).unwrap();
@@ -292,26 +219,11 @@ fn a_weights_file_with_a_wrong_shape_names_the_tensor_and_both_shapes() {
     let model = Model::init("simcnn-weak@0.25", [3, 32, 32], 10, 0).unwrap();
     model.save(dir.path()).unwrap();
     let mut weights = model.weights.clone();
-    weights.tensors.insert(
-        "conv_1.weight".into(),
-        HostTensor::full(vec![16, 15, 3, 3], 0.0),
-    );
-    std::fs::write(
-        dir.path().join(WEIGHTS_FILE),
-        weights.to_safetensors().unwrap(),
-    )
-    .unwrap();
+    weights.tensors.insert("conv_1.weight".into(), HostTensor::full(vec![16, 15, 3, 3], 0.0));
+    std::fs::write(dir.path().join(WEIGHTS_FILE), weights.to_safetensors().unwrap()).unwrap();
     let err = Model::load(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains("conv_1.weight")
-            && err.contains("[16, 15, 3, 3]")
-            && err.contains("[16, 16, 3, 3]"),
-        "{err}"
-    );
-    assert!(
-        err.contains(WEIGHTS_FILE),
-        "the error names the file: {err}"
-    );
+    assert!(err.contains("conv_1.weight") && err.contains("[16, 15, 3, 3]") && err.contains("[16, 16, 3, 3]"), "{err}");
+    assert!(err.contains(WEIGHTS_FILE), "the error names the file: {err}");
 }
 
 #[test]
@@ -322,54 +234,30 @@ fn broken_model_folders_give_clear_errors() {
 
     // Writes `weights` into the folder and returns the error of loading it.
     let load_error = |weights: &Weights| {
-        std::fs::write(
-            dir.path().join(WEIGHTS_FILE),
-            weights.to_safetensors().unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join(WEIGHTS_FILE), weights.to_safetensors().unwrap()).unwrap();
         Model::load(dir.path()).unwrap_err().to_string()
     };
     let mut weights = model.weights.clone();
     weights.tensors.remove("fc_4.bias");
     let err = load_error(&weights);
-    assert!(
-        err.contains("fc_4.bias") && err.contains("missing"),
-        "{err}"
-    );
+    assert!(err.contains("fc_4.bias") && err.contains("missing"), "{err}");
 
     let mut weights = model.weights.clone();
-    weights
-        .tensors
-        .insert("conv_9.weight".into(), HostTensor::full(vec![1], 0.0));
+    weights.tensors.insert("conv_9.weight".into(), HostTensor::full(vec![1], 0.0));
     let err = load_error(&weights);
-    assert!(
-        err.contains("conv_9.weight") && err.contains("no layer"),
-        "{err}"
-    );
+    assert!(err.contains("conv_9.weight") && err.contains("no layer"), "{err}");
 
     std::fs::write(dir.path().join(WEIGHTS_FILE), b"not safetensors").unwrap();
     let err = Model::load(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains(WEIGHTS_FILE) && err.contains("safetensors"),
-        "{err}"
-    );
+    assert!(err.contains(WEIGHTS_FILE) && err.contains("safetensors"), "{err}");
 
-    let json =
-        r#"{"name":"x","input":[3,8,8],"classes":2,"layers":[{"name":"a","type":"conv3d"}]}"#;
+    let json = r#"{"name":"x","input":[3,8,8],"classes":2,"layers":[{"name":"a","type":"conv3d"}]}"#;
     std::fs::write(dir.path().join(DESCRIPTION_FILE), json).unwrap();
     let err = Model::load(dir.path()).unwrap_err().to_string();
-    assert!(
-        err.contains(DESCRIPTION_FILE) && err.contains("conv3d"),
-        "{err}"
-    );
+    assert!(err.contains(DESCRIPTION_FILE) && err.contains("conv3d"), "{err}");
 
-    let err = Model::load(&dir.path().join("nowhere"))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("nowhere") && err.contains("model folder"),
-        "{err}"
-    );
+    let err = Model::load(&dir.path().join("nowhere")).unwrap_err().to_string();
+    assert!(err.contains("nowhere") && err.contains("model folder"), "{err}");
 }
 
 #[test]
@@ -384,10 +272,5 @@ fn same_seed_gives_the_same_weights() {
     let std = (w.iter().map(|v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
     let want = (2.0 / (9.0 * 64.0f64)).sqrt();
     assert!((std / want - 1.0).abs() < 0.05, "std {std} vs {want}");
-    assert!(
-        a.weights.tensors["conv_4.bias"]
-            .data
-            .iter()
-            .all(|&b| b == 0.0)
-    );
+    assert!(a.weights.tensors["conv_4.bias"].data.iter().all(|&b| b == 0.0));
 }

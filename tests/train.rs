@@ -29,25 +29,11 @@ fn tiny_data(dir: &Path, train: usize, classes: &str) -> DataSelection {
         ),
     )
     .unwrap();
-    DataSelection {
-        dataset: path.to_string_lossy().into_owned(),
-        tc: None,
-        data_dir: None,
-    }
+    DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: None }
 }
 
-fn config(
-    arch: &str,
-    recipe: Recipe,
-    data: &DataSelection,
-    epochs: usize,
-    lr: Option<f64>,
-) -> TrainConfig {
-    let o = Overrides {
-        epochs: Some(epochs),
-        lr,
-        batch: Some(32),
-    };
+fn config(arch: &str, recipe: Recipe, data: &DataSelection, epochs: usize, lr: Option<f64>) -> TrainConfig {
+    let o = Overrides { epochs: Some(epochs), lr, batch: Some(32) };
     TrainConfig::new(arch, recipe, data, &o, 7, rayon::current_num_threads()).unwrap()
 }
 
@@ -62,10 +48,7 @@ fn a_small_model_learns_the_synthetic_data() {
     let c = config("simcnn-weak@0.25", Recipe::Simple, &data, 4, Some(0.02));
     let out = tmp.path().join("run");
     let report = trainer::start(c, &out, None, &Silent).unwrap().unwrap();
-    assert!(
-        report.validation_accuracy > 0.5,
-        "7 classes, chance 0.14: {report:?}"
-    );
+    assert!(report.validation_accuracy > 0.5, "7 classes, chance 0.14: {report:?}");
     assert!(report.test_accuracy > 0.5);
     // The run folder holds the model, the per-epoch log and the report.
     let log = std::fs::read_to_string(out.join("train.jsonl")).unwrap();
@@ -79,15 +62,8 @@ fn a_small_model_learns_the_synthetic_data() {
     assert!(report_json["per_class"][0]["f1"].as_f64().is_some());
     // The kept model is the best validation epoch's.
     let state = load_state(&out).unwrap();
-    let best = state
-        .history
-        .iter()
-        .map(|r| r.validation_accuracy)
-        .fold(0.0, f64::max);
-    assert_eq!(
-        state.history[state.best_epoch - 1].validation_accuracy,
-        best
-    );
+    let best = state.history.iter().map(|r| r.validation_accuracy).fold(0.0, f64::max);
+    assert_eq!(state.history[state.best_epoch - 1].validation_accuracy, best);
     assert!((report.validation_accuracy - best).abs() < 1e-12);
 }
 
@@ -98,19 +74,11 @@ fn straight_and_resumed(arch: &str) -> (PathBuf, PathBuf, tempfile::TempDir) {
     let straight = tmp.path().join("straight");
     let stopped = tmp.path().join("stopped");
     let c = config(arch, Recipe::Strong, &data, 3, Some(0.02));
-    trainer::start(c.clone(), &straight, None, &Silent)
-        .unwrap()
-        .unwrap();
-    assert!(
-        trainer::start(c, &stopped, Some(1), &Silent)
-            .unwrap()
-            .is_none()
-    );
+    trainer::start(c.clone(), &straight, None, &Silent).unwrap().unwrap();
+    assert!(trainer::start(c, &stopped, Some(1), &Silent).unwrap().is_none());
     assert_eq!(load_state(&stopped).unwrap().epochs_done, 1);
     assert!(!stopped.join("report.json").exists());
-    trainer::resume(&stopped, rayon::current_num_threads(), None, &Silent)
-        .unwrap()
-        .unwrap();
+    trainer::resume(&stopped, rayon::current_num_threads(), None, &Silent).unwrap().unwrap();
     (straight, stopped, tmp)
 }
 
@@ -119,11 +87,7 @@ fn resume_ends_with_the_same_weights_as_an_uninterrupted_run() {
     // rescnn-weak has dropout (re-seeded per epoch); resnet8-bn has BatchNorm statistics.
     for arch in ["rescnn-weak@0.25", "resnet8-bn@0.25"] {
         let (straight, resumed, _tmp) = straight_and_resumed(arch);
-        assert_eq!(
-            weights_bytes(&straight),
-            weights_bytes(&resumed),
-            "{arch}: best model"
-        );
+        assert_eq!(weights_bytes(&straight), weights_bytes(&resumed), "{arch}: best model");
         assert_eq!(
             weights_bytes(&straight.join("checkpoint/last")),
             weights_bytes(&resumed.join("checkpoint/last")),
@@ -135,27 +99,13 @@ fn resume_ends_with_the_same_weights_as_an_uninterrupted_run() {
             "{arch}: momentum buffers"
         );
         let log = |d: &Path| std::fs::read_to_string(d.join("train.jsonl")).unwrap();
-        let strip = |s: String| {
-            s.lines()
-                .map(|l| l.split("\"seconds\"").next().unwrap().to_string())
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            strip(log(&straight)),
-            strip(log(&resumed)),
-            "{arch}: per-epoch records"
-        );
+        let strip =
+            |s: String| s.lines().map(|l| l.split("\"seconds\"").next().unwrap().to_string()).collect::<Vec<_>>();
+        assert_eq!(strip(log(&straight)), strip(log(&resumed)), "{arch}: per-epoch records");
         // The strong schedule over 3 epochs: x0.1 at round(0.9) = 1 and round(1.8) = 2.
-        let lrs: Vec<f64> = load_state(&straight)
-            .unwrap()
-            .history
-            .iter()
-            .map(|r| r.lr)
-            .collect();
+        let lrs: Vec<f64> = load_state(&straight).unwrap().history.iter().map(|r| r.lr).collect();
         assert!(
-            (lrs[0] - 0.02).abs() < 1e-12
-                && (lrs[1] - 0.002).abs() < 1e-12
-                && (lrs[2] - 0.0002).abs() < 1e-12,
+            (lrs[0] - 0.02).abs() < 1e-12 && (lrs[1] - 0.002).abs() < 1e-12 && (lrs[2] - 0.0002).abs() < 1e-12,
             "{lrs:?}"
         );
     }
@@ -180,56 +130,17 @@ fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
 fn schedules_change_the_learning_rate_at_the_milestones() {
     let s = StepSchedule::paper(0.01, 200);
     assert_eq!(s.milestones, vec![60, 120]);
-    for (epoch, lr) in [
-        (0, 0.01),
-        (59, 0.01),
-        (60, 0.001),
-        (119, 0.001),
-        (120, 0.0001),
-        (199, 0.0001),
-    ] {
-        assert!(
-            (s.lr(epoch) - lr).abs() < 1e-15,
-            "epoch {epoch}: {} vs {lr}",
-            s.lr(epoch)
-        );
+    for (epoch, lr) in [(0, 0.01), (59, 0.01), (60, 0.001), (119, 0.001), (120, 0.0001), (199, 0.0001)] {
+        assert!((s.lr(epoch) - lr).abs() < 1e-15, "epoch {epoch}: {} vs {lr}", s.lr(epoch));
     }
     let data = DataSelection::named("synthetic");
-    let strong =
-        TrainConfig::new("rescnn", Recipe::Strong, &data, &Overrides::default(), 0, 2).unwrap();
-    assert_eq!(
-        (strong.epochs, strong.schedule.base, strong.nesterov),
-        (200, 0.1, true)
-    );
-    let simple = TrainConfig::new(
-        "simcnn-weak",
-        Recipe::Simple,
-        &data,
-        &Overrides::default(),
-        0,
-        2,
-    )
-    .unwrap();
+    let strong = TrainConfig::new("rescnn", Recipe::Strong, &data, &Overrides::default(), 0, 2).unwrap();
+    assert_eq!((strong.epochs, strong.schedule.base, strong.nesterov), (200, 0.1, true));
+    let simple = TrainConfig::new("simcnn-weak", Recipe::Simple, &data, &Overrides::default(), 0, 2).unwrap();
     assert_eq!(simple.schedule, StepSchedule::constant(0.01));
-    assert!(
-        !simple.nesterov && simple.momentum == 0.9 && simple.weight_decay == 1e-4 && simple.augment
-    );
-    let poor = TrainConfig::new(
-        "simcnn",
-        Recipe::PoorFit,
-        &data,
-        &Overrides::default(),
-        0,
-        2,
-    )
-    .unwrap();
-    assert!(
-        poor.momentum == 0.0
-            && poor.weight_decay == 0.0
-            && !poor.augment
-            && !poor.dropout
-            && poor.keep_epochs
-    );
+    assert!(!simple.nesterov && simple.momentum == 0.9 && simple.weight_decay == 1e-4 && simple.augment);
+    let poor = TrainConfig::new("simcnn", Recipe::PoorFit, &data, &Overrides::default(), 0, 2).unwrap();
+    assert!(poor.momentum == 0.0 && poor.weight_decay == 0.0 && !poor.augment && !poor.dropout && poor.keep_epochs);
 }
 
 /// Records every parameter's value (the update is checked against a host computation).
@@ -237,13 +148,7 @@ struct Snapshot(Vec<(String, Vec<f32>)>);
 
 impl ParamVisitor for Snapshot {
     fn visit<const D: usize>(&mut self, name: &str, param: &mut burn::module::Param<Tensor<D>>) {
-        let data = param
-            .val()
-            .inner()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let data = param.val().inner().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         self.0.push((name.to_string(), data));
     }
 }
@@ -252,14 +157,7 @@ struct Grads<'a>(&'a burn::tensor::Gradients, Vec<(String, Vec<f32>)>);
 
 impl ParamVisitor for Grads<'_> {
     fn visit<const D: usize>(&mut self, name: &str, param: &mut burn::module::Param<Tensor<D>>) {
-        let g = param
-            .val()
-            .grad(self.0)
-            .unwrap()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let g = param.val().grad(self.0).unwrap().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         self.1.push((name.to_string(), g));
     }
 }
@@ -270,11 +168,7 @@ fn sgd_steps_follow_the_nesterov_formula() {
     let device = Device::flex().autodiff();
     let mut net = Net::new(&model, &device).unwrap();
     let (mu, wd, lr) = (0.9, 1e-3, 0.1);
-    let mut sgd = Sgd::new(SgdSettings {
-        momentum: mu,
-        nesterov: true,
-        weight_decay: wd,
-    });
+    let mut sgd = Sgd::new(SgdSettings { momentum: mu, nesterov: true, weight_decay: wd });
     let images = common::random_images(4, [1, 16, 16], 2);
     let mut buffers: Vec<Vec<f64>> = Vec::new();
     for step in 0..3 {
@@ -282,9 +176,7 @@ fn sgd_steps_follow_the_nesterov_formula() {
         net.visit_params_mut(&mut before);
         let x = images_tensor(&images, [4, 1, 16, 16], &device).unwrap();
         let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 1], [4]), &device);
-        let loss = burn::nn::loss::CrossEntropyLossConfig::new()
-            .init(&device)
-            .forward(net.forward(x), y);
+        let loss = burn::nn::loss::CrossEntropyLossConfig::new().init(&device).forward(net.forward(x), y);
         let grads = loss.backward();
         let mut g = Grads(&grads, Vec::new());
         net.visit_params_mut(&mut g);
@@ -300,18 +192,11 @@ fn sgd_steps_follow_the_nesterov_formula() {
                 buffers[k][i] = if step == 0 { d } else { mu * buffers[k][i] + d };
                 let want = p[i] as f64 - lr * (d + mu * buffers[k][i]);
                 let got = after.0[k].1[i] as f64;
-                assert!(
-                    (got - want).abs() <= 1e-5 * (1.0 + want.abs()),
-                    "step {step} {name}[{i}]: {got} vs {want}"
-                );
+                assert!((got - want).abs() <= 1e-5 * (1.0 + want.abs()), "step {step} {name}[{i}]: {got} vs {want}");
             }
         }
     }
-    assert_eq!(
-        sgd.state().len(),
-        6,
-        "one buffer per parameter (2 convs, 1 linear, with biases)"
-    );
+    assert_eq!(sgd.state().len(), 6, "one buffer per parameter (2 convs, 1 linear, with biases)");
 }
 
 #[test]
@@ -320,10 +205,7 @@ fn metrics_match_a_naive_count_on_a_hand_made_case() {
     let labels = [0u16, 0, 0, 1, 1, 2, 2, 2, 2];
     let preds = [0u16, 1, 0, 1, 2, 2, 2, 0, 2];
     let m = Metrics::new(&labels, &preds, &names);
-    assert_eq!(
-        m.confusion,
-        vec![vec![2, 1, 0], vec![0, 1, 1], vec![1, 0, 3]]
-    );
+    assert_eq!(m.confusion, vec![vec![2, 1, 0], vec![0, 1, 1], vec![1, 0, 3]]);
     assert!((m.accuracy - 6.0 / 9.0).abs() < 1e-12);
     // Class a: predicted a 3 times, 2 right; 3 actual a. Class b: 2 predicted, 1 right; 2 actual.
     // Class c: 4 predicted, 3 right; 4 actual.
@@ -367,9 +249,13 @@ fn poor_fit_runs_keep_what_pick_needs() {
     }
     // A poor-fit model has no active dropout.
     let model = Model::load(&out).unwrap();
-    assert!(model.description.layers.iter().all(
-        |l| !matches!(l.kind, cnnsplitter::model::description::LayerKind::Dropout { p } if p > 0.0)
-    ));
+    assert!(
+        model
+            .description
+            .layers
+            .iter()
+            .all(|l| !matches!(l.kind, cnnsplitter::model::description::LayerKind::Dropout { p } if p > 0.0))
+    );
 }
 
 #[test]
@@ -377,46 +263,21 @@ fn bad_runs_fail_clearly_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     // SimCNN's pooling needs 32x32: 28x28 digits without padding do not fit.
     let path = tmp.path().join("digits.toml");
-    std::fs::write(
-        &path,
-        "name = \"d\"\n[[part]]\nsource = \"mnist\"\n[split]\nmode = \"pool\"\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "name = \"d\"\n[[part]]\nsource = \"mnist\"\n[split]\nmode = \"pool\"\n").unwrap();
     let mnist = tmp.path().join("mnist");
     common::formats::write_mnist(&mnist, 50, false);
-    let data = DataSelection {
-        dataset: path.to_string_lossy().into_owned(),
-        tc: None,
-        data_dir: Some(mnist),
-    };
+    let data = DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: Some(mnist) };
     let out = tmp.path().join("never");
-    let err = trainer::start(
-        config("simcnn", Recipe::Strong, &data, 1, None),
-        &out,
-        None,
-        &Silent,
-    )
-    .unwrap_err();
+    let err = trainer::start(config("simcnn", Recipe::Strong, &data, 1, None), &out, None, &Silent).unwrap_err();
     assert!(err.to_string().contains("1x28x28"), "{err}");
     assert!(!out.exists(), "nothing written");
 
     // A run folder is not overwritten.
     let data = tiny_data(tmp.path(), 100, "[0, 1]");
     let out = tmp.path().join("run");
-    trainer::start(
-        config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
-        &out,
-        None,
-        &Silent,
-    )
-    .unwrap();
-    let err = trainer::start(
-        config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
-        &out,
-        None,
-        &Silent,
-    )
-    .unwrap_err();
+    trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &Silent).unwrap();
+    let err =
+        trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &Silent).unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 
     // An unwritable folder.
@@ -441,15 +302,7 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     // Continue the same run with an absurd learning rate.
     c.schedule = StepSchedule::constant(1e12);
     std::fs::write(out.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
-    let err = trainer::resume(&out, rayon::current_num_threads(), None, &Silent)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("epoch 2 batch") && err.contains("after epoch 1"),
-        "{err}"
-    );
-    assert_eq!(
-        std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap(),
-        good
-    );
+    let err = trainer::resume(&out, rayon::current_num_threads(), None, &Silent).unwrap_err().to_string();
+    assert!(err.contains("epoch 2 batch") && err.contains("after epoch 1"), "{err}");
+    assert_eq!(std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap(), good);
 }

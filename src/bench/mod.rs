@@ -57,6 +57,8 @@ pub struct ModulesReport {
     pub images: usize,
     /// Target share of kernels kept per layer.
     pub keep: f64,
+    /// Sub-networks packed into one prepared model (1: each on its own).
+    pub pack: usize,
     /// Mean share of the full model's MACs that a sub-network costs.
     pub mean_mac_share: f64,
     /// Median seconds to run all sub-networks over all images (model preparation excluded).
@@ -80,20 +82,14 @@ pub fn median_time(mut f: impl FnMut() -> Result<()>, iters: usize, warmup: usiz
     }
     times.sort_by(f64::total_cmp);
     let m = times.len();
-    Ok(if m % 2 == 1 {
-        times[m / 2]
-    } else {
-        (times[m / 2 - 1] + times[m / 2]) / 2.0
-    })
+    Ok(if m % 2 == 1 { times[m / 2] } else { (times[m / 2 - 1] + times[m / 2]) / 2.0 })
 }
 
 /// Random standard-normal images `[n, C, H, W]`.
 pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let normal = rand_distr::StandardNormal;
-    (0..n * input.iter().product::<usize>())
-        .map(|_| rng.sample::<f32, _>(normal))
-        .collect()
+    (0..n * input.iter().product::<usize>()).map(|_| rng.sample::<f32, _>(normal)).collect()
 }
 
 /// Eval-mode forward passes of `arch` over a batch of `batch` random 3x32x32 images
@@ -110,11 +106,7 @@ pub fn infer(
     let macs = count(&model.description)?.macs;
     let prepared = engine.prepare(&model)?;
     let images = random_images(batch, model.description.input, seed);
-    let median_s = median_time(
-        || prepared.logits(&images, batch, batch).map(|_| ()),
-        iters,
-        3,
-    )?;
+    let median_s = median_time(|| prepared.logits(&images, batch, batch).map(|_| ()), iters, 3)?;
     Ok(InferReport {
         tool: "cnnsplitter",
         mode: "infer",
@@ -131,6 +123,7 @@ pub fn infer(
 /// Runs `modules` decoded random sub-networks of `arch` (about `keep` of each layer's kernels)
 /// over `images` random images each, in chunks of 256: the forward work of one generation of the
 /// original genetic search. Timed as the median of `max(1, iters / 2)` runs after one warm-up.
+/// `pack` sub-networks share one prepared model (one ONNX Runtime session).
 #[allow(clippy::too_many_arguments)]
 pub fn modules(
     engine: &dyn Engine,
@@ -139,6 +132,7 @@ pub fn modules(
     images: usize,
     keep: f64,
     iters: usize,
+    pack: usize,
     threads: usize,
     seed: u64,
     progress: &dyn Progress,
@@ -158,10 +152,11 @@ pub fn modules(
         progress.advance(1);
     }
     progress.finish();
+    let pack = pack.max(1);
     let t = Instant::now();
     let prepared = decoded
-        .iter()
-        .map(|m| engine.prepare(m))
+        .chunks(pack)
+        .map(|group| if pack == 1 { engine.prepare(&group[0]) } else { engine.prepare_many(group) })
         .collect::<Result<Vec<_>>>()?;
     let prepare_s = t.elapsed().as_secs_f64();
     let data = random_images(images, model.description.input, seed);
@@ -188,6 +183,7 @@ pub fn modules(
         modules,
         images,
         keep,
+        pack,
         mean_mac_share: mac_share / modules.max(1) as f64,
         median_s,
         prepare_s,
@@ -215,12 +211,7 @@ pub struct LayerTime {
 
 /// Per-layer median times of burn (flex) eval-mode forward passes of `model` over `batch` random
 /// images: shows which layer shapes the backend handles slowly.
-pub fn burn_layer_times(
-    model: &Model,
-    batch: usize,
-    iters: usize,
-    seed: u64,
-) -> Result<Vec<LayerTime>> {
+pub fn burn_layer_times(model: &Model, batch: usize, iters: usize, seed: u64) -> Result<Vec<LayerTime>> {
     use burn::module::Module;
     use burn::tensor::Device;
 
@@ -351,13 +342,7 @@ pub struct TrainBenchReport {
 
 /// Training steps (forward + backward + Nesterov SGD with weight decay) of `arch` in train mode
 /// on a batch of random 3x32x32 images with labels `i % 10`, as `torch_reference.py train`.
-pub fn train(
-    arch: &str,
-    batch: usize,
-    iters: usize,
-    threads: usize,
-    seed: u64,
-) -> Result<TrainBenchReport> {
+pub fn train(arch: &str, batch: usize, iters: usize, threads: usize, seed: u64) -> Result<TrainBenchReport> {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -367,11 +352,7 @@ pub fn train(
     let model = Model::init(arch, [3, 32, 32], 10, seed)?;
     let device = Device::flex().autodiff();
     let mut net = Net::new(&model, &device)?;
-    let mut sgd = Sgd::new(SgdSettings {
-        momentum: 0.9,
-        nesterov: true,
-        weight_decay: 1e-4,
-    });
+    let mut sgd = Sgd::new(SgdSettings { momentum: 0.9, nesterov: true, weight_decay: 1e-4 });
     let images = random_images(batch, [3, 32, 32], seed);
     let labels: Vec<i64> = (0..batch as i64).map(|i| i % 10).collect();
     let loss_fn = CrossEntropyLossConfig::new().init(&device);

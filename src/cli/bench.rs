@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use cnnsplitter::Model;
 use cnnsplitter::bench;
 use cnnsplitter::decode::{decode, random_keep_masks};
-use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 
 use super::data::DataArgs;
@@ -40,6 +40,9 @@ enum BenchMode {
         /// Print one JSON object (images_per_s, median_s, ...).
         #[arg(long)]
         json: bool,
+        /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineChoice,
     },
     /// Images/s of training steps (forward, backward, Nesterov SGD) on random 3x32x32 images.
     Train {
@@ -116,27 +119,27 @@ enum BenchMode {
         /// Twice the number of timed runs (as in the PyTorch reference: max(1, iters/2)).
         #[arg(long, default_value_t = 5)]
         iters: usize,
+        /// Sub-networks packed into one graph (one ONNX Runtime session); 1 = one session each.
+        #[arg(long, default_value_t = 1)]
+        pack: usize,
         /// Seed of the random weights, masks and images.
         #[arg(long, default_value_t = 0)]
         seed: u64,
         /// Print one JSON object (median_s, module_images_per_s, ...).
         #[arg(long)]
         json: bool,
+        /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: EngineChoice,
     },
 }
 
 pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
-    let engine = BurnEngine::default();
     match args.mode {
-        BenchMode::Infer {
-            arch,
-            batch,
-            iters,
-            seed,
-            json,
-        } => {
+        BenchMode::Infer { arch, batch, iters, seed, json, engine } => {
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
-            let r = bench::infer(&engine, &arch, batch, iters, threads, seed)?;
+            let engine = super::engine(engine, threads)?;
+            let r = bench::infer(engine.as_ref(), &arch, batch, iters, threads, seed)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
@@ -146,13 +149,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 );
             }
         }
-        BenchMode::Train {
-            arch,
-            batch,
-            iters,
-            seed,
-            json,
-        } => {
+        BenchMode::Train { arch, batch, iters, seed, json } => {
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
             let r = bench::train(&arch, batch, iters, threads, seed)?;
             if json {
@@ -164,14 +161,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 );
             }
         }
-        BenchMode::Layers {
-            arch,
-            batch,
-            keep,
-            iters,
-            seed,
-            json,
-        } => {
+        BenchMode::Layers { arch, batch, keep, iters, seed, json } => {
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
             anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
             let mut model = Model::init(&arch, [3, 32, 32], 10, seed)?;
@@ -185,20 +175,13 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 println!("{}", serde_json::to_string(&times)?);
             } else {
                 let total: f64 = times.iter().map(|t| t.median_s).sum();
-                println!(
-                    "{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch",
-                    arch
-                );
+                println!("{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch", arch);
                 println!(
                     "{:<14} {:<12} {:>12} {:>12} {:>10} {:>7} {:>9}",
                     "layer", "type", "input", "output", "ms", "share", "GFLOP/s"
                 );
                 for t in &times {
-                    let gflops = if t.gflops > 0.0 {
-                        format!("{:.1}", t.gflops)
-                    } else {
-                        String::new()
-                    };
+                    let gflops = if t.gflops > 0.0 { format!("{:.1}", t.gflops) } else { String::new() };
                     println!(
                         "{:<14} {:<12} {:>12} {:>12} {:>10.2} {:>6.1}% {:>9}",
                         t.name,
@@ -212,13 +195,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 }
             }
         }
-        BenchMode::Pipeline {
-            data,
-            batch,
-            epochs,
-            seed,
-            json,
-        } => {
+        BenchMode::Pipeline { data, batch, epochs, seed, json } => {
             anyhow::ensure!(batch > 0, "--batch must be at least 1");
             let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
             if json {
@@ -230,27 +207,18 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 );
             }
         }
-        BenchMode::Modules {
-            arch,
-            modules,
-            images,
-            keep,
-            iters,
-            seed,
-            json,
-        } => {
-            anyhow::ensure!(
-                modules > 0 && images > 0,
-                "--modules and --images must be at least 1"
-            );
+        BenchMode::Modules { arch, modules, images, keep, iters, pack, seed, json, engine } => {
+            anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
             anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
+            let engine = super::engine(engine, threads)?;
             let r = bench::modules(
-                &engine,
+                engine.as_ref(),
                 &arch,
                 modules,
                 images,
                 keep,
                 iters,
+                pack,
                 threads,
                 seed,
                 &Bars::default(),
@@ -259,11 +227,12 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} modules on {} ({} threads): {} sub-networks x {} images in {:.3} s (median), \
+                    "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \
                      {:.1} module-images/s; mean MAC share {:.3}; building them took {:.3} s",
                     r.arch,
                     r.engine,
                     r.threads,
+                    r.pack,
                     r.modules,
                     r.images,
                     r.median_s,

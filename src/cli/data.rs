@@ -30,11 +30,7 @@ pub struct DataArgs {
 impl DataArgs {
     /// The library's selection.
     pub fn selection(&self) -> DataSelection {
-        DataSelection {
-            dataset: self.dataset.clone(),
-            tc: self.tc,
-            data_dir: self.data_dir.clone(),
-        }
+        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
     }
 }
 
@@ -92,12 +88,7 @@ struct OptionalDataArgs {
 
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd.action {
-        DataAction::Fetch {
-            dataset,
-            dir,
-            python,
-            base_url,
-        } => {
+        DataAction::Fetch { dataset, dir, python, base_url } => {
             let mut remote: Remote = fetch::official(&dataset, python)?;
             if let Some(url) = base_url {
                 remote.base_url = url;
@@ -107,25 +98,16 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                     "{:<32} {}{}",
                     o.name,
                     o.action,
-                    if o.bytes > 0 {
-                        format!(" ({} bytes)", o.bytes)
-                    } else {
-                        String::new()
-                    }
+                    if o.bytes > 0 { format!(" ({} bytes)", o.bytes) } else { String::new() }
                 );
             }
-            println!(
-                "{dataset} is in {}; use --data-dir {}",
-                dir.display(),
-                dir.display()
-            );
+            println!("{dataset} is in {}; use --data-dir {}", dir.display(), dir.display());
         }
         DataAction::Info { dir, data, json } => match (dir, data.dataset) {
             (Some(dir), None) => {
                 let raw = data_lib::open(&dir)?;
                 let classes = raw.classes();
-                let splits: Vec<(&str, &ImageSet)> =
-                    raw.splits.iter().map(|(n, s)| (n.as_str(), s)).collect();
+                let splits: Vec<(&str, &ImageSet)> = raw.splits.iter().map(|(n, s)| (n.as_str(), s)).collect();
                 print_info(
                     json,
                     json!({"format": raw.format, "dir": raw.dir, "dataset": raw.format.dataset()}),
@@ -135,11 +117,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 )?;
             }
             (None, Some(dataset)) => {
-                let selection = DataSelection {
-                    dataset,
-                    tc: data.tc,
-                    data_dir: data.data_dir,
-                };
+                let selection = DataSelection { dataset, tc: data.tc, data_dir: data.data_dir };
                 let spec = selection.spec()?;
                 let d = selection.load()?;
                 let splits = [("train", &*d.train), ("val", &*d.val), ("test", &*d.test)];
@@ -176,10 +154,7 @@ fn print_info(
     if json {
         let mut split_json = serde_json::Map::new();
         for (name, set) in splits {
-            split_json.insert(
-                name.to_string(),
-                json!({"count": set.len(), "per_class": set.per_class(classes)}),
-            );
+            split_json.insert(name.to_string(), json!({"count": set.len(), "per_class": set.per_class(classes)}));
         }
         head["classes"] = json!(class_names);
         head["shape"] = json!(shape);
@@ -194,26 +169,14 @@ fn print_info(
     if let Some(d) = head["description"].as_str() {
         println!("{d}");
     }
-    let width = class_names
-        .iter()
-        .enumerate()
-        .map(|(k, n)| format!("{k} {n}").len())
-        .max()
-        .unwrap_or(5)
-        .clamp(5, 24);
+    let width = class_names.iter().enumerate().map(|(k, n)| format!("{k} {n}").len()).max().unwrap_or(5).clamp(5, 24);
     print!("{:<width$}", "class");
     for (name, _) in splits {
         print!(" {name:>8}");
     }
     println!();
     for (k, class) in class_names.iter().enumerate() {
-        print!(
-            "{:<width$}",
-            format!("{k} {class}")
-                .chars()
-                .take(width)
-                .collect::<String>()
-        );
+        print!("{:<width$}", format!("{k} {class}").chars().take(width).collect::<String>());
         for (_, set) in splits {
             print!(" {:>8}", set.per_class(classes)[k]);
         }

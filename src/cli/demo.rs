@@ -14,8 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use cnnsplitter::Model;
 use cnnsplitter::bench::random_images;
 use cnnsplitter::decode::{decode, random_keep_masks, zero_removed_inputs};
-use cnnsplitter::engine::burn::BurnEngine;
-use cnnsplitter::engine::{DEFAULT_BATCH, Engine};
+use cnnsplitter::engine::{DEFAULT_BATCH, EngineChoice};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::model::count::count;
 use cnnsplitter::progress::Progress;
@@ -40,16 +39,16 @@ pub struct DemoArgs {
     /// Seed of the weights, masks and images.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineChoice,
     /// Folder to write the model and its modules to.
     #[arg(long, default_value = "runs/demo")]
     out: PathBuf,
 }
 
-pub fn run(args: DemoArgs) -> Result<()> {
-    anyhow::ensure!(
-        args.keep > 0.0 && args.keep <= 1.0,
-        "--keep must be in (0, 1]"
-    );
+pub fn run(args: DemoArgs, threads: usize) -> Result<()> {
+    anyhow::ensure!(args.keep > 0.0 && args.keep <= 1.0, "--keep must be in (0, 1]");
     let started = Instant::now();
     let bars = Bars::default();
     let model = Model::init(&args.arch, [3, 32, 32], args.classes, args.seed)?;
@@ -66,7 +65,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     model.save(&args.out.join("model"))?;
 
-    let engine = BurnEngine::default();
+    let engine = super::engine(args.engine, threads)?;
     let images = random_images(args.images, model.description.input, args.seed);
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let mut rows = vec![format!(
@@ -79,17 +78,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
         let masks = random_keep_masks(&groups, args.keep, &mut rng);
         let module = decode(&model, &masks)?;
         let reference = zero_removed_inputs(&model, &masks)?;
-        let got = engine
-            .prepare(&module)?
-            .logits(&images, args.images, DEFAULT_BATCH)?;
-        let want = engine
-            .prepare(&reference)?
-            .logits(&images, args.images, DEFAULT_BATCH)?;
-        let diff = got
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f32::max);
+        let got = engine.prepare(&module)?.logits(&images, args.images, DEFAULT_BATCH)?;
+        let want = engine.prepare(&reference)?.logits(&images, args.images, DEFAULT_BATCH)?;
+        let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
         worst = worst.max(diff);
         let c = count(&module.description)?;
         module.save(&args.out.join(format!("modules/class_{class:02}")))?;

@@ -51,30 +51,12 @@ pub fn run(args: InspectArgs) -> Result<()> {
     }
     let [ch, h, w] = c.input;
     println!("{}  input {ch}x{h}x{w}  {} classes", c.model, c.classes);
-    println!(
-        "{:<24} {:<16} {:>12} {:>8} {:>12} {:>14}",
-        "layer", "type", "output", "kernels", "params", "MACs"
-    );
+    println!("{:<24} {:<16} {:>12} {:>8} {:>12} {:>14}", "layer", "type", "output", "kernels", "params", "MACs");
     for l in &c.layers {
-        let kernels = if l.kernels > 0 {
-            l.kernels.to_string()
-        } else {
-            String::new()
-        };
-        let params = if l.params > 0 {
-            thousands(l.params as u64)
-        } else {
-            String::new()
-        };
-        let macs = if l.macs > 0 {
-            thousands(l.macs)
-        } else {
-            String::new()
-        };
-        println!(
-            "{:<24} {:<16} {:>12} {:>8} {:>12} {:>14}",
-            l.name, l.kind, l.output, kernels, params, macs
-        );
+        let kernels = if l.kernels > 0 { l.kernels.to_string() } else { String::new() };
+        let params = if l.params > 0 { thousands(l.params as u64) } else { String::new() };
+        let macs = if l.macs > 0 { thousands(l.macs) } else { String::new() };
+        println!("{:<24} {:<16} {:>12} {:>8} {:>12} {:>14}", l.name, l.kind, l.output, kernels, params, macs);
     }
     println!(
         "{:<24} {:<16} {:>12} {:>8} {:>12} {:>14}",
@@ -85,16 +67,9 @@ pub fn run(args: InspectArgs) -> Result<()> {
         thousands(c.params as u64),
         thousands(c.macs)
     );
-    println!(
-        "{} channel groups that kernel removal can cut:",
-        groups.groups.len()
-    );
+    println!("{} channel groups that kernel removal can cut:", groups.groups.len());
     for (g, group) in groups.groups.iter().enumerate() {
-        println!(
-            "  group {g:>2}: {} ({} kernels)",
-            groups.group_label(&desc, g),
-            group.width
-        );
+        println!("  group {g:>2}: {} ({} kernels)", groups.group_label(&desc, g), group.width);
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod bench;
 mod data;
 mod demo;
+mod export;
 mod init;
 mod inspect;
 mod progress_bar;
@@ -37,6 +38,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Pick the overfitting or underfitting model from a poor-fit run.
     Pick(train::PickArgs),
+    /// Export a model folder (a model, a module) to ONNX.
+    Export(export::ExportArgs),
     /// Fetch the published datasets and describe datasets and presets.
     Data(data::DataCommand),
     /// Measure inference speed (figures comparable with ../shared/bench/torch_reference.py).
@@ -46,24 +49,20 @@ enum Command {
 /// Parses the command line and runs the subcommand.
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
-    let threads = cli
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         bail!("--threads must be at least 1");
     }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .context("could not start the thread pool")?;
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("could not start the thread pool")?;
     match cli.command {
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => demo::run(args, threads),
         Command::Init(args) => init::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),
+        Command::Export(args) => export::run(args),
         Command::Train(args) => train::train(args, threads),
-        Command::Eval(args) => train::eval(args),
+        Command::Eval(args) => train::eval(args, threads),
         Command::Pick(args) => train::pick_cmd(args),
     }
 }
@@ -74,8 +73,18 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     let dims: Option<Vec<usize>> = parts.iter().map(|p| p.trim().parse().ok()).collect();
     match dims.as_deref() {
         Some(&[c, h, w]) if c > 0 && h > 0 && w > 0 => Ok([c, h, w]),
-        _ => Err(format!(
-            "`{text}` is not an image shape; write CxHxW with positive numbers, e.g. 3x32x32"
-        )),
+        _ => Err(format!("`{text}` is not an image shape; write CxHxW with positive numbers, e.g. 3x32x32")),
     }
+}
+
+/// The inference engine for `choice`; prints the fallback hint (one line) when there is one.
+pub fn engine(
+    choice: cnnsplitter::engine::EngineChoice,
+    threads: usize,
+) -> Result<Box<dyn cnnsplitter::engine::Engine>> {
+    let selected = cnnsplitter::engine::select(choice, threads)?;
+    if let Some(note) = selected.note {
+        eprintln!("{note}");
+    }
+    Ok(selected.engine)
 }

@@ -14,16 +14,10 @@ pub struct Bars {
 
 impl Progress for Bars {
     fn start(&self, stage: &str, total: u64) {
-        let bar = if total > 0 {
-            ProgressBar::new(total)
-        } else {
-            ProgressBar::new_spinner()
-        };
-        let style = ProgressStyle::with_template(
-            "{msg:30} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> ");
+        let bar = if total > 0 { ProgressBar::new(total) } else { ProgressBar::new_spinner() };
+        let style = ProgressStyle::with_template("{msg:30} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> ");
         bar.set_style(style);
         bar.set_prefix(stage.to_string());
         *self.bar.lock().expect("progress lock") = Some(bar);

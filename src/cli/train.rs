@@ -6,7 +6,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use cnnsplitter::Model;
-use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
 use cnnsplitter::train::evaluate::evaluate;
 use cnnsplitter::train::pick::{Fit, pick};
@@ -43,6 +43,9 @@ pub struct TrainArgs {
     /// Run folder to write (model, train.jsonl, report.json, checkpoints).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
+    /// Engine of the final evaluation: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineChoice,
     /// Stop after this many epochs of this session (continue later with --resume).
     #[arg(long, value_name = "N")]
     stop_after: Option<usize>,
@@ -53,31 +56,18 @@ pub struct TrainArgs {
 
 pub fn train(args: TrainArgs, threads: usize) -> Result<()> {
     let bars = Bars::default();
+    let engine = super::engine(args.engine, threads)?;
     let (report, dir): (Option<TrainReport>, PathBuf) = match (args.resume, args.arch, args.out) {
-        (Some(dir), _, _) => (trainer::resume(&dir, threads, args.stop_after, &bars)?, dir),
+        (Some(dir), _, _) => (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir),
         (None, Some(arch), Some(out)) => {
-            let overrides = Overrides {
-                epochs: args.epochs,
-                lr: args.lr,
-                batch: args.batch,
-            };
-            let config = TrainConfig::new(
-                &arch,
-                args.recipe,
-                &args.data.selection(),
-                &overrides,
-                args.seed,
-                threads,
-            )?;
-            (trainer::start(config, &out, args.stop_after, &bars)?, out)
+            let overrides = Overrides { epochs: args.epochs, lr: args.lr, batch: args.batch };
+            let config = TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, threads)?;
+            (trainer::start(config, &out, args.stop_after, engine.as_ref(), &bars)?, out)
         }
         _ => bail!("give --arch and --out for a new run, or --resume RUN_DIR"),
     };
     let Some(report) = report else {
-        println!(
-            "stopped as asked; continue with: cnnsplitter train --resume {}",
-            dir.display()
-        );
+        println!("stopped as asked; continue with: cnnsplitter train --resume {}", dir.display());
         return Ok(());
     };
     println!(
@@ -107,9 +97,12 @@ pub struct EvalArgs {
     /// Print one JSON object (accuracy, per_class, confusion).
     #[arg(long)]
     json: bool,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineChoice,
 }
 
-pub fn eval(args: EvalArgs) -> Result<()> {
+pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
     let model = Model::load(&args.model)?;
     let data = args.data.selection().load()?;
     if data.classes() != model.description.classes {
@@ -122,13 +115,8 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         );
     }
     let set = data.split(&args.split)?;
-    let m = evaluate(
-        &BurnEngine::default(),
-        &model,
-        set,
-        &data.normalization,
-        &data.class_names,
-    )?;
+    let engine = super::engine(args.engine, threads)?;
+    let m = evaluate(engine.as_ref(), &model, set, &data.normalization, &data.class_names)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
@@ -141,10 +129,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
         m.count,
         m.accuracy
     );
-    println!(
-        "{:<16} {:>9} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "f1", "support"
-    );
+    println!("{:<16} {:>9} {:>9} {:>9} {:>8}", "class", "precision", "recall", "f1", "support");
     for c in &m.per_class {
         println!(
             "{:<16} {:>9.4} {:>9.4} {:>9.4} {:>8}",
@@ -157,10 +142,7 @@ pub fn eval(args: EvalArgs) -> Result<()> {
     }
     println!("confusion matrix (rows: true class, columns: predicted):");
     for row in &m.confusion {
-        println!(
-            "  {}",
-            row.iter().map(|v| format!("{v:>5}")).collect::<String>()
-        );
+        println!("  {}", row.iter().map(|v| format!("{v:>5}")).collect::<String>());
     }
     Ok(())
 }
@@ -170,11 +152,7 @@ pub struct PickArgs {
     /// A run trained with --recipe poor-fit.
     run: PathBuf,
     /// The best-validation epoch's model.
-    #[arg(
-        long,
-        conflicts_with = "underfit",
-        required_unless_present = "underfit"
-    )]
+    #[arg(long, conflicts_with = "underfit", required_unless_present = "underfit")]
     overfit: bool,
     /// The model of half the best-validation epoch.
     #[arg(long)]
@@ -185,19 +163,11 @@ pub struct PickArgs {
 }
 
 pub fn pick_cmd(args: PickArgs) -> Result<()> {
-    let fit = if args.overfit {
-        Fit::Overfit
-    } else {
-        Fit::Underfit
-    };
+    let fit = if args.overfit { Fit::Overfit } else { Fit::Underfit };
     let p = pick(&args.run, fit, &args.out)?;
     println!(
         "picked the {} model: epoch {} (best validation epoch {}), train accuracy {:.4}, validation accuracy {:.4}; written to {}",
-        if args.overfit {
-            "overfitting"
-        } else {
-            "underfitting"
-        },
+        if args.overfit { "overfitting" } else { "underfitting" },
         p.epoch,
         p.best_epoch,
         p.train_accuracy,

@@ -15,27 +15,12 @@ const SHAPE: [usize; 3] = [3, 32, 32];
 const IMAGE: usize = 3 * 32 * 32;
 
 /// CIFAR-10's class names (used when `batches.meta.txt` is absent).
-pub const CIFAR10_CLASSES: [&str; 10] = [
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-];
+pub const CIFAR10_CLASSES: [&str; 10] =
+    ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// Parses binary records of `label_bytes` label bytes + 3072 pixels. Returns the images (with
 /// the last label byte as label) and the first label byte of each record.
-pub fn parse_binary(
-    bytes: &[u8],
-    label_bytes: usize,
-    classes: usize,
-    path: &Path,
-) -> Result<(ImageSet, Vec<u16>)> {
+pub fn parse_binary(bytes: &[u8], label_bytes: usize, classes: usize, path: &Path) -> Result<(ImageSet, Vec<u16>)> {
     let record = label_bytes + IMAGE;
     if bytes.is_empty() || bytes.len() % record != 0 {
         return Err(Error::file(
@@ -48,11 +33,7 @@ pub fn parse_binary(
         ));
     }
     let n = bytes.len() / record;
-    let mut set = ImageSet {
-        shape: SHAPE,
-        pixels: Vec::with_capacity(n * IMAGE),
-        labels: Vec::with_capacity(n),
-    };
+    let mut set = ImageSet { shape: SHAPE, pixels: Vec::with_capacity(n * IMAGE), labels: Vec::with_capacity(n) };
     let mut first = Vec::with_capacity(n);
     for r in bytes.chunks_exact(record) {
         first.push(r[0] as u16);
@@ -63,13 +44,7 @@ pub fn parse_binary(
     if label_bytes == 2
         && let Some(i) = first.iter().position(|&c| c >= 20)
     {
-        return Err(Error::file(
-            path,
-            format!(
-                "record {i} has coarse label {}, expected below 20",
-                first[i]
-            ),
-        ));
+        return Err(Error::file(path, format!("record {i} has coarse label {}, expected below 20", first[i])));
     }
     Ok((set, first))
 }
@@ -86,17 +61,8 @@ fn concat(parts: Vec<ImageSet>) -> ImageSet {
 fn names_from_text(dir: &Path, file: &str, fallback: &[&str]) -> Vec<String> {
     match std::fs::read_to_string(dir.join(file)) {
         Ok(text) => {
-            let names: Vec<String> = text
-                .lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from)
-                .collect();
-            if names.len() == fallback.len() || fallback.is_empty() {
-                names
-            } else {
-                fallback_names(fallback)
-            }
+            let names: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            if names.len() == fallback.len() || fallback.is_empty() { names } else { fallback_names(fallback) }
         }
         Err(_) => fallback_names(fallback),
     }
@@ -112,46 +78,23 @@ fn numbered(n: usize) -> Vec<String> {
 
 /// Which of `files` exist in `dir`; at least one must.
 fn present<'a>(dir: &Path, files: &[&'a str], what: &str) -> Result<Vec<&'a str>> {
-    let found: Vec<&str> = files
-        .iter()
-        .copied()
-        .filter(|f| dir.join(f).is_file())
-        .collect();
+    let found: Vec<&str> = files.iter().copied().filter(|f| dir.join(f).is_file()).collect();
     if found.is_empty() {
-        return Err(Error::file(
-            dir,
-            format!("holds none of the {what} files ({})", files.join(", ")),
-        ));
+        return Err(Error::file(dir, format!("holds none of the {what} files ({})", files.join(", "))));
     }
     Ok(found)
 }
 
 /// Reads CIFAR-10's binary version from `dir`.
 pub fn read_cifar10_binary(dir: &Path) -> Result<RawDataset> {
-    let train_files = [
-        "data_batch_1.bin",
-        "data_batch_2.bin",
-        "data_batch_3.bin",
-        "data_batch_4.bin",
-        "data_batch_5.bin",
-    ];
+    let train_files =
+        ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
     let mut splits = Vec::new();
-    let train: Vec<&str> = train_files
-        .iter()
-        .copied()
-        .filter(|f| dir.join(f).is_file())
-        .collect();
+    let train: Vec<&str> = train_files.iter().copied().filter(|f| dir.join(f).is_file()).collect();
     if !train.is_empty() {
         if train.len() != train_files.len() {
-            let missing: Vec<&str> = train_files
-                .iter()
-                .copied()
-                .filter(|f| !train.contains(f))
-                .collect();
-            return Err(Error::file(
-                dir,
-                format!("CIFAR-10 training files missing: {}", missing.join(", ")),
-            ));
+            let missing: Vec<&str> = train_files.iter().copied().filter(|f| !train.contains(f)).collect();
+            return Err(Error::file(dir, format!("CIFAR-10 training files missing: {}", missing.join(", "))));
         }
         let parts = train
             .iter()
@@ -164,16 +107,9 @@ pub fn read_cifar10_binary(dir: &Path) -> Result<RawDataset> {
     }
     let test = dir.join("test_batch.bin");
     if test.is_file() {
-        splits.push((
-            "test".to_string(),
-            parse_binary(&read_file(&test)?, 1, 10, &test)?.0,
-        ));
+        splits.push(("test".to_string(), parse_binary(&read_file(&test)?, 1, 10, &test)?.0));
     }
-    present(
-        dir,
-        &["data_batch_1.bin", "test_batch.bin"],
-        "CIFAR-10 binary",
-    )?;
+    present(dir, &["data_batch_1.bin", "test_batch.bin"], "CIFAR-10 binary")?;
     Ok(RawDataset {
         format: Format::Cifar10Binary,
         dir: dir.to_path_buf(),
@@ -198,22 +134,14 @@ pub fn read_cifar100_binary(dir: &Path) -> Result<RawDataset> {
     Ok(RawDataset {
         format: Format::Cifar100Binary,
         dir: dir.to_path_buf(),
-        class_names: if names.len() == 100 {
-            names
-        } else {
-            numbered(100)
-        },
+        class_names: if names.len() == 100 { names } else { numbered(100) },
         splits,
         coarse_labels: coarse,
     })
 }
 
 /// The images and labels of one pickled CIFAR batch.
-fn pickled_batch(
-    path: &Path,
-    label_keys: &[&str],
-    classes: usize,
-) -> Result<(ImageSet, Vec<Vec<u16>>)> {
+fn pickled_batch(path: &Path, label_keys: &[&str], classes: usize) -> Result<(ImageSet, Vec<Vec<u16>>)> {
     let value = pickle::load(&read_file(path)?).map_err(|e| e.in_file(path))?;
     let data = value
         .get("data")
@@ -223,10 +151,7 @@ fn pickled_batch(
     if data.dtype != "u1" || data.shape.len() != 2 || data.shape[1] != IMAGE {
         return Err(Error::file(
             path,
-            format!(
-                "`data` is a {} array of shape {:?}; expected uint8 [N, 3072]",
-                data.dtype, data.shape
-            ),
+            format!("`data` is a {} array of shape {:?}; expected uint8 [N, 3072]", data.dtype, data.shape),
         ));
     }
     let n = data.shape[0];
@@ -238,25 +163,15 @@ fn pickled_batch(
             .int_list()
             .map_err(|e| e.in_file(path))?;
         if l.len() != n {
-            return Err(Error::file(
-                path,
-                format!("`{key}` has {} labels for {n} images", l.len()),
-            ));
+            return Err(Error::file(path, format!("`{key}` has {} labels for {n} images", l.len())));
         }
         let l: Vec<u16> = l
             .iter()
-            .map(|&v| {
-                u16::try_from(v)
-                    .map_err(|_| Error::file(path, format!("`{key}` holds the label {v}")))
-            })
+            .map(|&v| u16::try_from(v).map_err(|_| Error::file(path, format!("`{key}` holds the label {v}"))))
             .collect::<Result<_>>()?;
         labels.push(l);
     }
-    let set = ImageSet {
-        shape: SHAPE,
-        pixels: data.data,
-        labels: labels.last().cloned().unwrap_or_default(),
-    };
+    let set = ImageSet { shape: SHAPE, pixels: data.data, labels: labels.last().cloned().unwrap_or_default() };
     set.check_labels(classes, path)?;
     Ok((set, labels))
 }
@@ -275,13 +190,7 @@ fn pickled_names(path: &Path, key: &str, count: usize) -> Vec<String> {
 
 /// Reads CIFAR-10's python version from `dir`, without Python.
 pub fn read_cifar10_python(dir: &Path) -> Result<RawDataset> {
-    let train_files = [
-        "data_batch_1",
-        "data_batch_2",
-        "data_batch_3",
-        "data_batch_4",
-        "data_batch_5",
-    ];
+    let train_files = ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"];
     present(dir, &["data_batch_1", "test_batch"], "CIFAR-10 python")?;
     let mut splits = Vec::new();
     if dir.join("data_batch_1").is_file() {
@@ -292,10 +201,7 @@ pub fn read_cifar10_python(dir: &Path) -> Result<RawDataset> {
         splits.push(("train".to_string(), concat(parts)));
     }
     if dir.join("test_batch").is_file() {
-        splits.push((
-            "test".to_string(),
-            pickled_batch(&dir.join("test_batch"), &["labels"], 10)?.0,
-        ));
+        splits.push(("test".to_string(), pickled_batch(&dir.join("test_batch"), &["labels"], 10)?.0));
     }
     let mut class_names = pickled_names(&dir.join("batches.meta"), "label_names", 10);
     if class_names[0] == "class_0" {
@@ -315,8 +221,7 @@ pub fn read_cifar100_python(dir: &Path) -> Result<RawDataset> {
     let mut splits = Vec::new();
     let mut coarse = Vec::new();
     for name in present(dir, &["train", "test"], "CIFAR-100 python")? {
-        let (set, mut labels) =
-            pickled_batch(&dir.join(name), &["coarse_labels", "fine_labels"], 100)?;
+        let (set, mut labels) = pickled_batch(&dir.join(name), &["coarse_labels", "fine_labels"], 100)?;
         splits.push((name.to_string(), set));
         coarse.push((name.to_string(), labels.swap_remove(0)));
     }

@@ -45,12 +45,7 @@ pub struct Remote {
 }
 
 fn file(name: &str, md5: &str, folder: &str, unpacks_to: Option<&str>) -> RemoteFile {
-    RemoteFile {
-        name: name.into(),
-        md5: md5.into(),
-        folder: folder.into(),
-        unpacks_to: unpacks_to.map(String::from),
-    }
+    RemoteFile { name: name.into(), md5: md5.into(), folder: folder.into(), unpacks_to: unpacks_to.map(String::from) }
 }
 
 /// The official files of `dataset` (`cifar10`, `cifar100`, `svhn`, `mnist`); `python` picks
@@ -60,98 +55,42 @@ pub fn official(dataset: &str, python: bool) -> Result<Remote> {
     let (base, files) = match (dataset, python) {
         ("cifar10", false) => (
             toronto,
-            vec![file(
-                "cifar-10-binary.tar.gz",
-                "c32a1d4ab5d03f1284b67883e8d87530",
-                "",
-                Some("cifar-10-batches-bin"),
-            )],
+            vec![file("cifar-10-binary.tar.gz", "c32a1d4ab5d03f1284b67883e8d87530", "", Some("cifar-10-batches-bin"))],
         ),
         ("cifar10", true) => (
             toronto,
-            vec![file(
-                "cifar-10-python.tar.gz",
-                "c58f30108f718f92721af3b95e74349a",
-                "",
-                Some("cifar-10-batches-py"),
-            )],
+            vec![file("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", "", Some("cifar-10-batches-py"))],
         ),
         ("cifar100", false) => (
             toronto,
-            vec![file(
-                "cifar-100-binary.tar.gz",
-                "03b5dce01913d631647c71ecec9e9cb8",
-                "",
-                Some("cifar-100-binary"),
-            )],
+            vec![file("cifar-100-binary.tar.gz", "03b5dce01913d631647c71ecec9e9cb8", "", Some("cifar-100-binary"))],
         ),
         ("cifar100", true) => (
             toronto,
-            vec![file(
-                "cifar-100-python.tar.gz",
-                "eb9058c3a382ffc7106e4002c42a8d85",
-                "",
-                Some("cifar-100-python"),
-            )],
+            vec![file("cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85", "", Some("cifar-100-python"))],
         ),
         ("svhn", _) => (
             "http://ufldl.stanford.edu/housenumbers",
             vec![
-                file(
-                    "train_32x32.mat",
-                    "e26dedcc434d2e4c54c9b2d4a06d8373",
-                    "svhn",
-                    None,
-                ),
-                file(
-                    "test_32x32.mat",
-                    "eb5a983be6a315427106f1b164d9cef3",
-                    "svhn",
-                    None,
-                ),
+                file("train_32x32.mat", "e26dedcc434d2e4c54c9b2d4a06d8373", "svhn", None),
+                file("test_32x32.mat", "eb5a983be6a315427106f1b164d9cef3", "svhn", None),
             ],
         ),
         ("mnist", _) => (
             "https://ossci-datasets.s3.amazonaws.com/mnist",
             vec![
-                file(
-                    "train-images-idx3-ubyte.gz",
-                    "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-                    "mnist",
-                    None,
-                ),
-                file(
-                    "train-labels-idx1-ubyte.gz",
-                    "d53e105ee54ea40749a09fcbcd1e9432",
-                    "mnist",
-                    None,
-                ),
-                file(
-                    "t10k-images-idx3-ubyte.gz",
-                    "9fb629c4189551a2d022fa330f9573f3",
-                    "mnist",
-                    None,
-                ),
-                file(
-                    "t10k-labels-idx1-ubyte.gz",
-                    "ec29112dd5afa0611ce80d1b7f02629c",
-                    "mnist",
-                    None,
-                ),
+                file("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", "mnist", None),
+                file("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", "mnist", None),
+                file("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", "mnist", None),
+                file("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", "mnist", None),
             ],
         ),
         (other, _) => {
-            return Err(Error::Invalid(format!(
-                "cannot fetch `{other}`; expected cifar10, cifar100, svhn or mnist"
-            )));
+            return Err(Error::Invalid(format!("cannot fetch `{other}`; expected cifar10, cifar100, svhn or mnist")));
         }
     };
     let base_url = std::env::var(BASE_URL_ENV).unwrap_or_else(|_| base.to_string());
-    Ok(Remote {
-        dataset: dataset.to_string(),
-        base_url,
-        files,
-    })
+    Ok(Remote { dataset: dataset.to_string(), base_url, files })
 }
 
 /// What happened to one file.
@@ -178,21 +117,13 @@ pub fn fetch(remote: &Remote, dir: &Path, progress: &dyn Progress) -> Result<Vec
         if let Some(target) = &f.unpacks_to
             && folder.join(target).is_dir()
         {
-            outcomes.push(FileOutcome {
-                name: f.name.clone(),
-                action: "already unpacked".into(),
-                bytes: 0,
-            });
+            outcomes.push(FileOutcome { name: f.name.clone(), action: "already unpacked".into(), bytes: 0 });
             continue;
         }
         std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
         let dest = folder.join(&f.name);
         let outcome = if dest.is_file() && md5_file(&dest)? == f.md5 {
-            FileOutcome {
-                name: f.name.clone(),
-                action: "already there".into(),
-                bytes: 0,
-            }
+            FileOutcome { name: f.name.clone(), action: "already there".into(), bytes: 0 }
         } else {
             let url = format!("{}/{}", remote.base_url.trim_end_matches('/'), f.name);
             download(&agent, &url, &dest, &f.md5, progress)?
@@ -218,11 +149,7 @@ pub fn md5_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
@@ -240,13 +167,7 @@ fn offline_hint(url: &str, dest: &Path, err: impl std::fmt::Display) -> Error {
 }
 
 /// Downloads `url` to `dest` via `dest.partial`, resuming a partial file, and checks its MD5.
-fn download(
-    agent: &ureq::Agent,
-    url: &str,
-    dest: &Path,
-    md5: &str,
-    progress: &dyn Progress,
-) -> Result<FileOutcome> {
+fn download(agent: &ureq::Agent, url: &str, dest: &Path, md5: &str, progress: &dyn Progress) -> Result<FileOutcome> {
     let partial = partial_path(dest);
     let have = std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0);
     let mut request = agent.get(url);
@@ -261,16 +182,12 @@ fn download(
             return download(agent, url, dest, md5, progress);
         }
         Err(ureq::Error::Status(code, _)) => {
-            return Err(Error::Invalid(format!(
-                "cannot download {url}: the server answered HTTP {code}"
-            )));
+            return Err(Error::Invalid(format!("cannot download {url}: the server answered HTTP {code}")));
         }
         Err(e) => return Err(offline_hint(url, dest, e)),
     };
     let resumed = response.status() == 206;
-    let length: Option<u64> = response
-        .header("Content-Length")
-        .and_then(|v| v.parse().ok());
+    let length: Option<u64> = response.header("Content-Length").and_then(|v| v.parse().ok());
     let mut out = OpenOptions::new()
         .create(true)
         .write(true)
@@ -280,10 +197,7 @@ fn download(
         .map_err(|e| Error::io(&partial, e))?;
     let start = if resumed { have } else { 0 };
     progress.start(
-        &format!(
-            "downloading {}",
-            dest.file_name().unwrap_or_default().to_string_lossy()
-        ),
+        &format!("downloading {}", dest.file_name().unwrap_or_default().to_string_lossy()),
         length.map_or(0, |l| l + start),
     );
     progress.advance(start);
@@ -291,14 +205,11 @@ fn download(
     let mut buf = vec![0u8; 1 << 16];
     let mut received = 0u64;
     loop {
-        let n = reader
-            .read(&mut buf)
-            .map_err(|e| offline_hint(url, dest, e))?;
+        let n = reader.read(&mut buf).map_err(|e| offline_hint(url, dest, e))?;
         if n == 0 {
             break;
         }
-        out.write_all(&buf[..n])
-            .map_err(|e| Error::io(&partial, e))?;
+        out.write_all(&buf[..n]).map_err(|e| Error::io(&partial, e))?;
         received += n as u64;
         progress.advance(n as u64);
     }
@@ -324,16 +235,8 @@ fn download(
     }
     std::fs::rename(&partial, dest).map_err(|e| Error::io(dest, e))?;
     Ok(FileOutcome {
-        name: dest
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-        action: if resumed {
-            "resumed".into()
-        } else {
-            "downloaded".into()
-        },
+        name: dest.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        action: if resumed { "resumed".into() } else { "downloaded".into() },
         bytes: received,
     })
 }
@@ -351,10 +254,7 @@ fn unpack_tar_gz(archive: &Path, folder: &Path, target: &str) -> Result<()> {
             .map_err(|e| Error::file(archive, format!("is not a readable .tar.gz archive: {e}")))?;
         let unpacked = tmp.join(target);
         if !unpacked.is_dir() {
-            return Err(Error::file(
-                archive,
-                format!("does not contain the folder `{target}`"),
-            ));
+            return Err(Error::file(archive, format!("does not contain the folder `{target}`")));
         }
         let dest = folder.join(target);
         std::fs::rename(&unpacked, &dest).map_err(|e| Error::io(&dest, e))

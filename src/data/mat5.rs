@@ -91,10 +91,7 @@ fn elements(bytes: &[u8]) -> Result<Vec<Element<'_>>> {
             if n > 4 {
                 return Err(bad(format!("small element of {n} bytes at offset {pos}")));
             }
-            out.push(Element {
-                kind,
-                data: &bytes[pos + 4..pos + 4 + n],
-            });
+            out.push(Element { kind, data: &bytes[pos + 4..pos + 4 + n] });
             pos += 8;
             continue;
         }
@@ -106,16 +103,9 @@ fn elements(bytes: &[u8]) -> Result<Vec<Element<'_>>> {
                 bytes.len() - start
             )));
         }
-        out.push(Element {
-            kind: word,
-            data: &bytes[start..start + n],
-        });
+        out.push(Element { kind: word, data: &bytes[start..start + n] });
         // Compressed elements are not padded; all others are padded to 8 bytes.
-        pos = if word == MI_COMPRESSED {
-            start + n
-        } else {
-            (start + n).div_ceil(8) * 8
-        };
+        pos = if word == MI_COMPRESSED { start + n } else { (start + n).div_ceil(8) * 8 };
     }
     Ok(out)
 }
@@ -124,10 +114,7 @@ fn numbers(e: &Element<'_>) -> Result<MatData> {
     macro_rules! widen {
         ($t:ty, $w:expr) => {
             MatData::F64(
-                e.data
-                    .chunks_exact($w)
-                    .map(|b| <$t>::from_le_bytes(b.try_into().expect("width")) as f64)
-                    .collect(),
+                e.data.chunks_exact($w).map(|b| <$t>::from_le_bytes(b.try_into().expect("width")) as f64).collect(),
             )
         };
     }
@@ -170,18 +157,14 @@ fn matrix(data: &[u8]) -> Result<Option<MatArray>> {
         .data
         .chunks_exact(4)
         .map(|b| {
-            usize::try_from(i32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .map_err(|_| bad("negative dimension"))
+            usize::try_from(i32::from_le_bytes(b.try_into().expect("4 bytes"))).map_err(|_| bad("negative dimension"))
         })
         .collect::<Result<_>>()?;
     let name = String::from_utf8_lossy(name.data).into_owned();
     let data = numbers(real)?;
     let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(data.len()) {
-        return Err(bad(format!(
-            "variable `{name}` has dimensions {dims:?} but {} values",
-            data.len()
-        )));
+        return Err(bad(format!("variable `{name}` has dimensions {dims:?} but {} values", data.len())));
     }
     Ok(Some(MatArray { name, dims, data }))
 }
@@ -189,10 +172,7 @@ fn matrix(data: &[u8]) -> Result<Option<MatArray>> {
 /// Reads every numeric variable of a MAT-file's bytes.
 pub fn parse(bytes: &[u8]) -> Result<Vec<MatArray>> {
     if bytes.len() < 128 {
-        return Err(bad(format!(
-            "{} bytes is shorter than the 128-byte header",
-            bytes.len()
-        )));
+        return Err(bad(format!("{} bytes is shorter than the 128-byte header", bytes.len())));
     }
     if !bytes.starts_with(b"MATLAB 5.0 MAT-file") {
         return Err(bad("the header does not start with `MATLAB 5.0 MAT-file`"));
@@ -240,30 +220,16 @@ pub fn write(arrays: &[MatArray], compress: bool) -> Vec<u8> {
     out.extend(header);
     for a in arrays {
         let mut m = Vec::new();
-        let class: u32 = if matches!(a.data, MatData::U8(_)) {
-            9
-        } else {
-            6
-        };
-        push_element(
-            &mut m,
-            MI_UINT32,
-            &[class.to_le_bytes(), 0u32.to_le_bytes()].concat(),
-        );
-        let dims: Vec<u8> = a
-            .dims
-            .iter()
-            .flat_map(|&d| (d as i32).to_le_bytes())
-            .collect();
+        let class: u32 = if matches!(a.data, MatData::U8(_)) { 9 } else { 6 };
+        push_element(&mut m, MI_UINT32, &[class.to_le_bytes(), 0u32.to_le_bytes()].concat());
+        let dims: Vec<u8> = a.dims.iter().flat_map(|&d| (d as i32).to_le_bytes()).collect();
         push_element(&mut m, MI_INT32, &dims);
         push_element(&mut m, MI_INT8, a.name.as_bytes());
         match &a.data {
             MatData::U8(v) => push_element(&mut m, MI_UINT8, v),
-            MatData::F64(v) => push_element(
-                &mut m,
-                MI_DOUBLE,
-                &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>(),
-            ),
+            MatData::F64(v) => {
+                push_element(&mut m, MI_DOUBLE, &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+            }
         }
         let mut element = Vec::new();
         push_element(&mut element, MI_MATRIX, &m);

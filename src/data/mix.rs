@@ -161,11 +161,7 @@ fn default_synthetic_test() -> usize {
 
 impl Default for SyntheticSpec {
     fn default() -> Self {
-        SyntheticSpec {
-            train: default_synthetic_train(),
-            test: default_synthetic_test(),
-            seed: 0,
-        }
+        SyntheticSpec { train: default_synthetic_train(), test: default_synthetic_test(), seed: 0 }
     }
 }
 
@@ -205,9 +201,7 @@ impl DataSplits {
             "train" => Ok(&self.train),
             "val" | "validation" => Ok(&self.val),
             "test" => Ok(&self.test),
-            other => Err(Error::Invalid(format!(
-                "unknown split `{other}`; expected train, val or test"
-            ))),
+            other => Err(Error::Invalid(format!("unknown split `{other}`; expected train, val or test"))),
         }
     }
 }
@@ -215,8 +209,8 @@ impl DataSplits {
 impl MixSpec {
     /// Parses a TOML description; the error names what is wrong.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let spec: MixSpec = toml::from_str(text)
-            .map_err(|e| Error::Invalid(format!("invalid dataset description: {e}")))?;
+        let spec: MixSpec =
+            toml::from_str(text).map_err(|e| Error::Invalid(format!("invalid dataset description: {e}")))?;
         spec.check()?;
         Ok(spec)
     }
@@ -229,18 +223,12 @@ impl MixSpec {
 
     /// Whether any part refers to the target class.
     pub fn needs_tc(&self) -> bool {
-        self.parts
-            .iter()
-            .flat_map(|p| p.classes.iter().flatten())
-            .any(|c| matches!(c, ClassRef::Name(n) if n == "tc"))
+        self.parts.iter().flat_map(|p| p.classes.iter().flatten()).any(|c| matches!(c, ClassRef::Name(n) if n == "tc"))
     }
 
     fn check(&self) -> Result<()> {
         if self.parts.is_empty() {
-            return Err(Error::Invalid(format!(
-                "dataset `{}` has no [[part]]",
-                self.name
-            )));
+            return Err(Error::Invalid(format!("dataset `{}` has no [[part]]", self.name)));
         }
         for p in &self.parts {
             if !["cifar10", "cifar100", "svhn", "mnist", "synthetic"].contains(&p.source.as_str()) {
@@ -263,9 +251,7 @@ impl MixSpec {
         let s = &self.split;
         let ok = match s.mode {
             SplitMode::Official => (0.0..1.0).contains(&s.val),
-            SplitMode::Pool => {
-                s.ratios.iter().all(|&r| r >= 0.0) && s.ratios.iter().sum::<f64>() > 0.0
-            }
+            SplitMode::Pool => s.ratios.iter().all(|&r| r >= 0.0) && s.ratios.iter().sum::<f64>() > 0.0,
         };
         if !ok {
             return Err(Error::Invalid(format!(
@@ -291,47 +277,26 @@ impl MixSpec {
                 sources.insert(&p.source, self.load_source(&p.source, data_dir)?);
             }
         }
-        let shape = sources
-            .values()
-            .next()
-            .and_then(|s| s.splits.first())
-            .map(|(_, s)| s.shape)
-            .unwrap_or([3, 32, 32]);
-        if let Some((name, _)) = sources
-            .iter()
-            .find(|(_, s)| s.splits.iter().any(|(_, set)| set.shape != shape))
-        {
+        let shape = sources.values().next().and_then(|s| s.splits.first()).map(|(_, s)| s.shape).unwrap_or([3, 32, 32]);
+        if let Some((name, _)) = sources.iter().find(|(_, s)| s.splits.iter().any(|(_, set)| set.shape != shape)) {
             return Err(Error::Invalid(format!(
                 "dataset `{}`: source `{name}` has another image shape than the others",
                 self.name
             )));
         }
-        let mut outputs = [
-            ImageSet::empty(shape),
-            ImageSet::empty(shape),
-            ImageSet::empty(shape),
-        ];
+        let mut outputs = [ImageSet::empty(shape), ImageSet::empty(shape), ImageSet::empty(shape)];
         let mut class_names: BTreeMap<usize, String> = BTreeMap::new();
         let mut next_label = 0usize;
         for part in &self.parts {
             let source = &sources[part.source.as_str()];
             let assignment = self.assign(source);
-            let names = if part.coarse {
-                coarse_names(source)?
-            } else {
-                source.class_names.clone()
-            };
+            let names = if part.coarse { coarse_names(source)? } else { source.class_names.clone() };
             let kept: Vec<usize> = match &part.classes {
                 None => (0..names.len()).collect(),
-                Some(list) => list
-                    .iter()
-                    .map(|c| resolve_class(c, &names, tc, &part.source))
-                    .collect::<Result<_>>()?,
+                Some(list) => list.iter().map(|c| resolve_class(c, &names, tc, &part.source)).collect::<Result<_>>()?,
             };
-            let labels: Vec<usize> = part
-                .labels
-                .clone()
-                .unwrap_or_else(|| (next_label..next_label + kept.len()).collect());
+            let labels: Vec<usize> =
+                part.labels.clone().unwrap_or_else(|| (next_label..next_label + kept.len()).collect());
             next_label = labels.iter().max().map_or(next_label, |m| m + 1);
             for (&k, &l) in kept.iter().zip(&labels) {
                 class_names.entry(l).or_insert_with(|| names[k].clone());
@@ -341,16 +306,8 @@ impl MixSpec {
                 new_label[k] = Some(l as u16);
             }
             for (s, (split_name, set)) in source.splits.iter().enumerate() {
-                let limit = if split_name == "train" {
-                    part.take_train
-                } else {
-                    part.take_test
-                };
-                let source_labels = if part.coarse {
-                    coarse_labels(source, split_name)?
-                } else {
-                    &set.labels
-                };
+                let limit = if split_name == "train" { part.take_train } else { part.take_test };
+                let source_labels = if part.coarse { coarse_labels(source, split_name)? } else { &set.labels };
                 let mut taken = vec![0usize; names.len()];
                 for (i, &label) in source_labels.iter().enumerate() {
                     let Some(l) = new_label.get(label as usize).copied().flatten() else {
@@ -366,23 +323,16 @@ impl MixSpec {
         }
         let classes = class_names.keys().max().map_or(0, |m| m + 1);
         if let Some(missing) = (0..classes).find(|l| !class_names.contains_key(l)) {
-            return Err(Error::Invalid(format!(
-                "dataset `{}`: label {missing} is given to no class",
-                self.name
-            )));
+            return Err(Error::Invalid(format!("dataset `{}`: label {missing} is given to no class", self.name)));
         }
         let [train, val, test] = outputs.map(|s| s.padded(self.pad));
         for (name, set) in [("train", &train), ("test", &test)] {
             if set.is_empty() {
-                return Err(Error::Invalid(format!(
-                    "dataset `{}`: the {name} split is empty",
-                    self.name
-                )));
+                return Err(Error::Invalid(format!("dataset `{}`: the {name} split is empty", self.name)));
             }
         }
         let channels = train.shape[0];
-        let normalization =
-            Normalization::for_channels(channels, self.mean.clone(), self.std.clone())?;
+        let normalization = Normalization::for_channels(channels, self.mean.clone(), self.std.clone())?;
         let name = match tc.filter(|_| self.needs_tc()) {
             Some(t) => format!("{}(tc={t})", self.name),
             None => self.name.clone(),
@@ -404,16 +354,10 @@ impl MixSpec {
             return Ok(RawDataset {
                 format: crate::data::Format::Synthetic,
                 dir: PathBuf::new(),
-                class_names: synthetic::CLASS_NAMES
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
+                class_names: synthetic::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
                 splits: vec![
                     ("train".into(), synthetic::generate(s.train, s.seed)),
-                    (
-                        "test".into(),
-                        synthetic::generate(s.test, synthetic::mix_seed(s.seed, u64::MAX)),
-                    ),
+                    ("test".into(), synthetic::generate(s.test, synthetic::mix_seed(s.seed, u64::MAX))),
                 ],
                 coarse_labels: Vec::new(),
             });
@@ -450,8 +394,8 @@ impl MixSpec {
                 order.shuffle(&mut rng);
                 let sum: f64 = s.ratios.iter().sum();
                 let n_train = (total as f64 * s.ratios[0] / sum).round() as usize;
-                let n_val = ((total as f64 * (s.ratios[0] + s.ratios[1]) / sum).round() as usize)
-                    .saturating_sub(n_train);
+                let n_val =
+                    ((total as f64 * (s.ratios[0] + s.ratios[1]) / sum).round() as usize).saturating_sub(n_train);
                 let mut flat = vec![2u8; total];
                 for (rank, &i) in order.iter().enumerate() {
                     flat[i] = if rank < n_train {
@@ -498,12 +442,7 @@ fn coarse_labels<'a>(source: &'a RawDataset, split: &str) -> Result<&'a Vec<u16>
         .iter()
         .find(|(n, _)| n == split)
         .map(|(_, l)| l)
-        .ok_or_else(|| {
-            Error::Invalid(format!(
-                "source `{}` has no coarse labels",
-                source.format.dataset()
-            ))
-        })
+        .ok_or_else(|| Error::Invalid(format!("source `{}` has no coarse labels", source.format.dataset())))
 }
 
 fn coarse_names(source: &RawDataset) -> Result<Vec<String>> {

@@ -15,10 +15,7 @@ pub fn parse_idx(bytes: &[u8], dims: usize, path: &Path) -> Result<(Vec<usize>, 
     if bytes.len() < header {
         return Err(Error::file(
             path,
-            format!(
-                "has {} bytes, shorter than an idx header ({header} bytes)",
-                bytes.len()
-            ),
+            format!("has {} bytes, shorter than an idx header ({header} bytes)", bytes.len()),
         ));
     }
     if bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 || bytes[3] as usize != dims {
@@ -31,9 +28,7 @@ pub fn parse_idx(bytes: &[u8], dims: usize, path: &Path) -> Result<(Vec<usize>, 
         ));
     }
     let shape: Vec<usize> = (0..dims)
-        .map(|d| {
-            u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize
-        })
+        .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().expect("4 bytes")) as usize)
         .collect();
     let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
     if count != Some(bytes.len() - header) {
@@ -56,34 +51,22 @@ pub fn read_split(images: &Path, labels: &Path) -> Result<ImageSet> {
     if lshape[0] != shape[0] {
         return Err(Error::file(
             labels,
-            format!(
-                "has {} labels, but {} has {} images",
-                lshape[0],
-                images.display(),
-                shape[0]
-            ),
+            format!("has {} labels, but {} has {} images", lshape[0], images.display(), shape[0]),
         ));
     }
     if shape[1] == 0 || shape[2] == 0 {
         return Err(Error::file(images, "has images of zero size"));
     }
-    let set = ImageSet {
-        shape: [1, shape[1], shape[2]],
-        pixels,
-        labels: label_bytes.into_iter().map(u16::from).collect(),
-    };
+    let set =
+        ImageSet { shape: [1, shape[1], shape[2]], pixels, labels: label_bytes.into_iter().map(u16::from).collect() };
     set.check_labels(10, labels)?;
     Ok(set)
 }
 
 /// The (images, labels) files of each split present in `dir`, as `(split, images, labels)`.
 pub fn find_files(dir: &Path) -> Option<Vec<(&'static str, PathBuf, PathBuf)>> {
-    let find = |stem: &str| {
-        [stem.to_string(), format!("{stem}.gz")]
-            .into_iter()
-            .map(|n| dir.join(n))
-            .find(|p| p.is_file())
-    };
+    let find =
+        |stem: &str| [stem.to_string(), format!("{stem}.gz")].into_iter().map(|n| dir.join(n)).find(|p| p.is_file());
     let mut found = Vec::new();
     for (split, prefix) in [("train", "train"), ("test", "t10k")] {
         let images = find(&format!("{prefix}-images-idx3-ubyte"));
@@ -98,10 +81,7 @@ pub fn find_files(dir: &Path) -> Option<Vec<(&'static str, PathBuf, PathBuf)>> {
 /// Reads the MNIST splits present in `dir` (the test set alone is enough).
 pub fn read(dir: &Path) -> Result<RawDataset> {
     let files = find_files(dir).ok_or_else(|| {
-        Error::file(
-            dir,
-            "holds no MNIST idx pair (e.g. t10k-images-idx3-ubyte.gz + t10k-labels-idx1-ubyte.gz)",
-        )
+        Error::file(dir, "holds no MNIST idx pair (e.g. t10k-images-idx3-ubyte.gz + t10k-labels-idx1-ubyte.gz)")
     })?;
     let splits = files
         .into_iter()

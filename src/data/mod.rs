@@ -35,11 +35,7 @@ pub struct ImageSet {
 impl ImageSet {
     /// An empty set of images of `shape`.
     pub fn empty(shape: [usize; 3]) -> Self {
-        ImageSet {
-            shape,
-            pixels: Vec::new(),
-            labels: Vec::new(),
-        }
+        ImageSet { shape, pixels: Vec::new(), labels: Vec::new() }
     }
 
     /// Number of images.
@@ -98,11 +94,7 @@ impl ImageSet {
                 }
             }
         }
-        ImageSet {
-            shape: [c, ph, pw],
-            pixels,
-            labels: self.labels.clone(),
-        }
+        ImageSet { shape: [c, ph, pw], pixels, labels: self.labels.clone() }
     }
 
     /// Checks that every label is below `classes`; names `file` on failure.
@@ -110,10 +102,7 @@ impl ImageSet {
         match self.labels.iter().position(|&l| l as usize >= classes) {
             Some(i) => Err(Error::file(
                 file,
-                format!(
-                    "image {i} has label {}, but labels must be below {classes}",
-                    self.labels[i]
-                ),
+                format!("image {i} has label {}, but labels must be below {classes}", self.labels[i]),
             )),
             None => Ok(()),
         }
@@ -214,8 +203,7 @@ pub fn detect_format(dir: &Path) -> Option<Format> {
 /// Finds the folder holding `dataset` (`cifar10`, `cifar100`, `svhn`, `mnist`): `dir` itself or
 /// one of the sub-folders the published archives unpack to.
 pub fn locate(dataset: &str, dir: &Path) -> Result<(PathBuf, Format)> {
-    let candidates =
-        std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
+    let candidates = std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
     for candidate in candidates {
         if let Some(format) = detect_format(&candidate)
             && format.dataset() == dataset
@@ -236,9 +224,7 @@ pub fn locate(dataset: &str, dir: &Path) -> Result<(PathBuf, Format)> {
 
 fn expected_files(dataset: &str) -> &'static str {
     match dataset {
-        "cifar10" => {
-            "data_batch_1..5.bin + test_batch.bin (binary) or data_batch_1..5 + test_batch (python)"
-        }
+        "cifar10" => "data_batch_1..5.bin + test_batch.bin (binary) or data_batch_1..5 + test_batch (python)",
         "cifar100" => "train.bin + test.bin (binary) or train + test + meta (python)",
         "svhn" => "train_32x32.mat and test_32x32.mat",
         "mnist" => {
@@ -250,8 +236,7 @@ fn expected_files(dataset: &str) -> &'static str {
 
 /// Reads the dataset in `dir` (or a known sub-folder), detecting its format.
 pub fn open(dir: &Path) -> Result<RawDataset> {
-    let candidates =
-        std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
+    let candidates = std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
     for candidate in candidates {
         if let Some(format) = detect_format(&candidate) {
             return read(&candidate, format);
@@ -275,9 +260,7 @@ pub fn read(dir: &Path, format: Format) -> Result<RawDataset> {
         Format::Cifar100Python => cifar::read_cifar100_python(dir),
         Format::SvhnMat => svhn::read(dir),
         Format::MnistIdx => mnist::read(dir),
-        Format::Synthetic => Err(Error::Invalid(
-            "the synthetic dataset is generated, not read".into(),
-        )),
+        Format::Synthetic => Err(Error::Invalid("the synthetic dataset is generated, not read".into())),
     }
 }
 

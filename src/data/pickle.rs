@@ -80,10 +80,7 @@ impl Value {
     pub fn ndarray(&self) -> Result<NdArray> {
         match self {
             Value::Array(a) => Ok(a.clone()),
-            other => Err(Error::Invalid(format!(
-                "expected a numpy array, found {}",
-                other.kind()
-            ))),
+            other => Err(Error::Invalid(format!("expected a numpy array, found {}", other.kind()))),
         }
     }
 
@@ -94,10 +91,7 @@ impl Value {
                 .iter()
                 .map(|v| match v {
                     Value::Int(i) => Ok(*i),
-                    other => Err(Error::Invalid(format!(
-                        "expected integers, found {}",
-                        other.kind()
-                    ))),
+                    other => Err(Error::Invalid(format!("expected integers, found {}", other.kind()))),
                 })
                 .collect(),
             Value::Array(a) => {
@@ -107,9 +101,7 @@ impl Value {
                     "u4" | "i4" => 4,
                     "u8" | "i8" => 8,
                     other => {
-                        return Err(Error::Invalid(format!(
-                            "expected an integer array, found dtype {other}"
-                        )));
+                        return Err(Error::Invalid(format!("expected an integer array, found dtype {other}")));
                     }
                 };
                 let signed = a.dtype.starts_with('i');
@@ -125,10 +117,7 @@ impl Value {
                     })
                     .collect())
             }
-            other => Err(Error::Invalid(format!(
-                "expected a list of integers, found {}",
-                other.kind()
-            ))),
+            other => Err(Error::Invalid(format!("expected a list of integers, found {}", other.kind()))),
         }
     }
 
@@ -140,16 +129,10 @@ impl Value {
                 .map(|v| match v {
                     Value::Text(t) => Ok(t.clone()),
                     Value::Bytes(b) => Ok(String::from_utf8_lossy(b).into_owned()),
-                    other => Err(Error::Invalid(format!(
-                        "expected strings, found {}",
-                        other.kind()
-                    ))),
+                    other => Err(Error::Invalid(format!("expected strings, found {}", other.kind()))),
                 })
                 .collect(),
-            other => Err(Error::Invalid(format!(
-                "expected a list of strings, found {}",
-                other.kind()
-            ))),
+            other => Err(Error::Invalid(format!("expected a list of strings, found {}", other.kind()))),
         }
     }
 
@@ -202,10 +185,7 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         if n > self.bytes.len() - self.pos {
-            return Err(bad(format!(
-                "truncated: {n} bytes needed at offset {}",
-                self.pos
-            )));
+            return Err(bad(format!("truncated: {n} bytes needed at offset {}", self.pos)));
         }
         let s = &self.bytes[self.pos..self.pos + n];
         self.pos += n;
@@ -227,10 +207,7 @@ impl<'a> Reader<'a> {
 
     fn line(&mut self) -> Result<&'a str> {
         let rest = &self.bytes[self.pos..];
-        let end = rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .ok_or_else(|| bad("unterminated text line"))?;
+        let end = rest.iter().position(|&b| b == b'\n').ok_or_else(|| bad("unterminated text line"))?;
         self.pos += end + 1;
         std::str::from_utf8(&rest[..end]).map_err(|_| bad("text line is not UTF-8"))
     }
@@ -241,9 +218,7 @@ fn leaf(v: Value) -> Item {
 }
 
 fn text(bytes: &[u8]) -> Result<Item> {
-    Ok(leaf(Value::Text(
-        String::from_utf8(bytes.to_vec()).map_err(|_| bad("str is not UTF-8"))?,
-    )))
+    Ok(leaf(Value::Text(String::from_utf8(bytes.to_vec()).map_err(|_| bad("str is not UTF-8"))?)))
 }
 
 /// Parses a pickle and returns its top-level value.
@@ -253,10 +228,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
     let mut memo: HashMap<usize, Item> = HashMap::new();
     let pop = |stack: &mut Vec<Item>| stack.pop().ok_or_else(|| bad("stack underflow"));
     let pop_mark = |stack: &mut Vec<Item>| -> Result<Vec<Item>> {
-        let m = stack
-            .iter()
-            .rposition(|i| matches!(i, Item::Mark))
-            .ok_or_else(|| bad("missing MARK"))?;
+        let m = stack.iter().rposition(|i| matches!(i, Item::Mark)).ok_or_else(|| bad("missing MARK"))?;
         let items = stack.split_off(m + 1);
         stack.pop();
         Ok(items)
@@ -298,11 +270,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 stack.push(leaf(Value::Int(v as i64)))
             }
             0x8a | 0x8b => {
-                let n = if op == 0x8a {
-                    r.u8()? as usize
-                } else {
-                    r.u32()?
-                };
+                let n = if op == 0x8a { r.u8()? as usize } else { r.u32()? };
                 let b = r.take(n)?;
                 if n > 8 {
                     return Err(bad("integer wider than 64 bits"));
@@ -319,10 +287,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 let v = match line {
                     "00" => Value::Bool(false),
                     "01" => Value::Bool(true),
-                    _ => Value::Int(
-                        line.parse()
-                            .map_err(|_| bad(format!("bad integer `{line}`")))?,
-                    ),
+                    _ => Value::Int(line.parse().map_err(|_| bad(format!("bad integer `{line}`")))?),
                 };
                 stack.push(leaf(v))
             }
@@ -356,33 +321,21 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
             }
             b'q' => {
                 let i = r.u8()? as usize;
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("stack underflow"))?;
+                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
                 set_memo(&mut memo, i, top)?
             }
             b'r' => {
                 let i = r.u32()?;
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("stack underflow"))?;
+                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
                 set_memo(&mut memo, i, top)?
             }
             b'p' => {
                 let i: usize = r.line()?.parse().map_err(|_| bad("bad PUT index"))?;
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("stack underflow"))?;
+                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
                 set_memo(&mut memo, i, top)?
             }
             0x94 => {
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("stack underflow"))?;
+                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
                 let i = memo.len();
                 set_memo(&mut memo, i, top)?
             }
@@ -392,10 +345,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                     b'j' => r.u32()?,
                     _ => r.line()?.parse().map_err(|_| bad("bad GET index"))?,
                 };
-                let item = memo
-                    .get(&i)
-                    .cloned()
-                    .ok_or_else(|| bad(format!("memo {i} is empty")))?;
+                let item = memo.get(&i).cloned().ok_or_else(|| bad(format!("memo {i} is empty")))?;
                 stack.push(item)
             }
             b'a' => {
@@ -445,10 +395,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 if items.len() % 2 != 0 {
                     return Err(bad("DICT with an odd number of items"));
                 }
-                let pairs = items
-                    .chunks(2)
-                    .map(|c| (c[0].clone(), c[1].clone()))
-                    .collect();
+                let pairs = items.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
                 stack.push(Item::Dict(Rc::new(RefCell::new(pairs))))
             }
             b't' => {
@@ -475,9 +422,7 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 let name = pop(&mut stack)?;
                 let module = pop(&mut stack)?;
                 match (resolve(&module, 0)?, resolve(&name, 0)?) {
-                    (Value::Text(m), Value::Text(n)) => {
-                        stack.push(Item::Global(format!("{m}.{n}").into()))
-                    }
+                    (Value::Text(m), Value::Text(n)) => stack.push(Item::Global(format!("{m}.{n}").into())),
                     _ => return Err(bad("STACK_GLOBAL needs two strings")),
                 }
             }
@@ -505,20 +450,14 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 pop(&mut stack)?;
             }
             b'2' => {
-                let top = stack
-                    .last()
-                    .cloned()
-                    .ok_or_else(|| bad("stack underflow"))?;
+                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
                 stack.push(top)
             }
             b'1' => {
                 pop_mark(&mut stack)?;
             }
             other => {
-                return Err(bad(format!(
-                    "unsupported opcode 0x{other:02x} at offset {}",
-                    r.pos - 1
-                )));
+                return Err(bad(format!("unsupported opcode 0x{other:02x} at offset {}", r.pos - 1)));
             }
         }
     }
@@ -529,16 +468,10 @@ fn reduce(class: String, args: Vec<Item>) -> Result<Item> {
     if class == "_codecs.encode" {
         if let Some(Value::Text(t)) = args.first().map(|a| resolve(a, 0)).transpose()? {
             let bytes: Option<Vec<u8>> = t.chars().map(|c| u8::try_from(c as u32).ok()).collect();
-            return bytes
-                .map(|b| leaf(Value::Bytes(b)))
-                .ok_or_else(|| bad("_codecs.encode of non-latin1 text"));
+            return bytes.map(|b| leaf(Value::Bytes(b))).ok_or_else(|| bad("_codecs.encode of non-latin1 text"));
         }
     }
-    Ok(Item::Object(Rc::new(RefCell::new(Obj {
-        class,
-        args,
-        state: None,
-    }))))
+    Ok(Item::Object(Rc::new(RefCell::new(Obj { class, args, state: None }))))
 }
 
 /// Turns a VM item into a plain value; numpy arrays and dtypes become [`Value::Array`] and text.
@@ -549,48 +482,23 @@ fn resolve(item: &Item, depth: usize) -> Result<Value> {
     Ok(match item {
         Item::Mark => return Err(bad("MARK left on the stack")),
         Item::Leaf(v) => (**v).clone(),
-        Item::List(l) => Value::List(
-            l.borrow()
-                .iter()
-                .map(|i| resolve(i, depth + 1))
-                .collect::<Result<_>>()?,
-        ),
-        Item::Tuple(t) => Value::Tuple(
-            t.iter()
-                .map(|i| resolve(i, depth + 1))
-                .collect::<Result<_>>()?,
-        ),
+        Item::List(l) => Value::List(l.borrow().iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?),
+        Item::Tuple(t) => Value::Tuple(t.iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?),
         Item::Dict(d) => Value::Dict(
             d.borrow()
                 .iter()
                 .map(|(k, v)| Ok((resolve(k, depth + 1)?, resolve(v, depth + 1)?)))
                 .collect::<Result<_>>()?,
         ),
-        Item::Global(g) => Value::Object {
-            class: g.to_string(),
-            args: Vec::new(),
-            state: None,
-        },
+        Item::Global(g) => Value::Object { class: g.to_string(), args: Vec::new(), state: None },
         Item::Object(o) => {
             let o = o.borrow();
-            let args: Vec<Value> = o
-                .args
-                .iter()
-                .map(|i| resolve(i, depth + 1))
-                .collect::<Result<_>>()?;
-            let state = o
-                .state
-                .as_ref()
-                .map(|s| resolve(s, depth + 1))
-                .transpose()?;
+            let args: Vec<Value> = o.args.iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?;
+            let state = o.state.as_ref().map(|s| resolve(s, depth + 1)).transpose()?;
             if o.class.ends_with("multiarray._reconstruct") {
                 Value::Array(ndarray_from_state(state.as_ref())?)
             } else {
-                Value::Object {
-                    class: o.class.clone(),
-                    args,
-                    state: state.map(Box::new),
-                }
+                Value::Object { class: o.class.clone(), args, state: state.map(Box::new) }
             }
         }
     })
@@ -634,10 +542,7 @@ fn ndarray_from_state(state: Option<&Value>) -> Result<NdArray> {
         Value::Text(t) => t.chars().map(|c| c as u32 as u8).collect(),
         _ => return Err(bad("numpy array data is not bytes")),
     };
-    let count: usize = shape
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad("array too large"))?;
+    let count: usize = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("array too large"))?;
     if count.checked_mul(width) != Some(bytes.len()) {
         return Err(bad(format!(
             "array of shape {shape:?} and dtype {code} needs {} bytes, has {}",
@@ -650,9 +555,5 @@ fn ndarray_from_state(state: Option<&Value>) -> Result<NdArray> {
             chunk.reverse();
         }
     }
-    Ok(NdArray {
-        shape,
-        dtype: code,
-        data: bytes,
-    })
+    Ok(NdArray { shape, dtype: code, data: bytes })
 }

@@ -35,17 +35,9 @@ pub struct Normalization {
 
 impl Normalization {
     /// The given mean/std, or ImageNet's (for one channel: the average of ImageNet's three).
-    pub fn for_channels(
-        channels: usize,
-        mean: Option<Vec<f32>>,
-        std: Option<Vec<f32>>,
-    ) -> Result<Self> {
+    pub fn for_channels(channels: usize, mean: Option<Vec<f32>>, std: Option<Vec<f32>>) -> Result<Self> {
         let default = |values: [f32; 3]| {
-            if channels == 3 {
-                values.to_vec()
-            } else {
-                vec![values.iter().sum::<f32>() / 3.0; channels]
-            }
+            if channels == 3 { values.to_vec() } else { vec![values.iter().sum::<f32>() / 3.0; channels] }
         };
         let n = Normalization {
             mean: mean.unwrap_or_else(|| default(IMAGENET_MEAN)),
@@ -75,9 +67,7 @@ impl Normalization {
     pub fn images(&self, set: &ImageSet) -> Vec<f32> {
         let size = set.image_size();
         let mut out = vec![0f32; set.len() * size];
-        out.par_chunks_mut(size)
-            .enumerate()
-            .for_each(|(i, o)| self.apply(set.image(i), o));
+        out.par_chunks_mut(size).enumerate().for_each(|(i, o)| self.apply(set.image(i), o));
         out
     }
 }
@@ -94,26 +84,15 @@ pub struct Augmentation {
 impl Augmentation {
     /// The paper's augmentation: 4-pixel padded random crop, plus flips unless the data are digits.
     pub fn standard(digits: bool) -> Self {
-        Augmentation {
-            crop_padding: 4,
-            flip: !digits,
-        }
+        Augmentation { crop_padding: 4, flip: !digits }
     }
 
     /// Crops and flips one `[C, H, W]` image into `out` (same shape), with `rng`'s choices.
     pub fn apply(&self, shape: [usize; 3], pixels: &[u8], rng: &mut impl Rng, out: &mut [u8]) {
         let [c, h, w] = shape;
         let p = self.crop_padding as i64;
-        let dy = if p > 0 {
-            rng.random_range(0..=2 * p) - p
-        } else {
-            0
-        } as isize;
-        let dx = if p > 0 {
-            rng.random_range(0..=2 * p) - p
-        } else {
-            0
-        } as isize;
+        let dy = if p > 0 { rng.random_range(0..=2 * p) - p } else { 0 } as isize;
+        let dx = if p > 0 { rng.random_range(0..=2 * p) - p } else { 0 } as isize;
         let flip = self.flip && rng.random::<bool>();
         for ch in 0..c {
             for y in 0..h {
@@ -121,12 +100,11 @@ impl Augmentation {
                 for x in 0..w {
                     let xx = if flip { w - 1 - x } else { x };
                     let sx = xx as isize + dx;
-                    out[(ch * h + y) * w + x] =
-                        if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                            0
-                        } else {
-                            pixels[(ch * h + sy as usize) * w + sx as usize]
-                        };
+                    out[(ch * h + y) * w + x] = if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
+                        0
+                    } else {
+                        pixels[(ch * h + sy as usize) * w + sx as usize]
+                    };
                 }
             }
         }
@@ -191,26 +169,18 @@ impl Batcher {
         let size = self.set.image_size();
         let mut images = vec![0f32; indices.len() * size];
         let epoch_seed = mix_seed(self.seed ^ 0xA5A5_A5A5, epoch);
-        images
-            .par_chunks_mut(size)
-            .zip(indices.par_iter())
-            .enumerate()
-            .for_each_init(
-                || vec![0u8; size],
-                |scratch, (k, (out, &i))| match &self.augmentation {
-                    Some(aug) => {
-                        let mut rng =
-                            ChaCha8Rng::seed_from_u64(mix_seed(epoch_seed, (start + k) as u64));
-                        aug.apply(self.set.shape, self.set.image(i), &mut rng, scratch);
-                        self.normalization.apply(scratch, out);
-                    }
-                    None => self.normalization.apply(self.set.image(i), out),
-                },
-            );
-        Batch {
-            images,
-            labels: indices.iter().map(|&i| self.set.labels[i]).collect(),
-        }
+        images.par_chunks_mut(size).zip(indices.par_iter()).enumerate().for_each_init(
+            || vec![0u8; size],
+            |scratch, (k, (out, &i))| match &self.augmentation {
+                Some(aug) => {
+                    let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(epoch_seed, (start + k) as u64));
+                    aug.apply(self.set.shape, self.set.image(i), &mut rng, scratch);
+                    self.normalization.apply(scratch, out);
+                }
+                None => self.normalization.apply(self.set.image(i), out),
+            },
+        );
+        Batch { images, labels: indices.iter().map(|&i| self.set.labels[i]).collect() }
     }
 
     /// The batches of `epoch`, produced `prefetch` ahead on a background thread.
@@ -226,10 +196,7 @@ impl Batcher {
                 }
             }
         });
-        Batches {
-            rx: Some(rx),
-            handle: Some(handle),
-        }
+        Batches { rx: Some(rx), handle: Some(handle) }
     }
 }
 

@@ -40,11 +40,7 @@ pub struct DataSelection {
 impl DataSelection {
     /// A selection of a preset or file without target class or data folder.
     pub fn named(dataset: &str) -> Self {
-        DataSelection {
-            dataset: dataset.to_string(),
-            tc: None,
-            data_dir: None,
-        }
+        DataSelection { dataset: dataset.to_string(), tc: None, data_dir: None }
     }
 
     /// The description this selection names.

@@ -12,23 +12,18 @@ use crate::error::{Error, Result};
 /// with labels 0-9.
 pub fn images_from_arrays(arrays: &[MatArray], path: &Path) -> Result<ImageSet> {
     let find = |name: &str| {
-        arrays.iter().find(|a| a.name == name).ok_or_else(|| {
-            Error::file(path, format!("has no variable `{name}` (expected X and y)"))
-        })
+        arrays
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| Error::file(path, format!("has no variable `{name}` (expected X and y)")))
     };
     let (x, y) = (find("X")?, find("y")?);
     let [h, w, c, n] = x.dims[..] else {
-        return Err(Error::file(
-            path,
-            format!("`X` has dimensions {:?}; expected [H, W, C, N]", x.dims),
-        ));
+        return Err(Error::file(path, format!("`X` has dimensions {:?}; expected [H, W, C, N]", x.dims)));
     };
     let labels_n: usize = y.dims.iter().product();
     if labels_n != n {
-        return Err(Error::file(
-            path,
-            format!("`y` has {labels_n} labels for {n} images"),
-        ));
+        return Err(Error::file(path, format!("`y` has {labels_n} labels for {n} images")));
     }
     let mat5::MatData::U8(values) = &x.data else {
         return Err(Error::file(path, "`X` is not stored as uint8"));
@@ -52,19 +47,12 @@ pub fn images_from_arrays(arrays: &[MatArray], path: &Path) -> Result<ImageSet> 
             v if v == 10.0 => 0,
             v if (0.0..=9.0).contains(&v) && v.fract() == 0.0 => v as u16,
             v => {
-                return Err(Error::file(
-                    path,
-                    format!("label {i} is {v}; SVHN labels are 1-10 (10 means digit 0)"),
-                ));
+                return Err(Error::file(path, format!("label {i} is {v}; SVHN labels are 1-10 (10 means digit 0)")));
             }
         };
         labels.push(digit);
     }
-    Ok(ImageSet {
-        shape: [c, h, w],
-        pixels,
-        labels,
-    })
+    Ok(ImageSet { shape: [c, h, w], pixels, labels })
 }
 
 /// Reads the SVHN files present in `dir`.
@@ -78,10 +66,7 @@ pub fn read(dir: &Path) -> Result<RawDataset> {
         }
     }
     if splits.is_empty() {
-        return Err(Error::file(
-            dir,
-            "holds neither train_32x32.mat nor test_32x32.mat",
-        ));
+        return Err(Error::file(dir, "holds neither train_32x32.mat nor test_32x32.mat"));
     }
     Ok(RawDataset {
         format: Format::SvhnMat,

@@ -15,19 +15,14 @@ use rayon::prelude::*;
 use crate::data::ImageSet;
 
 /// Class names of the synthetic dataset.
-pub const CLASS_NAMES: [&str; 10] = [
-    "disc", "ring", "square", "triangle", "plus", "cross", "hstripes", "vstripes", "checker",
-    "ellipse",
-];
+pub const CLASS_NAMES: [&str; 10] =
+    ["disc", "ring", "square", "triangle", "plus", "cross", "hstripes", "vstripes", "checker", "ellipse"];
 
 const SIDE: usize = 32;
 
 /// SplitMix64: decorrelates seeds derived from (seed, index).
 pub fn mix_seed(seed: u64, index: u64) -> u64 {
-    let mut z = seed
-        ^ index
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-            .wrapping_add(0xD1B5_4A32_D192_ED03);
+    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
@@ -38,15 +33,8 @@ pub fn mix_seed(seed: u64, index: u64) -> u64 {
 pub fn generate(n: usize, seed: u64) -> ImageSet {
     let per = 3 * SIDE * SIDE;
     let mut pixels = vec![0u8; n * per];
-    pixels
-        .par_chunks_mut(per)
-        .enumerate()
-        .for_each(|(i, out)| draw(i % 10, mix_seed(seed, i as u64), out));
-    ImageSet {
-        shape: [3, SIDE, SIDE],
-        pixels,
-        labels: (0..n).map(|i| (i % 10) as u16).collect(),
-    }
+    pixels.par_chunks_mut(per).enumerate().for_each(|(i, out)| draw(i % 10, mix_seed(seed, i as u64), out));
+    ImageSet { shape: [3, SIDE, SIDE], pixels, labels: (0..n).map(|i| (i % 10) as u16).collect() }
 }
 
 fn luminance(c: [f32; 3]) -> f32 {
@@ -72,11 +60,7 @@ fn draw(class: usize, seed: u64, out: &mut [u8]) {
         fg = bg.map(|v| 1.0 - v);
     }
     let gradient_angle: f32 = rng.random_range(0.0..std::f32::consts::TAU);
-    let gradient = [
-        rng.random_range(-0.15..0.15),
-        rng.random_range(-0.15..0.15),
-        rng.random_range(-0.15..0.15),
-    ];
+    let gradient = [rng.random_range(-0.15..0.15), rng.random_range(-0.15..0.15), rng.random_range(-0.15..0.15)];
     let cx = 16.0 + rng.random_range(-5.0..5.0f32);
     let cy = 16.0 + rng.random_range(-5.0..5.0f32);
     let r = rng.random_range(7.0..11.0f32);
@@ -95,14 +79,8 @@ fn draw(class: usize, seed: u64, out: &mut [u8]) {
     let (sin, cos) = angle.sin_cos();
     // A distracting stroke in a third colour on some images.
     let stroke = (rng.random::<f32>() < 0.3).then(|| {
-        let a = (
-            rng.random_range(0.0..32.0f32),
-            rng.random_range(0.0..32.0f32),
-        );
-        let b = (
-            rng.random_range(0.0..32.0f32),
-            rng.random_range(0.0..32.0f32),
-        );
+        let a = (rng.random_range(0.0..32.0f32), rng.random_range(0.0..32.0f32));
+        let b = (rng.random_range(0.0..32.0f32), rng.random_range(0.0..32.0f32));
         (a, b, random_colour(&mut rng))
     });
     let noise = rng.random_range(0.02..0.08f32);
@@ -129,17 +107,15 @@ fn draw(class: usize, seed: u64, out: &mut [u8]) {
                     let e3 = (-k * u - v) * 0.5 - r * 0.5;
                     e1.max(e2).max(e3)
                 }
-                4 | 5 => (u.abs() - r)
-                    .max(v.abs() - thickness)
-                    .min((v.abs() - r).max(u.abs() - thickness)),
+                4 | 5 => (u.abs() - r).max(v.abs() - thickness).min((v.abs() - r).max(u.abs() - thickness)),
                 6 | 7 => {
                     // Stripes across the whole image: distance to the nearest stripe edge.
                     let s = (std::f32::consts::TAU * v / period + phase).sin();
                     -s * period / 4.0
                 }
                 8 => {
-                    let s = (std::f32::consts::TAU * u / period + phase).sin()
-                        * (std::f32::consts::TAU * v / period).sin();
+                    let s =
+                        (std::f32::consts::TAU * u / period + phase).sin() * (std::f32::consts::TAU * v / period).sin();
                     -s * period / 4.0
                 }
                 _ => {
@@ -151,8 +127,7 @@ fn draw(class: usize, seed: u64, out: &mut [u8]) {
             let (beta, stroke_colour) = match stroke {
                 Some(((ax, ay), (bx, by), c)) => {
                     let (ex, ey) = (bx - ax, by - ay);
-                    let t = (((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey).max(1e-6))
-                        .clamp(0.0, 1.0);
+                    let t = (((px - ax) * ex + (py - ay) * ey) / (ex * ex + ey * ey).max(1e-6)).clamp(0.0, 1.0);
                     let sd = ((px - ax - t * ex).powi(2) + (py - ay - t * ey).powi(2)).sqrt() - 0.8;
                     ((0.5 - sd).clamp(0.0, 1.0), c)
                 }
@@ -162,8 +137,7 @@ fn draw(class: usize, seed: u64, out: &mut [u8]) {
             for ch in 0..3 {
                 let back = bg[ch] + gradient[ch] * g;
                 let shape = back * (1.0 - alpha) + fg[ch] * alpha;
-                let value =
-                    shape * (1.0 - beta) + stroke_colour[ch] * beta + noise * rng.sample(normal);
+                let value = shape * (1.0 - beta) + stroke_colour[ch] * beta + noise * rng.sample(normal);
                 out[(ch * SIDE + y) * SIDE + x] = (value.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }

@@ -16,9 +16,7 @@ pub struct BurnEngine {
 
 impl Default for BurnEngine {
     fn default() -> Self {
-        BurnEngine {
-            device: Device::flex(),
-        }
+        BurnEngine { device: Device::flex() }
     }
 }
 
@@ -29,11 +27,7 @@ impl Engine for BurnEngine {
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>> {
         let net = Net::new(model, &self.device)?.valid();
-        Ok(Box::new(BurnModel {
-            net,
-            device: self.device.clone(),
-            input: model.description.input,
-        }))
+        Ok(Box::new(BurnModel { net, device: self.device.clone(), input: model.description.input }))
     }
 }
 

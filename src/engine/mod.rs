@@ -4,6 +4,7 @@
 //! *prepares* a model (builds its graph once) and then runs batches through it.
 
 pub mod burn;
+pub mod ort;
 
 use crate::error::Result;
 use crate::model::Model;
@@ -17,6 +18,38 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &'static str;
     /// Builds the runnable form of `model`.
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>>;
+
+    /// Builds one runnable form of several models that take the same input: its logits are
+    /// `[n, Σ classes]`, model k's in its own block of columns. By default each model is prepared
+    /// on its own and the outputs are interleaved per image.
+    fn prepare_many(&self, models: &[Model]) -> Result<Box<dyn PreparedModel>> {
+        let parts = models.iter().map(|m| self.prepare(m)).collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(Stacked(parts)))
+    }
+}
+
+/// Several prepared models run one after the other, their logits side by side.
+struct Stacked(Vec<Box<dyn PreparedModel>>);
+
+impl PreparedModel for Stacked {
+    fn logits(&self, images: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+        let outputs = self.0.iter().map(|p| p.logits(images, n, batch)).collect::<Result<Vec<_>>>()?;
+        let total = self.classes();
+        let mut out = vec![0f32; n * total];
+        let mut offset = 0;
+        for (p, o) in self.0.iter().zip(&outputs) {
+            let k = p.classes();
+            for (i, row) in o.chunks(k).enumerate() {
+                out[i * total + offset..i * total + offset + k].copy_from_slice(row);
+            }
+            offset += k;
+        }
+        Ok(out)
+    }
+
+    fn classes(&self) -> usize {
+        self.0.iter().map(|p| p.classes()).sum()
+    }
 }
 
 /// A model ready to run on one engine.
@@ -26,4 +59,44 @@ pub trait PreparedModel: Send {
     fn logits(&self, images: &[f32], n: usize, batch: usize) -> Result<Vec<f32>>;
     /// Number of classes (the width of the logits).
     fn classes(&self) -> usize;
+}
+
+/// Which engine a command uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// ONNX Runtime when its library is found, else burn (with a one-line hint).
+    #[default]
+    Auto,
+    /// burn's pure-Rust CPU backend (always available).
+    Burn,
+    /// ONNX Runtime (an error when its library is not found).
+    Ort,
+}
+
+/// An engine picked for a command, with a note to show the user when the choice fell back.
+pub struct Selected {
+    /// The engine.
+    pub engine: Box<dyn Engine>,
+    /// One line for the user, e.g. how to get the faster engine.
+    pub note: Option<String>,
+}
+
+/// Picks the engine for `choice` with `threads` compute threads.
+pub fn select(choice: EngineChoice, threads: usize) -> Result<Selected> {
+    match choice {
+        EngineChoice::Burn => Ok(Selected { engine: Box::new(burn::BurnEngine::default()), note: None }),
+        EngineChoice::Ort => Ok(Selected { engine: Box::new(ort::OrtEngine::new(threads)?), note: None }),
+        EngineChoice::Auto => match ort::OrtEngine::new(threads) {
+            Ok(e) => Ok(Selected { engine: Box::new(e), note: None }),
+            Err(e) => Ok(Selected {
+                engine: Box::new(burn::BurnEngine::default()),
+                note: Some(format!(
+                    "note: using the pure-Rust engine ({e}); for 3-6x faster inference run \
+                     `pip install onnxruntime` for the python3 on PATH, or set {} to libonnxruntime",
+                    ort::DYLIB_ENV
+                )),
+            }),
+        },
+    }
 }

@@ -92,14 +92,8 @@ impl ChannelGroups {
     /// Derives the groups of `desc` (which must be valid).
     pub fn derive(desc: &ModelDescription) -> Result<Self> {
         let shapes = infer_shapes(desc)?;
-        let mut uf = UnionFind {
-            parent: Vec::new(),
-            fixed: Vec::new(),
-        };
-        let image = Channels {
-            node: uf.add(true),
-            flat_positions: None,
-        };
+        let mut uf = UnionFind { parent: Vec::new(), fixed: Vec::new() };
+        let image = Channels { node: uf.add(true), flat_positions: None };
         let mut outputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut inputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         for (i, layer) in desc.layers.iter().enumerate() {
@@ -108,22 +102,11 @@ impl ChannelGroups {
                 Source::Layer(j) => outputs[j],
             };
             let output = match &layer.kind {
-                LayerKind::Conv2d { .. } => Channels {
-                    node: uf.add(false),
-                    flat_positions: None,
-                },
-                LayerKind::Linear { .. } => Channels {
-                    node: uf.add(true),
-                    flat_positions: None,
-                },
+                LayerKind::Conv2d { .. } => Channels { node: uf.add(false), flat_positions: None },
+                LayerKind::Linear { .. } => Channels { node: uf.add(true), flat_positions: None },
                 LayerKind::Flatten => {
-                    let ActShape::Map([_, h, w]) = shapes[i].input else {
-                        unreachable!("validated")
-                    };
-                    Channels {
-                        node: input.node,
-                        flat_positions: Some(h * w),
-                    }
+                    let ActShape::Map([_, h, w]) = shapes[i].input else { unreachable!("validated") };
+                    Channels { node: input.node, flat_positions: Some(h * w) }
                 }
                 LayerKind::Add { .. } => {
                     let other = outputs[desc.add_operand(i).expect("validated")];
@@ -194,9 +177,7 @@ impl ChannelGroups {
                 LayerKind::Linear { .. } => {
                     channels.input = input;
                     if let Some(g) = input {
-                        let positions = inputs[i]
-                            .flat_positions
-                            .expect("a linear layer reads a vector");
+                        let positions = inputs[i].flat_positions.expect("a linear layer reads a vector");
                         channels.flat_positions = Some(positions);
                         groups[g].linear_consumers.push((i, positions));
                     }
@@ -213,12 +194,7 @@ impl ChannelGroups {
 
     /// Names of a group's producer layers, joined by `+` (e.g. `conv_1+conv_3`).
     pub fn group_label(&self, desc: &ModelDescription, group: usize) -> String {
-        self.groups[group]
-            .producers
-            .iter()
-            .map(|&p| desc.layers[p].name.as_str())
-            .collect::<Vec<_>>()
-            .join("+")
+        self.groups[group].producers.iter().map(|&p| desc.layers[p].name.as_str()).collect::<Vec<_>>().join("+")
     }
 
     /// One all-ones keep-mask per group (decoding it gives the original network).

@@ -61,23 +61,11 @@ pub fn count(desc: &ModelDescription) -> Result<ModelCount> {
             .map(|s| s.shape.iter().product::<usize>())
             .sum();
         let (kernels, macs) = match (&layer.kind, shape.output) {
-            (
-                LayerKind::Conv2d {
-                    out_channels,
-                    kernel,
-                    ..
-                },
-                ActShape::Map([c, h, w]),
-            ) => {
+            (LayerKind::Conv2d { out_channels, kernel, .. }, ActShape::Map([c, h, w])) => {
                 let cin = shape.input.channels() as u64;
-                (
-                    *out_channels,
-                    (c * h * w) as u64 * cin * (kernel[0] * kernel[1]) as u64,
-                )
+                (*out_channels, (c * h * w) as u64 * cin * (kernel[0] * kernel[1]) as u64)
             }
-            (LayerKind::Linear { out_features, .. }, _) => {
-                (0, (shape.input.numel() * out_features) as u64)
-            }
+            (LayerKind::Linear { out_features, .. }, _) => (0, (shape.input.numel() * out_features) as u64),
             _ => (0, 0),
         };
         layers.push(LayerCount {

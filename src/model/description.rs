@@ -118,11 +118,7 @@ pub enum Source {
 impl Layer {
     /// A layer called `name` that takes the previous layer's output.
     pub fn new(name: impl Into<String>, kind: LayerKind) -> Self {
-        Layer {
-            name: name.into(),
-            input: None,
-            kind,
-        }
+        Layer { name: name.into(), input: None, kind }
     }
 }
 
@@ -145,37 +141,22 @@ impl LayerKind {
 
     /// A 3x3 (or `k`x`k`) convolution with bias, stride 1 and the given padding.
     pub fn conv(out_channels: usize, k: usize, padding: usize) -> Self {
-        LayerKind::Conv2d {
-            out_channels,
-            kernel: [k, k],
-            stride: [1, 1],
-            padding: [padding, padding],
-            bias: true,
-        }
+        LayerKind::Conv2d { out_channels, kernel: [k, k], stride: [1, 1], padding: [padding, padding], bias: true }
     }
 
     /// A `k`x`k` max pooling with stride `k`.
     pub fn max_pool(k: usize) -> Self {
-        LayerKind::MaxPool2d {
-            kernel: [k, k],
-            stride: [k, k],
-        }
+        LayerKind::MaxPool2d { kernel: [k, k], stride: [k, k] }
     }
 
     /// A linear layer with bias.
     pub fn linear(out_features: usize) -> Self {
-        LayerKind::Linear {
-            out_features,
-            bias: true,
-        }
+        LayerKind::Linear { out_features, bias: true }
     }
 
     /// Batch normalisation with PyTorch's defaults (eps 1e-5, momentum 0.1).
     pub fn batch_norm() -> Self {
-        LayerKind::BatchNorm2d {
-            eps: 1e-5,
-            momentum: 0.1,
-        }
+        LayerKind::BatchNorm2d { eps: 1e-5, momentum: 0.1 }
     }
 }
 
@@ -200,10 +181,7 @@ impl ModelDescription {
         match &self.layers[index].input {
             None if index == 0 => Some(Source::Image),
             None => Some(Source::Layer(index - 1)),
-            Some(name) => self.layers[..index]
-                .iter()
-                .position(|l| &l.name == name)
-                .map(Source::Layer),
+            Some(name) => self.layers[..index].iter().position(|l| &l.name == name).map(Source::Layer),
         }
     }
 
@@ -217,8 +195,8 @@ impl ModelDescription {
 
     /// Parses a description from JSON text and checks it (unique names, shapes, class count).
     pub fn from_json(text: &str) -> Result<Self> {
-        let desc: ModelDescription = serde_json::from_str(text)
-            .map_err(|e| Error::Invalid(format!("invalid model description: {e}")))?;
+        let desc: ModelDescription =
+            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("invalid model description: {e}")))?;
         desc.validate()?;
         Ok(desc)
     }

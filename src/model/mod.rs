@@ -33,10 +33,7 @@ impl Model {
     pub fn new(description: ModelDescription, weights: Weights) -> Result<Self> {
         description.validate()?;
         weights.check(&description)?;
-        Ok(Model {
-            description,
-            weights,
-        })
+        Ok(Model { description, weights })
     }
 
     /// A model of architecture `arch` (e.g. `simcnn@0.25`) with fresh weights from `seed`.
@@ -58,13 +55,8 @@ impl Model {
         let description = ModelDescription::load(&desc_path)?;
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = Weights::load(&weights_path)?;
-        weights
-            .check(&description)
-            .map_err(|e| e.in_file(&weights_path))?;
-        Ok(Model {
-            description,
-            weights,
-        })
+        weights.check(&description).map_err(|e| e.in_file(&weights_path))?;
+        Ok(Model { description, weights })
     }
 
     /// Writes the model folder (created if needed). Each file is written under a temporary name
@@ -72,10 +64,7 @@ impl Model {
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         write_atomic(&dir.join(WEIGHTS_FILE), &self.weights.to_safetensors()?)?;
-        write_atomic(
-            &dir.join(DESCRIPTION_FILE),
-            self.description.to_json().as_bytes(),
-        )?;
+        write_atomic(&dir.join(DESCRIPTION_FILE), self.description.to_json().as_bytes())?;
         Ok(())
     }
 }

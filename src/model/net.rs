@@ -112,11 +112,7 @@ fn tensor<const D: usize>(t: &HostTensor, device: &Device) -> Tensor<D> {
 
 fn host<const D: usize>(t: Tensor<D>) -> HostTensor {
     let shape = t.dims().to_vec();
-    let data = t
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 data");
+    let data = t.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
     HostTensor { shape, data }
 }
 
@@ -141,33 +137,21 @@ impl Net {
             sources.push(source);
             let name = layer.name.as_str();
             let op = match &layer.kind {
-                LayerKind::Conv2d {
-                    stride,
-                    padding,
-                    bias,
-                    ..
-                } => {
+                LayerKind::Conv2d { stride, padding, bias, .. } => {
                     layers.push(StateLayer::Conv(ConvLayer {
                         weight: Param::from_tensor(tensor(param(name, "weight")?, device)),
-                        bias: if *bias {
-                            Some(Param::from_tensor(tensor(param(name, "bias")?, device)))
-                        } else {
-                            None
-                        },
+                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
                         options: ConvOptions::new(*stride, *padding, [1, 1], 1),
                     }));
                     Op::State(layers.len() - 1)
                 }
                 LayerKind::BatchNorm2d { eps, momentum } => {
                     let c = shapes[i].input.channels();
-                    let mut bn = burn::nn::BatchNormConfig::new(c)
-                        .with_epsilon(*eps)
-                        .with_momentum(*momentum)
-                        .init(device);
+                    let mut bn =
+                        burn::nn::BatchNormConfig::new(c).with_epsilon(*eps).with_momentum(*momentum).init(device);
                     bn.gamma = Param::from_tensor(tensor(param(name, "weight")?, device));
                     bn.beta = Param::from_tensor(tensor(param(name, "bias")?, device));
-                    bn.running_mean =
-                        RunningState::new(tensor(param(name, "running_mean")?, device));
+                    bn.running_mean = RunningState::new(tensor(param(name, "running_mean")?, device));
                     bn.running_var = RunningState::new(tensor(param(name, "running_var")?, device));
                     layers.push(StateLayer::Norm(bn));
                     Op::State(layers.len() - 1)
@@ -183,17 +167,10 @@ impl Net {
                             t[c * rows + r] = w.data[r * cols + c];
                         }
                     }
-                    let weight = HostTensor {
-                        shape: vec![cols, rows],
-                        data: t,
-                    };
+                    let weight = HostTensor { shape: vec![cols, rows], data: t };
                     layers.push(StateLayer::Linear(LinearLayer {
                         weight: Param::from_tensor(tensor(&weight, device)),
-                        bias: if *bias {
-                            Some(Param::from_tensor(tensor(param(name, "bias")?, device)))
-                        } else {
-                            None
-                        },
+                        bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
                     }));
                     Op::State(layers.len() - 1)
                 }
@@ -219,16 +196,8 @@ impl Net {
             };
             ops.push(op);
         }
-        let plan = Plan {
-            ops,
-            sources,
-            kept,
-            description: desc.clone(),
-        };
-        Ok(Net {
-            layers,
-            plan: Arc::new(plan),
-        })
+        let plan = Plan { ops, sources, kept, description: desc.clone() };
+        Ok(Net { layers, plan: Arc::new(plan) })
     }
 
     /// The description this net runs.
@@ -249,11 +218,7 @@ impl Net {
     }
 
     /// Like [`Net::forward`], calling `observe(layer_index, output)` after every layer.
-    pub fn forward_observed(
-        &self,
-        images: Tensor<4>,
-        mut observe: impl FnMut(usize, &Activation),
-    ) -> Tensor<2> {
+    pub fn forward_observed(&self, images: Tensor<4>, mut observe: impl FnMut(usize, &Activation)) -> Tensor<2> {
         self.run(images, None, &mut observe)
     }
 
@@ -269,9 +234,7 @@ impl Net {
         let mut previous = Some(Activation::Map(images.clone()));
         for i in 0..n {
             let input = match plan.sources[i] {
-                Source::Image => previous
-                    .take()
-                    .unwrap_or_else(|| Activation::Map(images.clone())),
+                Source::Image => previous.take().unwrap_or_else(|| Activation::Map(images.clone())),
                 Source::Layer(j) if j + 1 == i => previous.take().expect("previous output"),
                 Source::Layer(j) => saved[j].clone().expect("kept output"),
             };
@@ -284,11 +247,9 @@ impl Net {
                         c.options.clone(),
                     )),
                     StateLayer::Norm(bn) => Activation::Map(bn.forward(input.map())),
-                    StateLayer::Linear(l) => Activation::Flat(linear(
-                        input.flat(),
-                        l.weight.val(),
-                        l.bias.as_ref().map(|b| b.val()),
-                    )),
+                    StateLayer::Linear(l) => {
+                        Activation::Flat(linear(input.flat(), l.weight.val(), l.bias.as_ref().map(|b| b.val())))
+                    }
                 },
                 Op::Relu => match input {
                     Activation::Map(t) => Activation::Map(relu(t)),
@@ -340,14 +301,8 @@ impl Net {
                 StateLayer::Norm(bn) => {
                     insert(format!("{name}.weight"), host(bn.gamma.val()));
                     insert(format!("{name}.bias"), host(bn.beta.val()));
-                    insert(
-                        format!("{name}.running_mean"),
-                        host(bn.running_mean.value_sync()),
-                    );
-                    insert(
-                        format!("{name}.running_var"),
-                        host(bn.running_var.value_sync()),
-                    );
+                    insert(format!("{name}.running_mean"), host(bn.running_mean.value_sync()));
+                    insert(format!("{name}.running_var"), host(bn.running_var.value_sync()));
                 }
                 StateLayer::Linear(l) => {
                     insert(format!("{name}.weight"), host(l.weight.val().transpose()));
@@ -400,15 +355,8 @@ fn dropout<const D: usize>(x: Tensor<D>, p: f64, rng: &mut dyn rand::RngCore) ->
     let dims = x.dims();
     let keep = 1.0 - p;
     let scale = (1.0 / keep) as f32;
-    let mask: Vec<f32> = (0..dims.iter().product::<usize>())
-        .map(|_| {
-            if rng.random::<f64>() < keep {
-                scale
-            } else {
-                0.0
-            }
-        })
-        .collect();
+    let mask: Vec<f32> =
+        (0..dims.iter().product::<usize>()).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
     let mask = Tensor::<D>::from_data(TensorData::new(mask, dims.to_vec()), &x.device());
     x * mask
 }
@@ -423,15 +371,8 @@ fn max_pool(x: Tensor<4>, o: &MaxPoolOptions<2>) -> Tensor<4> {
     }
     let [n, c, h, w] = x.dims();
     let (oh, ow) = (h / kh, w / kw);
-    let x = if oh * kh != h || ow * kw != w {
-        x.slice([0..n, 0..c, 0..oh * kh, 0..ow * kw])
-    } else {
-        x
-    };
-    x.reshape([n, c, oh, kh, ow, kw])
-        .max_dim(5)
-        .max_dim(3)
-        .reshape([n, c, oh, ow])
+    let x = if oh * kh != h || ow * kw != w { x.slice([0..n, 0..c, 0..oh * kh, 0..ow * kw]) } else { x };
+    x.reshape([n, c, oh, kh, ow, kw]).max_dim(5).max_dim(3).reshape([n, c, oh, ow])
 }
 
 /// Receives the trainable parameters of a [`Net`] by name (a linear layer's weight is in burn's
@@ -450,10 +391,7 @@ pub fn images_tensor(data: &[f32], shape: [usize; 4], device: &Device) -> Result
             data.len()
         )));
     }
-    Ok(Tensor::from_data(
-        TensorData::new(data.to_vec(), shape.to_vec()),
-        device,
-    ))
+    Ok(Tensor::from_data(TensorData::new(data.to_vec(), shape.to_vec()), device))
 }
 
 /// Row-major host values of a 2-D tensor (e.g. logits `[N, classes]`).

@@ -53,19 +53,9 @@ pub struct LayerShape {
     pub output: ActShape,
 }
 
-fn window_out(
-    layer: &str,
-    what: &str,
-    size: usize,
-    kernel: usize,
-    stride: usize,
-    padding: usize,
-) -> Result<usize> {
+fn window_out(layer: &str, what: &str, size: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
     if kernel == 0 || stride == 0 {
-        return Err(Error::layer(
-            layer,
-            format!("{what} kernel and stride must be at least 1"),
-        ));
+        return Err(Error::layer(layer, format!("{what} kernel and stride must be at least 1")));
     }
     let padded = size + 2 * padding;
     if padded < kernel {
@@ -85,10 +75,7 @@ fn expect_map(layer: &str, kind: &LayerKind, shape: ActShape) -> Result<[usize; 
         ActShape::Map(m) => Ok(m),
         ActShape::Flat(n) => Err(Error::layer(
             layer,
-            format!(
-                "{} needs a feature map [C,H,W] as input, but gets a vector of {n} features",
-                kind.type_name()
-            ),
+            format!("{} needs a feature map [C,H,W] as input, but gets a vector of {n} features", kind.type_name()),
         )),
     }
 }
@@ -99,32 +86,20 @@ fn expect_map(layer: &str, kind: &LayerKind, shape: ActShape) -> Result<[usize; 
 pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
     let [c, h, w] = desc.input;
     if c == 0 || h == 0 || w == 0 {
-        return Err(Error::Invalid(format!(
-            "model `{}`: input shape {c}x{h}x{w} has a zero dimension",
-            desc.name
-        )));
+        return Err(Error::Invalid(format!("model `{}`: input shape {c}x{h}x{w} has a zero dimension", desc.name)));
     }
     if desc.classes < 2 {
-        return Err(Error::Invalid(format!(
-            "model `{}`: needs at least 2 classes, got {}",
-            desc.name, desc.classes
-        )));
+        return Err(Error::Invalid(format!("model `{}`: needs at least 2 classes, got {}", desc.name, desc.classes)));
     }
     if desc.layers.is_empty() {
-        return Err(Error::Invalid(format!(
-            "model `{}` has no layers",
-            desc.name
-        )));
+        return Err(Error::Invalid(format!("model `{}` has no layers", desc.name)));
     }
     let mut names = HashSet::new();
     let mut shapes: Vec<LayerShape> = Vec::with_capacity(desc.layers.len());
     for (index, layer) in desc.layers.iter().enumerate() {
         let name = layer.name.as_str();
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(Error::layer(
-                name,
-                "layer names must be non-empty without spaces",
-            ));
+            return Err(Error::layer(name, "layer names must be non-empty without spaces"));
         }
         if !names.insert(name) {
             return Err(Error::layer(name, "the name is used by two layers"));
@@ -141,19 +116,10 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
             }
         };
         let output = match &layer.kind {
-            LayerKind::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, .. } => {
                 let [_, h, w] = expect_map(name, &layer.kind, current)?;
                 if *out_channels == 0 {
-                    return Err(Error::layer(
-                        name,
-                        "a convolution needs at least one kernel",
-                    ));
+                    return Err(Error::layer(name, "a convolution needs at least one kernel"));
                 }
                 let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
                 let ow = window_out(name, "convolution", w, kernel[1], stride[1], padding[1])?;
@@ -177,9 +143,7 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 let [c, _, _] = expect_map(name, &layer.kind, current)?;
                 ActShape::Map([c, 1, 1])
             }
-            LayerKind::Flatten => {
-                ActShape::Flat(expect_map(name, &layer.kind, current)?.iter().product())
-            }
+            LayerKind::Flatten => ActShape::Flat(expect_map(name, &layer.kind, current)?.iter().product()),
             LayerKind::Linear { out_features, .. } => {
                 if let ActShape::Map(m) = current {
                     return Err(Error::layer(
@@ -191,19 +155,13 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                     ));
                 }
                 if *out_features == 0 {
-                    return Err(Error::layer(
-                        name,
-                        "a linear layer needs at least one output",
-                    ));
+                    return Err(Error::layer(name, "a linear layer needs at least one output"));
                 }
                 ActShape::Flat(*out_features)
             }
             LayerKind::Dropout { p } => {
                 if !(0.0..1.0).contains(p) {
-                    return Err(Error::layer(
-                        name,
-                        format!("dropout probability {p} is not in [0, 1)"),
-                    ));
+                    return Err(Error::layer(name, format!("dropout probability {p} is not in [0, 1)")));
                 }
                 current
             }
@@ -218,18 +176,13 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 if other != current {
                     return Err(Error::layer(
                         name,
-                        format!(
-                            "adds `{from}` of shape {other} to an input of shape {current}: shapes differ"
-                        ),
+                        format!("adds `{from}` of shape {other} to an input of shape {current}: shapes differ"),
                     ));
                 }
                 current
             }
         };
-        shapes.push(LayerShape {
-            input: current,
-            output,
-        });
+        shapes.push(LayerShape { input: current, output });
     }
     let current = shapes[shapes.len() - 1].output;
     if current != ActShape::Flat(desc.classes) {

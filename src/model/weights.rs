@@ -28,10 +28,7 @@ impl HostTensor {
     /// An array of the given shape filled with `value`.
     pub fn full(shape: Vec<usize>, value: f32) -> Self {
         let n = shape.iter().product();
-        HostTensor {
-            shape,
-            data: vec![value; n],
-        }
+        HostTensor { shape, data: vec![value; n] }
     }
 }
 
@@ -79,26 +76,12 @@ pub fn param_specs(desc: &ModelDescription, shapes: &[LayerShape]) -> Vec<ParamS
     let mut specs = Vec::new();
     for (i, (layer, shape)) in desc.layers.iter().zip(shapes).enumerate() {
         let mut add = |suffix: &str, role: ParamRole, dims: Vec<usize>| {
-            specs.push(ParamSpec {
-                layer: i,
-                name: format!("{}.{suffix}", layer.name),
-                role,
-                shape: dims,
-            })
+            specs.push(ParamSpec { layer: i, name: format!("{}.{suffix}", layer.name), role, shape: dims })
         };
         match &layer.kind {
-            LayerKind::Conv2d {
-                out_channels,
-                kernel,
-                bias,
-                ..
-            } => {
+            LayerKind::Conv2d { out_channels, kernel, bias, .. } => {
                 let cin = shape.input.channels();
-                add(
-                    "weight",
-                    ParamRole::ConvWeight,
-                    vec![*out_channels, cin, kernel[0], kernel[1]],
-                );
+                add("weight", ParamRole::ConvWeight, vec![*out_channels, cin, kernel[0], kernel[1]]);
                 if *bias {
                     add("bias", ParamRole::Bias, vec![*out_channels]);
                 }
@@ -111,11 +94,7 @@ pub fn param_specs(desc: &ModelDescription, shapes: &[LayerShape]) -> Vec<ParamS
                 add("running_var", ParamRole::RunningVar, vec![c]);
             }
             LayerKind::Linear { out_features, bias } => {
-                add(
-                    "weight",
-                    ParamRole::LinearWeight,
-                    vec![*out_features, shape.input.numel()],
-                );
+                add("weight", ParamRole::LinearWeight, vec![*out_features, shape.input.numel()]);
                 if *bias {
                     add("bias", ParamRole::Bias, vec![*out_features]);
                 }
@@ -136,9 +115,7 @@ pub struct Weights {
 impl Weights {
     /// The tensor called `name`, or an error naming it.
     pub fn get(&self, name: &str) -> Result<&HostTensor> {
-        self.tensors
-            .get(name)
-            .ok_or_else(|| Error::Invalid(format!("tensor `{name}` is missing from the weights")))
+        self.tensors.get(name).ok_or_else(|| Error::Invalid(format!("tensor `{name}` is missing from the weights")))
     }
 
     /// Fresh weights for `desc`, deterministic from `seed`: convolutions
@@ -172,13 +149,7 @@ impl Weights {
                 ParamRole::NormWeight | ParamRole::RunningVar => vec![1.0; n],
                 ParamRole::NormBias | ParamRole::RunningMean => vec![0.0; n],
             };
-            tensors.insert(
-                spec.name,
-                HostTensor {
-                    shape: spec.shape,
-                    data,
-                },
-            );
+            tensors.insert(spec.name, HostTensor { shape: spec.shape, data });
         }
         Ok(Weights { tensors })
     }
@@ -190,10 +161,7 @@ impl Weights {
         let specs = param_specs(desc, &shapes);
         for spec in &specs {
             let tensor = self.tensors.get(&spec.name).ok_or_else(|| {
-                Error::Invalid(format!(
-                    "tensor `{}` (shape {:?}) is missing from the weights",
-                    spec.name, spec.shape
-                ))
+                Error::Invalid(format!("tensor `{}` (shape {:?}) is missing from the weights", spec.name, spec.shape))
             })?;
             if tensor.shape != spec.shape {
                 return Err(Error::TensorShape {
@@ -203,17 +171,10 @@ impl Weights {
                 });
             }
             if tensor.data.len() != spec.shape.iter().product::<usize>() {
-                return Err(Error::Invalid(format!(
-                    "tensor `{}` has the wrong number of values",
-                    spec.name
-                )));
+                return Err(Error::Invalid(format!("tensor `{}` has the wrong number of values", spec.name)));
             }
         }
-        if let Some(extra) = self
-            .tensors
-            .keys()
-            .find(|k| !specs.iter().any(|s| &s.name == *k))
-        {
+        if let Some(extra) = self.tensors.keys().find(|k| !specs.iter().any(|s| &s.name == *k)) {
             return Err(Error::Invalid(format!(
                 "tensor `{extra}` in the weights belongs to no layer of the model description"
             )));
@@ -228,12 +189,8 @@ impl Weights {
             .iter()
             .map(|(name, t)| {
                 let bytes: &[u8] = bytemuck::cast_slice(&t.data);
-                let view = safetensors::tensor::TensorView::new(
-                    safetensors::Dtype::F32,
-                    t.shape.clone(),
-                    bytes,
-                )
-                .expect("shape and byte length agree");
+                let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
+                    .expect("shape and byte length agree");
                 (name.clone(), view)
             })
             .collect();
@@ -247,13 +204,7 @@ impl Weights {
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
             let data = decode_floats(&name, view.dtype(), view.data())?;
-            tensors.insert(
-                name,
-                HostTensor {
-                    shape: view.shape().to_vec(),
-                    data,
-                },
-            );
+            tensors.insert(name, HostTensor { shape: view.shape().to_vec(), data });
         }
         Ok(Weights { tensors })
     }
@@ -268,22 +219,12 @@ impl Weights {
 fn decode_floats(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     use safetensors::Dtype;
     Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Dtype::F64 => bytes
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32)
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-            .collect(),
+        Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        Dtype::F64 => {
+            bytes.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect()
+        }
+        Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         other => {
             return Err(Error::Invalid(format!(
                 "tensor `{name}` has dtype {other:?}; expected a floating-point tensor (F32, F64, F16 or BF16)"

@@ -9,42 +9,15 @@ use crate::model::description::{Layer, LayerKind, ModelDescription};
 
 /// The architectures this module builds, with a one-line description each.
 pub const ARCHITECTURES: &[(&str, &str)] = &[
-    (
-        "simcnn",
-        "VGG-style: 13 conv 3x3 + 3 FC, 5 max-pools, dropout 0.5 (4224 kernels at width 1)",
-    ),
-    (
-        "rescnn",
-        "12 conv 3x3 blocks + 1 FC, residual adds 1->3, 5->7, 9->11 (4288 kernels)",
-    ),
-    (
-        "simcnn-weak",
-        "overly simple SimCNN: 4 x [conv 64 + max-pool] + 1 FC",
-    ),
-    (
-        "rescnn-weak",
-        "overly simple ResCNN: 4 conv blocks of 64, residual add 0->2, 1 FC",
-    ),
-    (
-        "simcnn-svhn-weak",
-        "SVHN weak SimCNN: 2 conv 5x5 of 8 + max-pools + 1 FC",
-    ),
-    (
-        "rescnn-svhn-weak",
-        "SVHN weak ResCNN: 3 conv 5x5 blocks of 8, residual add 0->2, 1 FC",
-    ),
-    (
-        "simcnn-nodrop",
-        "SimCNN without dropout (for the poor-fit recipes)",
-    ),
-    (
-        "rescnn-nodrop",
-        "ResCNN without dropout (for the poor-fit recipes)",
-    ),
-    (
-        "resnet8-bn",
-        "small CIFAR ResNet with BatchNorm, projection shortcuts and global average pool",
-    ),
+    ("simcnn", "VGG-style: 13 conv 3x3 + 3 FC, 5 max-pools, dropout 0.5 (4224 kernels at width 1)"),
+    ("rescnn", "12 conv 3x3 blocks + 1 FC, residual adds 1->3, 5->7, 9->11 (4288 kernels)"),
+    ("simcnn-weak", "overly simple SimCNN: 4 x [conv 64 + max-pool] + 1 FC"),
+    ("rescnn-weak", "overly simple ResCNN: 4 conv blocks of 64, residual add 0->2, 1 FC"),
+    ("simcnn-svhn-weak", "SVHN weak SimCNN: 2 conv 5x5 of 8 + max-pools + 1 FC"),
+    ("rescnn-svhn-weak", "SVHN weak ResCNN: 3 conv 5x5 blocks of 8, residual add 0->2, 1 FC"),
+    ("simcnn-nodrop", "SimCNN without dropout (for the poor-fit recipes)"),
+    ("rescnn-nodrop", "ResCNN without dropout (for the poor-fit recipes)"),
+    ("resnet8-bn", "small CIFAR ResNet with BatchNorm, projection shortcuts and global average pool"),
 ];
 
 /// An architecture name split into base name and width multiplier.
@@ -62,39 +35,25 @@ impl ArchSpec {
         let (name, width) = match text.split_once('@') {
             Some((n, w)) => {
                 let width: f64 = w.parse().map_err(|_| {
-                    Error::Invalid(format!(
-                        "architecture `{text}`: width `{w}` is not a number (e.g. simcnn@0.25)"
-                    ))
+                    Error::Invalid(format!("architecture `{text}`: width `{w}` is not a number (e.g. simcnn@0.25)"))
                 })?;
                 (n, width)
             }
             None => (text, 1.0),
         };
         if !(width > 0.0 && width.is_finite()) {
-            return Err(Error::Invalid(format!(
-                "architecture `{text}`: the width must be positive"
-            )));
+            return Err(Error::Invalid(format!("architecture `{text}`: the width must be positive")));
         }
         if !ARCHITECTURES.iter().any(|(n, _)| *n == name) {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
-            return Err(Error::Invalid(format!(
-                "unknown architecture `{name}`; known: {}",
-                known.join(", ")
-            )));
+            return Err(Error::Invalid(format!("unknown architecture `{name}`; known: {}", known.join(", "))));
         }
-        Ok(ArchSpec {
-            name: name.to_string(),
-            width,
-        })
+        Ok(ArchSpec { name: name.to_string(), width })
     }
 
     /// The canonical text, `NAME` at width 1 and `NAME@WIDTH` otherwise.
     pub fn label(&self) -> String {
-        if self.width == 1.0 {
-            self.name.clone()
-        } else {
-            format!("{}@{}", self.name, self.width)
-        }
+        if self.width == 1.0 { self.name.clone() } else { format!("{}@{}", self.name, self.width) }
     }
 }
 
@@ -116,13 +75,7 @@ pub fn build(arch: &str, input: [usize; 3], classes: usize) -> Result<ModelDescr
             b.push("fc_4", LayerKind::linear(classes));
         }
         "rescnn-weak" => {
-            residual_blocks(
-                &mut b,
-                &[(w(64), true), (w(64), false), (w(64), false), (w(64), true)],
-                3,
-                1,
-                &[(0, 2)],
-            );
+            residual_blocks(&mut b, &[(w(64), true), (w(64), false), (w(64), false), (w(64), true)], 3, 1, &[(0, 2)]);
             b.push("flatten", LayerKind::Flatten);
             b.push("dropout", LayerKind::Dropout { p: 0.4 });
             b.push("classifier", LayerKind::linear(classes));
@@ -136,13 +89,7 @@ pub fn build(arch: &str, input: [usize; 3], classes: usize) -> Result<ModelDescr
             b.push("fc_2", LayerKind::linear(classes));
         }
         "rescnn-svhn-weak" => {
-            residual_blocks(
-                &mut b,
-                &[(w(8), true), (w(8), false), (w(8), false)],
-                5,
-                2,
-                &[(0, 2)],
-            );
+            residual_blocks(&mut b, &[(w(8), true), (w(8), false), (w(8), false)], 5, 2, &[(0, 2)]);
             b.push("pool", LayerKind::max_pool(2));
             b.push("flatten", LayerKind::Flatten);
             b.push("classifier", LayerKind::linear(classes));
@@ -150,18 +97,10 @@ pub fn build(arch: &str, input: [usize; 3], classes: usize) -> Result<ModelDescr
         "resnet8-bn" => resnet8_bn(&mut b, &w, classes),
         _ => unreachable!("ArchSpec::parse accepts only known names"),
     }
-    let desc = ModelDescription {
-        name: spec.label(),
-        input,
-        classes,
-        layers: b.layers,
-    };
+    let desc = ModelDescription { name: spec.label(), input, classes, layers: b.layers };
     desc.validate().map_err(|e| {
         let [c, h, w] = input;
-        Error::Invalid(format!(
-            "architecture `{}` for {c}x{h}x{w} images and {classes} classes: {e}",
-            spec.label()
-        ))
+        Error::Invalid(format!("architecture `{}` for {c}x{h}x{w} images and {classes} classes: {e}", spec.label()))
     })?;
     Ok(desc)
 }
@@ -191,10 +130,7 @@ impl Builder {
     }
 
     fn last(&self) -> String {
-        self.layers
-            .last()
-            .map(|l| l.name.clone())
-            .unwrap_or_default()
+        self.layers.last().map(|l| l.name.clone()).unwrap_or_default()
     }
 
     fn conv_relu(&mut self, i: usize, out: usize, k: usize, padding: usize) {
@@ -204,9 +140,7 @@ impl Builder {
 }
 
 fn simcnn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize, dropout: bool) {
-    const WIDTHS: [usize; 13] = [
-        64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512,
-    ];
+    const WIDTHS: [usize; 13] = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512];
     const POOL_AFTER: [usize; 5] = [1, 3, 6, 9, 12];
     for (i, &c) in WIDTHS.iter().enumerate() {
         b.conv_relu(i, w(c), 3, 1);
@@ -251,13 +185,7 @@ fn rescnn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize, dropout: 
 
 /// Blocks of conv (k x k) + ReLU (+ 2x2 max-pool); for each pair `(a, b)` in `adds`, block a's
 /// output is added to block b's output (no ReLU after the add).
-fn residual_blocks(
-    b: &mut Builder,
-    blocks: &[(usize, bool)],
-    k: usize,
-    padding: usize,
-    adds: &[(usize, usize)],
-) {
+fn residual_blocks(b: &mut Builder, blocks: &[(usize, bool)], k: usize, padding: usize, adds: &[(usize, usize)]) {
     let mut outputs: Vec<String> = Vec::new();
     for (i, &(c, pool)) in blocks.iter().enumerate() {
         b.conv_relu(i, c, k, padding);
@@ -265,12 +193,7 @@ fn residual_blocks(
             b.push(format!("pool_{i}"), LayerKind::max_pool(2));
         }
         if let Some(&(from, _)) = adds.iter().find(|&&(_, to)| to == i) {
-            b.push(
-                format!("add_{i}"),
-                LayerKind::Add {
-                    from: outputs[from].clone(),
-                },
-            );
+            b.push(format!("add_{i}"), LayerKind::Add { from: outputs[from].clone() });
         }
         outputs.push(b.last());
     }
@@ -297,22 +220,14 @@ fn resnet8_bn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
         b.push(format!("block{s}_conv2"), conv(c, 3, 1));
         let residual = b.push(format!("block{s}_bn2"), LayerKind::batch_norm());
         let shortcut = if stride != 1 || c != channels {
-            b.push_from(
-                format!("block{s}_shortcut_conv"),
-                &input,
-                conv(c, 1, stride),
-            );
+            b.push_from(format!("block{s}_shortcut_conv"), &input, conv(c, 1, stride));
             b.push(format!("block{s}_shortcut_bn"), LayerKind::batch_norm())
         } else {
             input.clone()
         };
         // The add takes the shortcut (previous layer or the block input) plus the residual branch.
         if shortcut == input {
-            b.push_from(
-                format!("block{s}_add"),
-                &residual,
-                LayerKind::Add { from: shortcut },
-            );
+            b.push_from(format!("block{s}_add"), &residual, LayerKind::Add { from: shortcut });
         } else {
             b.push(format!("block{s}_add"), LayerKind::Add { from: residual });
         }

@@ -93,9 +93,7 @@ impl TrainConfig {
         let lr = o.lr.unwrap_or(lr);
         let batch = o.batch.unwrap_or(128);
         if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Invalid(
-                "--epochs and --batch must be at least 1 and --lr positive".into(),
-            ));
+            return Err(Error::Invalid("--epochs and --batch must be at least 1 and --lr positive".into()));
         }
         let strong = recipe == Recipe::Strong;
         let poor = recipe == Recipe::PoorFit;
@@ -107,11 +105,7 @@ impl TrainConfig {
             data_dir: data.data_dir.clone(),
             epochs,
             batch,
-            schedule: if strong {
-                StepSchedule::paper(lr, epochs)
-            } else {
-                StepSchedule::constant(lr)
-            },
+            schedule: if strong { StepSchedule::paper(lr, epochs) } else { StepSchedule::constant(lr) },
             momentum: if poor { 0.0 } else { 0.9 },
             nesterov: strong,
             weight_decay: if poor { 0.0 } else { 1e-4 },
@@ -125,10 +119,6 @@ impl TrainConfig {
 
     /// The data selection of this run.
     pub fn data(&self) -> DataSelection {
-        DataSelection {
-            dataset: self.dataset.clone(),
-            tc: self.tc,
-            data_dir: self.data_dir.clone(),
-        }
+        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
     }
 }

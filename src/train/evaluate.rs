@@ -8,17 +8,10 @@ use crate::model::Model;
 use crate::train::metrics::{Metrics, argmax_rows};
 
 /// Logits `[n, classes]` of `model` on every image of `set`, normalised with `normalization`.
-pub fn logits(
-    engine: &dyn Engine,
-    model: &Model,
-    set: &ImageSet,
-    normalization: &Normalization,
-) -> Result<Vec<f32>> {
+pub fn logits(engine: &dyn Engine, model: &Model, set: &ImageSet, normalization: &Normalization) -> Result<Vec<f32>> {
     check_fit(model, set)?;
     let images = normalization.images(set);
-    engine
-        .prepare(model)?
-        .logits(&images, set.len(), DEFAULT_BATCH)
+    engine.prepare(model)?.logits(&images, set.len(), DEFAULT_BATCH)
 }
 
 /// Metrics of `model` on `set`.

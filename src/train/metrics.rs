@@ -49,37 +49,14 @@ impl Metrics {
                 let tp = confusion[c][c] as f64;
                 let predicted: usize = (0..classes).map(|t| confusion[t][c]).sum();
                 let support: usize = confusion[c].iter().sum();
-                let precision = if predicted > 0 {
-                    tp / predicted as f64
-                } else {
-                    0.0
-                };
-                let recall = if support > 0 {
-                    tp / support as f64
-                } else {
-                    0.0
-                };
-                let f1 = if precision + recall > 0.0 {
-                    2.0 * precision * recall / (precision + recall)
-                } else {
-                    0.0
-                };
-                ClassMetrics {
-                    class: c,
-                    name: class_names[c].clone(),
-                    precision,
-                    recall,
-                    f1,
-                    support,
-                }
+                let precision = if predicted > 0 { tp / predicted as f64 } else { 0.0 };
+                let recall = if support > 0 { tp / support as f64 } else { 0.0 };
+                let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
+                ClassMetrics { class: c, name: class_names[c].clone(), precision, recall, f1, support }
             })
             .collect();
         Metrics {
-            accuracy: if labels.is_empty() {
-                0.0
-            } else {
-                correct as f64 / labels.len() as f64
-            },
+            accuracy: if labels.is_empty() { 0.0 } else { correct as f64 / labels.len() as f64 },
             count: labels.len(),
             per_class,
             confusion,

@@ -64,11 +64,6 @@ pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
         validation_accuracy: record.validation_accuracy,
     };
     model.save(out)?;
-    write_atomic(
-        &out.join("pick.json"),
-        serde_json::to_string_pretty(&picked)
-            .expect("serializable")
-            .as_bytes(),
-    )?;
+    write_atomic(&out.join("pick.json"), serde_json::to_string_pretty(&picked).expect("serializable").as_bytes())?;
     Ok(picked)
 }

@@ -21,9 +21,7 @@ pub struct RunDir {
 impl RunDir {
     /// The run folder at `root`.
     pub fn new(root: &Path) -> Self {
-        RunDir {
-            root: root.to_path_buf(),
-        }
+        RunDir { root: root.to_path_buf() }
     }
 
     /// `config.json`.
@@ -48,9 +46,6 @@ impl RunDir {
 
     /// The folder of epoch `epoch`'s kept weights (1-based).
     pub fn epoch(&self, epoch: usize) -> PathBuf {
-        self.root
-            .join("checkpoint")
-            .join("epochs")
-            .join(format!("epoch_{epoch:04}"))
+        self.root.join("checkpoint").join("epochs").join(format!("epoch_{epoch:04}"))
     }
 }

@@ -17,21 +17,13 @@ pub struct StepSchedule {
 impl StepSchedule {
     /// A constant learning rate.
     pub fn constant(base: f64) -> Self {
-        StepSchedule {
-            base,
-            milestones: Vec::new(),
-            gamma: 1.0,
-        }
+        StepSchedule { base, milestones: Vec::new(), gamma: 1.0 }
     }
 
     /// The paper's strong schedule: ×0.1 at 30% and 60% of `epochs` (60 and 120 of 200).
     pub fn paper(base: f64, epochs: usize) -> Self {
         let at = |share: f64| (epochs as f64 * share).round() as usize;
-        StepSchedule {
-            base,
-            milestones: vec![at(0.3), at(0.6)],
-            gamma: 0.1,
-        }
+        StepSchedule { base, milestones: vec![at(0.3), at(0.6)], gamma: 0.1 }
     }
 
     /// The learning rate during `epoch` (0-based).

@@ -37,19 +37,12 @@ pub struct Sgd {
 impl Sgd {
     /// A fresh optimizer.
     pub fn new(settings: SgdSettings) -> Self {
-        Sgd {
-            settings,
-            buffers: BTreeMap::new(),
-        }
+        Sgd { settings, buffers: BTreeMap::new() }
     }
 
     /// Applies one step with learning rate `lr` and the gradients of `grads` to `net`.
     pub fn step(&mut self, net: &mut Net, grads: &Gradients, lr: f64) {
-        let mut stepper = Stepper {
-            sgd: self,
-            grads,
-            lr,
-        };
+        let mut stepper = Stepper { sgd: self, grads, lr };
         net.visit_params_mut(&mut stepper);
     }
 
@@ -58,18 +51,8 @@ impl Sgd {
         self.buffers
             .iter()
             .map(|(name, (t, shape))| {
-                let data = t
-                    .to_data()
-                    .convert::<f32>()
-                    .try_to_vec::<f32>()
-                    .expect("f32 data");
-                (
-                    name.clone(),
-                    HostTensor {
-                        shape: shape.clone(),
-                        data,
-                    },
-                )
+                let data = t.to_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data");
+                (name.clone(), HostTensor { shape: shape.clone(), data })
             })
             .collect()
     }
@@ -79,8 +62,7 @@ impl Sgd {
         self.buffers = state
             .iter()
             .map(|(name, t)| {
-                let flat =
-                    Tensor::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device);
+                let flat = Tensor::from_data(TensorData::new(t.data.clone(), [t.data.len()]), device);
                 (name.clone(), (flat, t.shape.clone()))
             })
             .collect();
@@ -113,15 +95,9 @@ impl ParamVisitor for Stepper<'_> {
                 }
                 _ => d.clone(),
             };
-            d = if s.nesterov {
-                d + buf.clone().mul_scalar(s.momentum)
-            } else {
-                buf.clone()
-            };
+            d = if s.nesterov { d + buf.clone().mul_scalar(s.momentum) } else { buf.clone() };
             let numel = dims.iter().product::<usize>();
-            self.sgd
-                .buffers
-                .insert(name.to_string(), (buf.reshape([numel]), dims.to_vec()));
+            self.sgd.buffers.insert(name.to_string(), (buf.reshape([numel]), dims.to_vec()));
         }
         let updated = p - d.mul_scalar(self.lr);
         *param = Param::from_tensor(Tensor::from_inner(updated));

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::mix::DataSplits;
 use crate::data::pipeline::{Augmentation, Batcher};
 use crate::data::synthetic::mix_seed;
-use crate::engine::burn::BurnEngine;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::model::description::LayerKind;
 use crate::model::net::{Net, images_tensor, to_host_2d};
@@ -94,18 +94,12 @@ pub struct TrainReport {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_atomic(
-        path,
-        serde_json::to_string_pretty(value)
-            .expect("serializable")
-            .as_bytes(),
-    )
+    write_atomic(path, serde_json::to_string_pretty(value).expect("serializable").as_bytes())
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::file(path, format!("is not a valid file of this run: {e}")))
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid file of this run: {e}")))
 }
 
 /// The model a run trains: the architecture for the data's image shape and class count,
@@ -129,32 +123,20 @@ pub fn start(
     config: TrainConfig,
     dir: &Path,
     stop_after: Option<usize>,
+    engine: &dyn Engine,
     progress: &dyn Progress,
 ) -> Result<Option<TrainReport>> {
     let run = RunDir::new(dir);
     if run.config().exists() {
-        return Err(Error::file(
-            dir,
-            "already holds a training run: use --resume to continue it, or another --out",
-        ));
+        return Err(Error::file(dir, "already holds a training run: use --resume to continue it, or another --out"));
     }
     // Load and check the data before anything is written.
     let data = config.data().load()?;
     let model = initial_model(&config, &data)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_json(&run.config(), &config)?;
-    let session = Session {
-        config: &config,
-        run: &run,
-        data: &data,
-        stop_after,
-    };
-    session.run_epochs(
-        model,
-        Sgd::new(settings(&config)),
-        TrainState::default(),
-        progress,
-    )
+    let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
+    session.run_epochs(model, Sgd::new(settings(&config)), TrainState::default(), progress)
 }
 
 /// Continues the run in `dir` from its last checkpoint (see [`start`] for `stop_after`).
@@ -162,6 +144,7 @@ pub fn resume(
     dir: &Path,
     threads: usize,
     stop_after: Option<usize>,
+    engine: &dyn Engine,
     progress: &dyn Progress,
 ) -> Result<Option<TrainReport>> {
     let run = RunDir::new(dir);
@@ -180,33 +163,16 @@ pub fn resume(
         let mut sgd = Sgd::new(settings(&config));
         let buffers = Weights::load(&last.join("optimizer.safetensors"))?;
         sgd.restore(&buffers.tensors, &Device::flex());
-        (
-            model,
-            sgd,
-            read_json::<TrainState>(&last.join("state.json"))?,
-        )
+        (model, sgd, read_json::<TrainState>(&last.join("state.json"))?)
     } else {
-        (
-            initial_model(&config, &data)?,
-            Sgd::new(settings(&config)),
-            TrainState::default(),
-        )
+        (initial_model(&config, &data)?, Sgd::new(settings(&config)), TrainState::default())
     };
-    let session = Session {
-        config: &config,
-        run: &run,
-        data: &data,
-        stop_after,
-    };
+    let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
     session.run_epochs(model, sgd, state, progress)
 }
 
 fn settings(config: &TrainConfig) -> SgdSettings {
-    SgdSettings {
-        momentum: config.momentum,
-        nesterov: config.nesterov,
-        weight_decay: config.weight_decay,
-    }
+    SgdSettings { momentum: config.momentum, nesterov: config.nesterov, weight_decay: config.weight_decay }
 }
 
 /// One session of a run: from its current state to the end (or `stop_after` epochs).
@@ -215,6 +181,7 @@ struct Session<'a> {
     run: &'a RunDir,
     data: &'a DataSplits,
     stop_after: Option<usize>,
+    engine: &'a dyn Engine,
 }
 
 impl Session<'_> {
@@ -225,12 +192,7 @@ impl Session<'_> {
         mut state: TrainState,
         progress: &dyn Progress,
     ) -> Result<Option<TrainReport>> {
-        let Session {
-            config,
-            run,
-            data,
-            stop_after,
-        } = *self;
+        let Session { config, run, data, stop_after, engine } = *self;
         check_fit(&model, &data.train)?;
         let device = Device::flex().autodiff();
         let plain = Device::flex();
@@ -255,12 +217,8 @@ impl Session<'_> {
         for epoch in state.epochs_done..last_epoch {
             let started = Instant::now();
             let lr = config.schedule.lr(epoch);
-            let mut dropout_rng =
-                ChaCha8Rng::seed_from_u64(mix_seed(config.seed ^ 0xD20F, epoch as u64));
-            progress.start(
-                &format!("epoch {}/{}", epoch + 1, config.epochs),
-                batcher.batches_per_epoch() as u64,
-            );
+            let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed ^ 0xD20F, epoch as u64));
+            progress.start(&format!("epoch {}/{}", epoch + 1, config.epochs), batcher.batches_per_epoch() as u64);
             let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
             for (b, batch) in batcher.epoch(epoch as u64, 2).enumerate() {
                 let n = batch.len();
@@ -281,11 +239,7 @@ impl Session<'_> {
                     )));
                 }
                 let predictions = argmax_rows(&to_host_2d(logits.inner()), classes);
-                correct += predictions
-                    .iter()
-                    .zip(&batch.labels)
-                    .filter(|(p, l)| p == l)
-                    .count();
+                correct += predictions.iter().zip(&batch.labels).filter(|(p, l)| p == l).count();
                 seen += n;
                 loss_sum += loss_value * n as f64;
                 let grads = loss.backward();
@@ -300,14 +254,7 @@ impl Session<'_> {
             }
             let train_s = started.elapsed().as_secs_f64();
             let valid = net.valid();
-            let val_predictions = predict(
-                &valid,
-                &val_images,
-                data.val.len(),
-                [c, h, w],
-                classes,
-                &plain,
-            )?;
+            let val_predictions = predict(&valid, &val_images, data.val.len(), [c, h, w], classes, &plain)?;
             let val_metrics = Metrics::new(&data.val.labels, &val_predictions, &data.class_names);
             progress.finish();
 
@@ -321,16 +268,16 @@ impl Session<'_> {
                 images_per_s: seen as f64 / train_s,
             };
             progress.note(&format!(
-            "epoch {:>3}/{}  lr {:.4}  loss {:.4}  train acc {:.4}  val acc {:.4}  {:.0} img/s  {:.1} s",
-            record.epoch,
-            config.epochs,
-            record.lr,
-            record.loss,
-            record.train_accuracy,
-            record.validation_accuracy,
-            record.images_per_s,
-            record.seconds
-        ));
+                "epoch {:>3}/{}  lr {:.4}  loss {:.4}  train acc {:.4}  val acc {:.4}  {:.0} img/s  {:.1} s",
+                record.epoch,
+                config.epochs,
+                record.lr,
+                record.loss,
+                record.train_accuracy,
+                record.validation_accuracy,
+                record.images_per_s,
+                record.seconds
+            ));
             let current = net.to_model()?;
             if record.validation_accuracy > state.best_validation || state.best_epoch == 0 {
                 state.best_validation = record.validation_accuracy;
@@ -345,17 +292,14 @@ impl Session<'_> {
             state.epochs_done = epoch + 1;
             state.history.push(record);
             save_checkpoint(run, &current, &sgd, &state)?;
-            let log: String = state
-                .history
-                .iter()
-                .map(|r| serde_json::to_string(r).expect("serializable") + "\n")
-                .collect();
+            let log: String =
+                state.history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect();
             write_atomic(&run.log(), log.as_bytes())?;
         }
         if state.epochs_done < config.epochs {
             return Ok(None);
         }
-        finish(config, run, data, &state).map(Some)
+        finish(config, run, data, &state, engine).map(Some)
     }
 }
 
@@ -372,11 +316,7 @@ fn predict(
     let mut out = Vec::with_capacity(n);
     for start in (0..n).step_by(256) {
         let m = 256.min(n - start);
-        let x = images_tensor(
-            &images[start * per..(start + m) * per],
-            [m, shape[0], shape[1], shape[2]],
-            device,
-        )?;
+        let x = images_tensor(&images[start * per..(start + m) * per], [m, shape[0], shape[1], shape[2]], device)?;
         out.extend(argmax_rows(&to_host_2d(net.forward(x)), classes));
     }
     Ok(out)
@@ -407,13 +347,8 @@ fn save_checkpoint(run: &RunDir, model: &Model, sgd: &Sgd, state: &TrainState) -
         std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     }
     model.save(&partial)?;
-    let buffers = Weights {
-        tensors: sgd.state(),
-    };
-    write_atomic(
-        &partial.join("optimizer.safetensors"),
-        &buffers.to_safetensors()?,
-    )?;
+    let buffers = Weights { tensors: sgd.state() };
+    write_atomic(&partial.join("optimizer.safetensors"), &buffers.to_safetensors()?)?;
     write_json(&partial.join("state.json"), state)?;
     let old = last.with_extension("old");
     if last.exists() {
@@ -432,10 +367,10 @@ fn finish(
     run: &RunDir,
     data: &DataSplits,
     state: &TrainState,
+    engine: &dyn Engine,
 ) -> Result<TrainReport> {
     let model = Model::load(&run.root)?;
-    let engine = BurnEngine::default();
-    let eval = |set| evaluate(&engine, &model, set, &data.normalization, &data.class_names);
+    let eval = |set| evaluate(engine, &model, set, &data.normalization, &data.class_names);
     let (train, val, test) = (eval(&data.train)?, eval(&data.val)?, eval(&data.test)?);
     let report = TrainReport {
         arch: config.arch.clone(),
@@ -464,8 +399,6 @@ pub fn load_config(dir: &Path) -> Result<TrainConfig> {
 }
 
 /// Momentum buffers, for tests: the optimizer state saved in the last checkpoint.
-pub fn load_optimizer_state(
-    dir: &Path,
-) -> Result<BTreeMap<String, crate::model::weights::HostTensor>> {
+pub fn load_optimizer_state(dir: &Path) -> Result<BTreeMap<String, crate::model::weights::HostTensor>> {
     Ok(Weights::load(&RunDir::new(dir).last().join("optimizer.safetensors"))?.tensors)
 }

@@ -62,11 +62,7 @@ pub fn write_mnist(dir: &Path, n: usize, gz: bool) {
     let pixels: Vec<u8> = (0..n).flat_map(|k| vec![k as u8; 784]).collect();
     let labels: Vec<u8> = (0..n).map(|k| (k % 10) as u8).collect();
     let (images, labels) = (idx(&[n as u32, 28, 28], &pixels), idx(&[n as u32], &labels));
-    let (suffix, images, labels) = if gz {
-        (".gz", gzip(&images), gzip(&labels))
-    } else {
-        ("", images, labels)
-    };
+    let (suffix, images, labels) = if gz { (".gz", gzip(&images), gzip(&labels)) } else { ("", images, labels) };
     std::fs::write(dir.join(format!("t10k-images-idx3-ubyte{suffix}")), images).unwrap();
     std::fs::write(dir.join(format!("t10k-labels-idx1-ubyte{suffix}")), labels).unwrap();
 }
@@ -87,20 +83,11 @@ pub fn write_cifar10_tagged(dir: &Path, train: &[u8], test: &[u8]) {
     let record = |l: u8, i: usize| [vec![l], tagged_image(10, l, i)].concat();
     let per = train.len().div_ceil(5);
     for b in 0..5 {
-        let bytes: Vec<u8> = train
-            .iter()
-            .enumerate()
-            .skip(b * per)
-            .take(per)
-            .flat_map(|(i, &l)| record(l, i))
-            .collect();
+        let bytes: Vec<u8> =
+            train.iter().enumerate().skip(b * per).take(per).flat_map(|(i, &l)| record(l, i)).collect();
         std::fs::write(dir.join(format!("data_batch_{}.bin", b + 1)), bytes).unwrap();
     }
-    let bytes: Vec<u8> = test
-        .iter()
-        .enumerate()
-        .flat_map(|(i, &l)| record(l, 10_000 + i))
-        .collect();
+    let bytes: Vec<u8> = test.iter().enumerate().flat_map(|(i, &l)| record(l, 10_000 + i)).collect();
     std::fs::write(dir.join("test_batch.bin"), bytes).unwrap();
 }
 
@@ -132,14 +119,6 @@ pub fn write_mnist_tagged(dir: &Path, labels: &[u8]) {
             v
         })
         .collect();
-    std::fs::write(
-        dir.join("t10k-images-idx3-ubyte"),
-        idx(&[labels.len() as u32, 28, 28], &pixels),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("t10k-labels-idx1-ubyte"),
-        idx(&[labels.len() as u32], labels),
-    )
-    .unwrap();
+    std::fs::write(dir.join("t10k-images-idx3-ubyte"), idx(&[labels.len() as u32, 28, 28], &pixels)).unwrap();
+    std::fs::write(dir.join("t10k-labels-idx1-ubyte"), idx(&[labels.len() as u32], labels)).unwrap();
 }

@@ -26,8 +26,7 @@ pub fn random_model(arch: &str, input: [usize; 3], classes: usize, seed: u64) ->
     for (name, t) in weights.tensors.iter_mut() {
         let randomize = name.ends_with(".running_mean")
             || name.ends_with(".running_var")
-            || (is_norm(&model.description, name)
-                && (name.ends_with(".weight") || name.ends_with(".bias")))
+            || (is_norm(&model.description, name) && (name.ends_with(".weight") || name.ends_with(".bias")))
             || name.ends_with(".bias");
         if randomize {
             for v in t.data.iter_mut() {
@@ -44,9 +43,7 @@ pub fn random_model(arch: &str, input: [usize; 3], classes: usize, seed: u64) ->
 
 fn is_norm(desc: &ModelDescription, tensor: &str) -> bool {
     let layer = tensor.rsplit_once('.').map(|(l, _)| l).unwrap_or(tensor);
-    desc.layers
-        .iter()
-        .any(|l| l.name == layer && matches!(l.kind, LayerKind::BatchNorm2d { .. }))
+    desc.layers.iter().any(|l| l.name == layer && matches!(l.kind, LayerKind::BatchNorm2d { .. }))
 }
 
 /// Random standard-normal-ish images `[n, C, H, W]`.
@@ -56,22 +53,14 @@ pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
 
 /// Logits of `model` on the burn engine.
 pub fn burn_logits(model: &Model, images: &[f32], n: usize) -> Vec<f32> {
-    BurnEngine::default()
-        .prepare(model)
-        .expect("prepares")
-        .logits(images, n, 256)
-        .expect("runs")
+    BurnEngine::default().prepare(model).expect("prepares").logits(images, n, 256).expect("runs")
 }
 
 /// Largest `|a - b| / max(1e-3, max|b|)` over all entries: error relative to the output's scale.
 pub fn relative_error(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "outputs differ in length");
     let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-        / scale
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) / scale
 }
 
 /// A naive eval-mode forward pass over one image with plain loops. `zero_inputs[layer]` lists
@@ -101,13 +90,7 @@ pub fn naive_forward(
         }
         let get = |s: &str| &w.tensors[&format!("{}.{s}", layer.name)];
         let out = match &layer.kind {
-            LayerKind::Conv2d {
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                bias,
-            } => {
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, bias } => {
                 let wt = get("weight");
                 let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
                 let ow = (wd + 2 * padding[1] - kernel[1]) / stride[1] + 1;
@@ -120,17 +103,13 @@ pub fn naive_forward(
                             for ci in 0..c {
                                 for ky in 0..kernel[0] {
                                     for kx in 0..kernel[1] {
-                                        let iy =
-                                            (oy * stride[0] + ky) as isize - padding[0] as isize;
-                                        let ix =
-                                            (ox * stride[1] + kx) as isize - padding[1] as isize;
-                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize
-                                        {
+                                        let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
                                             continue;
                                         }
                                         let xv = x[(ci * h + iy as usize) * wd + ix as usize];
-                                        let wv = wt.data
-                                            [((o * c + ci) * kernel[0] + ky) * kernel[1] + kx];
+                                        let wv = wt.data[((o * c + ci) * kernel[0] + ky) * kernel[1] + kx];
                                         acc += (xv * wv) as f64;
                                     }
                                 }
@@ -142,12 +121,7 @@ pub fn naive_forward(
                 (y, [*out_channels, oh, ow])
             }
             LayerKind::BatchNorm2d { eps, .. } => {
-                let (g, b, m, v) = (
-                    get("weight"),
-                    get("bias"),
-                    get("running_mean"),
-                    get("running_var"),
-                );
+                let (g, b, m, v) = (get("weight"), get("bias"), get("running_mean"), get("running_var"));
                 for ch in 0..c {
                     let scale = g.data[ch] / (v.data[ch] + *eps as f32).sqrt();
                     for p in &mut x[ch * h * wd..(ch + 1) * h * wd] {
@@ -168,8 +142,7 @@ pub fn naive_forward(
                             let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
                             for ky in 0..kernel[0] {
                                 for kx in 0..kernel[1] {
-                                    let v = x
-                                        [(ch * h + oy * stride[0] + ky) * wd + ox * stride[1] + kx];
+                                    let v = x[(ch * h + oy * stride[0] + ky) * wd + ox * stride[1] + kx];
                                     acc = if is_max { acc.max(v) } else { acc + v };
                                 }
                             }
@@ -183,9 +156,7 @@ pub fn naive_forward(
                 (y, [c, oh, ow])
             }
             LayerKind::GlobalAvgPool => {
-                let y = (0..c).map(|ch| {
-                    x[ch * h * wd..(ch + 1) * h * wd].iter().sum::<f32>() / (h * wd) as f32
-                });
+                let y = (0..c).map(|ch| x[ch * h * wd..(ch + 1) * h * wd].iter().sum::<f32>() / (h * wd) as f32);
                 (y.collect(), [c, 1, 1])
             }
             LayerKind::Flatten => (x, [c * h * wd, 1, 1]),
@@ -194,14 +165,8 @@ pub fn naive_forward(
                 let n_in = c * h * wd;
                 let y = (0..*out_features)
                     .map(|o| {
-                        let b = if *bias {
-                            get("bias").data[o] as f64
-                        } else {
-                            0.0
-                        };
-                        b + (0..n_in)
-                            .map(|k| (wt.data[o * n_in + k] * x[k]) as f64)
-                            .sum::<f64>()
+                        let b = if *bias { get("bias").data[o] as f64 } else { 0.0 };
+                        b + (0..n_in).map(|k| (wt.data[o * n_in + k] * x[k]) as f64).sum::<f64>()
                     })
                     .map(|v| v as f32)
                     .collect();
@@ -210,10 +175,7 @@ pub fn naive_forward(
             LayerKind::Dropout { .. } => (x, [c, h, wd]),
             LayerKind::Add { .. } => {
                 let (other, _) = &outputs[desc.add_operand(i).unwrap()];
-                (
-                    x.iter().zip(other).map(|(a, b)| a + b).collect(),
-                    [c, h, wd],
-                )
+                (x.iter().zip(other).map(|(a, b)| a + b).collect(), [c, h, wd])
             }
         };
         outputs.push(out);
@@ -230,7 +192,5 @@ pub fn naive_logits(
     zero_inputs: &HashMap<usize, (Vec<usize>, usize)>,
 ) -> Vec<f32> {
     let per: usize = desc.input.iter().product();
-    (0..n)
-        .flat_map(|i| naive_forward(desc, w, &images[i * per..(i + 1) * per], zero_inputs))
-        .collect()
+    (0..n).flat_map(|i| naive_forward(desc, w, &images[i * per..(i + 1) * per], zero_inputs)).collect()
 }

@@ -1,0 +1,194 @@
+//! The ONNX Runtime engine: models are exported to ONNX in memory and run by a dynamically
+//! loaded `libonnxruntime` (graph optimisation level "all", intra-op threads = compute threads).
+//!
+//! The runtime library is found through `ORT_DYLIB_PATH`, else in the `onnxruntime` package of
+//! the `python3` on `PATH` (`pip install onnxruntime`). It is loaded once per process.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+
+use crate::decode::pad_channels;
+use crate::engine::{Engine, PreparedModel};
+use crate::error::{Error, Result};
+use crate::export::onnx::{to_onnx, to_onnx_packed};
+use crate::model::Model;
+
+/// Channel groups are widened to a multiple of this with inert channels before a model runs
+/// (see [`pad_channels`]): ONNX Runtime's blocked convolutions run about twice as fast then.
+pub const CHANNEL_MULTIPLE: usize = 8;
+
+/// Environment variable naming the ONNX Runtime library file.
+pub const DYLIB_ENV: &str = "ORT_DYLIB_PATH";
+
+static ENVIRONMENT: OnceLock<std::result::Result<(Environment, PathBuf), String>> = OnceLock::new();
+
+/// Intra-op threads of the process-wide ONNX Runtime thread pool (set before the first load).
+static THREADS: OnceLock<usize> = OnceLock::new();
+
+/// Where the ONNX Runtime library is: `$ORT_DYLIB_PATH`, else the `onnxruntime` package of the
+/// `python3` on `PATH`. The error says what was tried.
+pub fn find_library() -> std::result::Result<PathBuf, String> {
+    if let Some(path) = std::env::var_os(DYLIB_ENV) {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(format!("{DYLIB_ENV}={} is not a file", path.display())) };
+    }
+    let script =
+        "import importlib.util as u, os\ns = u.find_spec('onnxruntime')\nprint(os.path.dirname(s.origin) if s else '')";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .map_err(|_| format!("{DYLIB_ENV} is not set and there is no python3 on PATH"))?;
+    let dir = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if dir.is_empty() {
+        return Err(format!("{DYLIB_ENV} is not set and python3 has no onnxruntime package"));
+    }
+    library_in(&Path::new(&dir).join("capi"))
+        .ok_or_else(|| format!("the onnxruntime package in {dir} holds no libonnxruntime library"))
+}
+
+/// The runtime library file in a folder (`libonnxruntime.so.1.x.y`, `.dylib` or `onnxruntime.dll`).
+fn library_in(dir: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            (name.starts_with("libonnxruntime.so") || name.starts_with("libonnxruntime.") && name.ends_with(".dylib"))
+                && !name.contains("providers")
+                || name == "onnxruntime.dll"
+        })
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.into_iter().next()
+}
+
+/// Loads the runtime once; later calls return the same result. All sessions share one thread
+/// pool (so creating a session does not start threads) of the compute thread count.
+pub fn environment() -> std::result::Result<&'static Environment, String> {
+    let loaded = ENVIRONMENT.get_or_init(|| {
+        let path = find_library()?;
+        let builder = ort::init_from(&path).map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+        let fail = |e: ort::Error| format!("cannot start ONNX Runtime from {}: {e}", path.display());
+        let threads = *THREADS.get_or_init(rayon::current_num_threads);
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads)
+            .and_then(|p| p.with_inter_threads(1))
+            .map_err(fail)?;
+        let env = builder.with_name("cnnsplitter").with_global_thread_pool(pool).build().map_err(fail)?;
+        Ok((env, path))
+    });
+    loaded.as_ref().map(|(env, _)| env).map_err(Clone::clone)
+}
+
+/// The library file in use, once [`environment`] succeeded.
+pub fn library_path() -> Option<&'static Path> {
+    ENVIRONMENT.get().and_then(|r| r.as_ref().ok()).map(|(_, p)| p.as_path())
+}
+
+/// Runs models with ONNX Runtime.
+#[derive(Debug, Clone)]
+pub struct OrtEngine {
+    threads: usize,
+}
+
+impl OrtEngine {
+    /// The engine with `threads` intra-op threads (the first engine of a process decides the
+    /// shared pool's size); fails, with the reason, when no runtime loads.
+    pub fn new(threads: usize) -> Result<Self> {
+        let _ = THREADS.set(threads.max(1));
+        environment().map_err(|e| Error::Invalid(format!("ONNX Runtime is not available: {e}")))?;
+        Ok(OrtEngine { threads: threads.max(1) })
+    }
+
+    /// Intra-op threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A session for ONNX bytes.
+    pub fn session(&self, onnx: &[u8]) -> Result<Session> {
+        let env = environment().map_err(Error::Invalid)?;
+        let fail = |e: ort::Error| Error::Invalid(format!("ONNX Runtime: {e}"));
+        Session::builder(env)
+            .map_err(fail)?
+            .with_optimization_level(GraphOptimizationLevel::All)
+            .map_err(|e| fail(e.into()))?
+            .commit_from_memory(onnx)
+            .map_err(fail)
+    }
+}
+
+impl Engine for OrtEngine {
+    fn name(&self) -> &'static str {
+        "ort"
+    }
+
+    fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>> {
+        let session = self.session(&to_onnx(&pad_channels(model, CHANNEL_MULTIPLE)?)?)?;
+        Ok(Box::new(OrtModel {
+            session: Mutex::new(session),
+            input: model.description.input,
+            classes: model.description.classes,
+        }))
+    }
+
+    /// One session for all models (see [`to_onnx_packed`]).
+    fn prepare_many(&self, models: &[Model]) -> Result<Box<dyn PreparedModel>> {
+        let padded = models.iter().map(|m| pad_channels(m, CHANNEL_MULTIPLE)).collect::<Result<Vec<_>>>()?;
+        let session = self.session(&to_onnx_packed(&padded)?)?;
+        let input = models.first().map(|m| m.description.input).unwrap_or_default();
+        let classes = models.iter().map(|m| m.description.classes).sum();
+        Ok(Box::new(OrtModel::new(session, input, classes)))
+    }
+}
+
+/// A session with the shape it expects.
+pub struct OrtModel {
+    session: Mutex<Session>,
+    input: [usize; 3],
+    classes: usize,
+}
+
+impl OrtModel {
+    /// Wraps a session whose graph maps `[batch, C, H, W]` to `[batch, classes]`.
+    pub fn new(session: Session, input: [usize; 3], classes: usize) -> Self {
+        OrtModel { session: Mutex::new(session), input, classes }
+    }
+}
+
+impl PreparedModel for OrtModel {
+    fn logits(&self, images: &[f32], n: usize, batch: usize) -> Result<Vec<f32>> {
+        let per: usize = self.input.iter().product();
+        if images.len() != n * per {
+            return Err(Error::Invalid(format!(
+                "{n} images of shape {:?} need {} values, got {}",
+                self.input,
+                n * per,
+                images.len()
+            )));
+        }
+        let fail = |e: ort::Error| Error::Invalid(format!("ONNX Runtime: {e}"));
+        let mut session = self.session.lock().expect("session lock");
+        let mut out = Vec::with_capacity(n * self.classes);
+        let [c, h, w] = self.input;
+        for start in (0..n).step_by(batch.max(1)) {
+            let m = batch.max(1).min(n - start);
+            let view =
+                TensorRef::from_array_view(([m, c, h, w], &images[start * per..(start + m) * per])).map_err(fail)?;
+            let outputs = session.run(ort::inputs![view]).map_err(fail)?;
+            let (_, logits) = outputs[0].try_extract_tensor::<f32>().map_err(fail)?;
+            out.extend_from_slice(logits);
+        }
+        Ok(out)
+    }
+
+    fn classes(&self) -> usize {
+        self.classes
+    }
+}

@@ -1,0 +1,3 @@
+//! Export of models to ONNX.
+
+pub mod onnx;

@@ -1,0 +1,141 @@
+//! The ONNX Runtime engine and ONNX export against burn, and the exported files in Python's
+//! onnxruntime. Skipped (with a message) when no runtime library is found.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use cnnsplitter::Model;
+use cnnsplitter::decode::{decode, random_keep_masks};
+use cnnsplitter::engine::Engine;
+use cnnsplitter::engine::ort::{OrtEngine, environment};
+use cnnsplitter::export::onnx::export;
+use cnnsplitter::graph::channel_groups::ChannelGroups;
+use common::*;
+
+fn ort_engine() -> Option<OrtEngine> {
+    match environment() {
+        Ok(_) => Some(OrtEngine::new(2).unwrap()),
+        Err(e) => {
+            eprintln!("skipped: ONNX Runtime not found ({e}); set ORT_DYLIB_PATH or `pip install onnxruntime`");
+            None
+        }
+    }
+}
+
+/// A model and a decoded module of it, for each kind of network.
+fn models() -> Vec<(String, Model)> {
+    let mut out = Vec::new();
+    for (arch, input) in [
+        ("simcnn@0.25", [3, 32, 32]),
+        ("rescnn@0.25", [3, 32, 32]),
+        ("resnet8-bn@0.5", [3, 32, 32]),
+        ("simcnn-svhn-weak", [1, 28, 28]),
+    ] {
+        let model = random_model(arch, input, 10, 3);
+        let groups = ChannelGroups::derive(&model.description).unwrap();
+        let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(4));
+        let module = decode(&model, &masks).unwrap();
+        out.push((arch.to_string(), model));
+        out.push((format!("{arch} module"), module));
+    }
+    out
+}
+
+#[test]
+fn ort_outputs_equal_burn_outputs() {
+    let Some(ort) = ort_engine() else { return };
+    for (name, model) in models() {
+        let n = 37; // not a multiple of the batch: the last chunk is short
+        let images = random_images(n, model.description.input, 9);
+        let want = burn_logits(&model, &images, n);
+        let got = ort.prepare(&model).unwrap().logits(&images, n, 16).unwrap();
+        let err = relative_error(&got, &want);
+        assert!(err <= 1e-4, "{name}: ORT vs burn relative error {err}");
+    }
+}
+
+/// The Python that has onnxruntime: `CNNSPLITTER_PYTHON`, else `python3`.
+fn python_with_onnxruntime() -> Option<String> {
+    let python = std::env::var("CNNSPLITTER_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python).args(["-c", "import onnxruntime, numpy"]).output().map(|o| o.status.success());
+    if ok.unwrap_or(false) {
+        Some(python)
+    } else {
+        eprintln!("skipped: `{python}` cannot import onnxruntime and numpy; set CNNSPLITTER_PYTHON");
+        None
+    }
+}
+
+#[test]
+fn exported_files_run_in_pythons_onnxruntime_with_the_same_outputs() {
+    let Some(python) = python_with_onnxruntime() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let script = r#"
+import sys, numpy as np, onnxruntime as ort
+path, inputs, outputs, n, c, h, w = sys.argv[1:8]
+x = np.fromfile(inputs, dtype=np.float32).reshape(int(n), int(c), int(h), int(w))
+s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+assert [i.name for i in s.get_inputs()] == ["input"] and [o.name for o in s.get_outputs()] == ["logits"]
+s.run(None, {"input": x})[0].astype(np.float32).tofile(outputs)
+"#;
+    for (name, model) in models() {
+        let onnx: PathBuf = dir.path().join("m.onnx");
+        export(&model, &onnx).unwrap();
+        let [c, h, w] = model.description.input;
+        let n = 5;
+        let images = random_images(n, [c, h, w], 2);
+        let (inp, out) = (dir.path().join("x.bin"), dir.path().join("y.bin"));
+        std::fs::write(&inp, bytemuck::cast_slice::<f32, u8>(&images)).unwrap();
+        let status = Command::new(&python)
+            .args(["-c", script, onnx.to_str().unwrap(), inp.to_str().unwrap(), out.to_str().unwrap()])
+            .args([n, c, h, w].map(|v| v.to_string()))
+            .output()
+            .unwrap();
+        assert!(status.status.success(), "{name}: {}", String::from_utf8_lossy(&status.stderr));
+        let got: Vec<f32> =
+            std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let err = relative_error(&got, &burn_logits(&model, &images, n));
+        assert!(err <= 1e-4, "{name}: Python onnxruntime vs cnnsplitter relative error {err}");
+    }
+}
+
+fn run_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnsplitter")).envs(env.iter().copied()).args(args).output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_missing_or_broken_runtime_falls_back_to_burn_with_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("libonnxruntime.so");
+    std::fs::write(&broken, b"not a library").unwrap();
+    let args = ["--threads", "2", "bench", "infer", "--arch", "simcnn@0.125", "--batch", "4", "--iters", "1"];
+    for path in [broken.to_str().unwrap(), "/nonexistent/libonnxruntime.so"] {
+        let (ok, stderr) = run_cli(&[("ORT_DYLIB_PATH", path)], &args);
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            stderr.lines().filter(|l| l.contains("pip install onnxruntime")).count(),
+            1,
+            "one hint line: {stderr}"
+        );
+        let mut explicit = args.to_vec();
+        explicit.extend(["--engine", "ort"]);
+        let (ok, stderr) = run_cli(&[("ORT_DYLIB_PATH", path)], &explicit);
+        assert!(!ok && stderr.contains("ONNX Runtime is not available"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // No python3 and no ORT_DYLIB_PATH.
+    let out = Command::new(env!("CARGO_BIN_EXE_cnnsplitter"))
+        .env_remove("ORT_DYLIB_PATH")
+        .env("PATH", dir.path())
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("no python3"), "{stderr}");
+}
