@@ -14,6 +14,7 @@ pub mod error;
 pub mod export;
 pub mod graph;
 pub mod model;
+pub mod modularize;
 pub mod progress;
 pub mod train;
 

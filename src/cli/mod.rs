@@ -6,6 +6,7 @@ mod demo;
 mod export;
 mod init;
 mod inspect;
+mod modularize;
 mod progress_bar;
 mod train;
 
@@ -38,6 +39,9 @@ enum Command {
     Eval(train::EvalArgs),
     /// Pick the overfitting or underfitting model from a poor-fit run.
     Pick(train::PickArgs),
+    /// Split a trained model into one module per class (kernel importance, layer sensitivity,
+    /// genetic search with pruning-based evaluation); resumable.
+    Modularize(modularize::ModularizeArgs),
     /// Export a model folder (a model, a module) to ONNX.
     Export(export::ExportArgs),
     /// Fetch the published datasets and describe datasets and presets.
@@ -61,6 +65,7 @@ pub fn run() -> Result<()> {
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),
         Command::Export(args) => export::run(args),
+        Command::Modularize(args) => modularize::run_cmd(args, threads),
         Command::Train(args) => train::train(args, threads),
         Command::Eval(args) => train::eval(args, threads),
         Command::Pick(args) => train::pick_cmd(args),

@@ -1,0 +1,216 @@
+//! `cnnsplitter modularize`: split a trained model into one module per class.
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use cnnsplitter::engine::EngineChoice;
+use cnnsplitter::modularize::composition::CompositionConfig;
+use cnnsplitter::modularize::ga::{FitnessRule, GaConfig, InitKind, Mutation, Preset};
+use cnnsplitter::modularize::grouping::{GroupingConfig, GroupingKind};
+use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
+use cnnsplitter::modularize::{GenerationObserver, ModularizeConfig, run};
+
+use super::data::DataArgs;
+use super::progress_bar::Bars;
+
+#[derive(Args)]
+pub struct ModularizeArgs {
+    /// The trained model to split (a model folder or a training run folder).
+    #[arg(long, required_unless_present = "resume")]
+    model: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// GA settings to start from: reference-code (what produced the published numbers) or paper.
+    #[arg(long, value_enum, default_value = "reference-code")]
+    preset: Preset,
+    /// Generations at most (T).
+    #[arg(long, default_value_t = 200)]
+    generations: usize,
+    /// Stop after this many generations without a better best combination.
+    #[arg(long)]
+    patience: Option<usize>,
+    /// Individuals per class (NI; preset: 100).
+    #[arg(long)]
+    population: Option<usize>,
+    /// Parents per generation (NP; preset: 50).
+    #[arg(long)]
+    parents: Option<usize>,
+    /// Individuals carried over unchanged (reference-code: 20; paper: 1, the best combination's).
+    #[arg(long)]
+    elites: Option<usize>,
+    /// Share of positions reset to a random bit (reference-code mutation; default 0.05).
+    #[arg(long, conflicts_with = "flip")]
+    reset: Option<f64>,
+    /// Probability of flipping each bit (paper mutation; default 0.1).
+    #[arg(long)]
+    flip: Option<f64>,
+    /// Fixed accuracy weight alpha of the fitness (paper: 0.9); replaces the dynamic weight.
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Initialisation: sensitivity (default) or random.
+    #[arg(long, value_enum)]
+    init: Option<InitKind>,
+    /// Kernel grouping: importance (default), random or none (one bit per kernel).
+    #[arg(long, value_enum, default_value = "importance")]
+    grouping: GroupingKind,
+    /// Segments with fewer kernels get 10 groups, others 100.
+    #[arg(long, default_value_t = 256)]
+    group_threshold: usize,
+    /// Accuracy loss at 90% drop up to which a layer counts as insensitive.
+    #[arg(long, default_value_t = 0.05)]
+    sensitivity_threshold: f64,
+    /// Validation images for the sensitivity table.
+    #[arg(long, default_value_t = 2000)]
+    sensitivity_images: usize,
+    /// Validation images the search scores modules on (default: all).
+    #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
+    search_images: usize,
+    /// Probability a training image needs for kernel importance.
+    #[arg(long, default_value_t = 0.9)]
+    confidence: f64,
+    /// Fewest composed models kept per merge of the pruning-based evaluation.
+    #[arg(long, default_value_t = 50)]
+    ntop_min: usize,
+    /// Most composed models kept per merge.
+    #[arg(long, default_value_t = 500)]
+    ntop_max: usize,
+    /// Accuracy thresholds of the merge levels CM(2), CM(4), CM(8), ... (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.95,0.95,0.85,0.8")]
+    thresholds: Vec<f64>,
+    /// Seed of grouping, initialisation and search.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_enum, default_value = "auto")]
+    engine: EngineChoice,
+    /// Stop after this many generations of this session (continue with --resume).
+    #[arg(long, value_name = "G")]
+    stop_after: Option<usize>,
+    /// Output folder (modules, tables, search log, summary.json).
+    #[arg(long, required_unless_present = "resume")]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "out"])]
+    resume: Option<PathBuf>,
+}
+
+struct Lines;
+
+impl GenerationObserver for Lines {
+    fn generation(&self, r: &GenerationRecord, total: usize) {
+        eprintln!(
+            "generation {:>3}/{total}  fitness {:.4}  acc {:.4}  diff {:.4}  kernels {:.0}  survivors {}  runs {}  cached {}  {:.1} s",
+            r.generation + 1,
+            r.best_fitness,
+            r.accuracy,
+            r.diff,
+            r.kernels,
+            r.survivors,
+            r.forward_passes,
+            r.cache_hits,
+            r.seconds
+        );
+    }
+}
+
+fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
+    let mut ga = GaConfig::preset(args.preset);
+    if let Some(v) = args.population {
+        ga.population = v;
+    }
+    if let Some(v) = args.parents {
+        ga.parents = v;
+    }
+    if let Some(v) = args.elites {
+        ga.elites = v;
+    }
+    if let Some(share) = args.reset {
+        ga.mutation = Mutation::Reset { share };
+    }
+    if let Some(probability) = args.flip {
+        ga.mutation = Mutation::Flip { probability };
+    }
+    if let Some(alpha) = args.alpha {
+        ga.fitness = FitnessRule::Fixed { alpha };
+    }
+    if let Some(init) = args.init {
+        ga.init = init;
+    }
+    if ga.population < 2 || ga.parents < 1 || ga.elites > ga.population {
+        bail!("--population must be at least 2, --parents at least 1, and --elites at most --population");
+    }
+    if args.thresholds.is_empty() || args.ntop_min > args.ntop_max {
+        bail!("give at least one --thresholds value and --ntop-min <= --ntop-max");
+    }
+    let data = args.data.selection();
+    Ok(ModularizeConfig {
+        model,
+        dataset: data.dataset,
+        tc: data.tc,
+        data_dir: data.data_dir,
+        confidence: args.confidence,
+        grouping: GroupingConfig {
+            kind: args.grouping,
+            threshold: args.group_threshold,
+            seed: args.seed,
+            ..GroupingConfig::default()
+        },
+        sensitivity_threshold: args.sensitivity_threshold,
+        sensitivity_images: args.sensitivity_images,
+        ga,
+        composition: CompositionConfig {
+            ntop_min: args.ntop_min,
+            ntop_max: args.ntop_max,
+            thresholds: args.thresholds.clone(),
+        },
+        stop: StopConfig { generations: args.generations, patience: args.patience },
+        search_images: args.search_images,
+        seed: args.seed,
+    })
+}
+
+pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
+    let engine = super::engine(args.engine, threads)?;
+    let bars = Bars::default();
+    let (cfg, dir) = match (&args.resume, &args.model, &args.out) {
+        (Some(dir), _, _) => (None, dir.clone()),
+        (None, Some(model), Some(out)) => (Some(config(&args, model.clone())?), out.clone()),
+        _ => bail!("give --model and --out for a new run, or --resume DIR"),
+    };
+    let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars, &Lines)? else {
+        println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
+        return Ok(());
+    };
+    println!(
+        "{} on {}: {} modules after {} generations ({:.1} s each, {} module runs, {} cached, engine {})",
+        s.model,
+        s.dataset,
+        s.kernels_per_module.len(),
+        s.generations,
+        s.seconds_per_generation,
+        s.forward_passes,
+        s.cache_hits,
+        s.engine
+    );
+    println!(
+        "accuracy: model {:.4} / composed {:.4} (validation), model {:.4} / composed {:.4} (test); Diff {:.4}",
+        s.model_accuracy.validation,
+        s.composed_accuracy.validation,
+        s.model_accuracy.test,
+        s.composed_accuracy.test,
+        s.diff
+    );
+    println!(
+        "kernels per module {:.0} of {} (-{:.1}%), MACs per module {:.0} of {} (-{:.1}%)",
+        s.mean_kernels,
+        s.model_kernels,
+        100.0 * s.kernel_reduction,
+        s.mean_macs,
+        s.model_macs,
+        100.0 * s.mac_reduction
+    );
+    println!("modules and summary.json in {}", dir.display());
+    Ok(())
+}

@@ -1,0 +1,426 @@
+//! Modularization: split a trained N-class model into N per-class modules (SPEC §5).
+//!
+//! Stages, each saved in the output folder and not redone on `--resume`: kernel importance
+//! (`importance.json`), layer sensitivity (`sensitivity.json`), the genetic search
+//! (`search/state.json` after every generation, `search/generations.jsonl`), and the result:
+//! one model folder per module (`modules/class_NN/`, with `keep.json`) and `summary.json`.
+
+pub mod bitset;
+pub mod composition;
+pub mod evaluator;
+pub mod ga;
+pub mod grouping;
+pub mod importance;
+pub mod search;
+pub mod sensitivity;
+
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::data::mix::DataSplits;
+use crate::data::presets::DataSelection;
+use crate::data::synthetic::mix_seed;
+use crate::decode::decode;
+use crate::engine::{DEFAULT_BATCH, Engine};
+use crate::error::{Error, Result};
+use crate::graph::channel_groups::ChannelGroups;
+use crate::model::count::count;
+use crate::model::{Model, write_atomic};
+use crate::progress::Progress;
+use bitset::Bits;
+use composition::{CompositionConfig, composed_accuracy};
+use evaluator::Evaluator;
+use ga::{GaConfig, initial_population};
+use grouping::{GroupingConfig, Layout};
+use importance::Importance;
+use search::{GenerationRecord, SearchContext, SearchState, StopConfig, initial_state};
+use sensitivity::Sensitivity;
+
+/// Everything that decides a modularization run (saved as `config.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModularizeConfig {
+    /// The model folder (or training run folder) to split.
+    pub model: PathBuf,
+    /// Dataset preset or TOML path.
+    pub dataset: String,
+    /// Target class of a weak mix.
+    pub tc: Option<usize>,
+    /// Folder of the source datasets.
+    pub data_dir: Option<PathBuf>,
+    /// Probability a training image needs to count for kernel importance.
+    pub confidence: f64,
+    /// Kernel grouping.
+    pub grouping: GroupingConfig,
+    /// Accuracy loss at 90% drop that still counts as insensitive.
+    pub sensitivity_threshold: f64,
+    /// Validation images used for the sensitivity table (all when larger than the split).
+    pub sensitivity_images: usize,
+    /// Genetic algorithm.
+    pub ga: GaConfig,
+    /// Composition pruning.
+    pub composition: CompositionConfig,
+    /// Stopping.
+    pub stop: StopConfig,
+    /// Validation images the search scores modules on (all when larger than the split).
+    pub search_images: usize,
+    /// Seed of grouping, initialisation and search.
+    pub seed: u64,
+}
+
+impl ModularizeConfig {
+    /// The data selection.
+    pub fn data(&self) -> DataSelection {
+        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
+    }
+}
+
+/// Paths of a modularization folder.
+pub struct ModularizeDir {
+    /// The folder.
+    pub root: PathBuf,
+}
+
+impl ModularizeDir {
+    fn path(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+    /// `config.json`.
+    pub fn config(&self) -> PathBuf {
+        self.path("config.json")
+    }
+    /// `importance.json`.
+    pub fn importance(&self) -> PathBuf {
+        self.path("importance.json")
+    }
+    /// `sensitivity.json`.
+    pub fn sensitivity(&self) -> PathBuf {
+        self.path("sensitivity.json")
+    }
+    /// `search/state.json`.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("search").join("state.json")
+    }
+    /// `search/generations.jsonl`.
+    pub fn generations(&self) -> PathBuf {
+        self.root.join("search").join("generations.jsonl")
+    }
+    /// `modules/class_NN`.
+    pub fn module(&self, class: usize) -> PathBuf {
+        self.root.join("modules").join(format!("class_{class:02}"))
+    }
+    /// `summary.json`.
+    pub fn summary(&self) -> PathBuf {
+        self.path("summary.json")
+    }
+}
+
+/// Accuracy on the validation and test splits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitAccuracy {
+    /// Validation split.
+    pub validation: f64,
+    /// Test split.
+    pub test: f64,
+}
+
+/// The result of a run (`summary.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Model name.
+    pub model: String,
+    /// Dataset name.
+    pub dataset: String,
+    /// Accuracy of the model.
+    pub model_accuracy: SplitAccuracy,
+    /// Accuracy of the composed modules.
+    pub composed_accuracy: SplitAccuracy,
+    /// Mean pairwise Jaccard distance of the modules' kernel sets.
+    pub diff: f64,
+    /// Kernels of each module.
+    pub kernels_per_module: Vec<usize>,
+    /// MACs per image of each module.
+    pub macs_per_module: Vec<u64>,
+    /// Mean kernels per module.
+    pub mean_kernels: f64,
+    /// Mean MACs per module.
+    pub mean_macs: f64,
+    /// Kernels of the model.
+    pub model_kernels: usize,
+    /// MACs per image of the model.
+    pub model_macs: u64,
+    /// `1 − mean_kernels / model_kernels`.
+    pub kernel_reduction: f64,
+    /// `1 − mean_macs / model_macs`.
+    pub mac_reduction: f64,
+    /// Generations run.
+    pub generations: usize,
+    /// Generation of the best combination (from 0).
+    pub best_generation: usize,
+    /// Mean wall seconds per generation.
+    pub seconds_per_generation: f64,
+    /// Modules run during the search.
+    pub forward_passes: u64,
+    /// Module requests answered from the cache.
+    pub cache_hits: u64,
+    /// Engine used.
+    pub engine: String,
+}
+
+/// What a module folder's `keep.json` records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KeepRecord {
+    /// The module's class.
+    pub class: usize,
+    /// Genome bits as a string of 0 and 1.
+    pub genome: String,
+    /// Kept kernel indices of each convolution layer of the model.
+    pub kept: Vec<(String, Vec<usize>)>,
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomic(path, serde_json::to_string_pretty(value).expect("serializable").as_bytes())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("is not a file of this run: {e}")))
+}
+
+/// Notified after every generation (for the command line's output).
+pub trait GenerationObserver {
+    /// A generation finished.
+    fn generation(&self, record: &GenerationRecord, total: usize);
+}
+
+/// Starts (`config` given) or resumes (`None`) the run in `dir`. With `stop_after = Some(g)` the
+/// session stops after g generations (as if killed) and returns `None`.
+pub fn run(
+    config: Option<ModularizeConfig>,
+    dir: &Path,
+    engine: &dyn Engine,
+    stop_after: Option<usize>,
+    progress: &dyn Progress,
+    observer: &dyn GenerationObserver,
+) -> Result<Option<Summary>> {
+    let out = ModularizeDir { root: dir.to_path_buf() };
+    let config = match config {
+        Some(c) => {
+            if out.config().exists() {
+                return Err(Error::file(
+                    dir,
+                    "already holds a modularization run: add --resume to continue it, or choose another --out",
+                ));
+            }
+            c
+        }
+        None => read_json(&out.config())?,
+    };
+    let model = Model::load(&config.model)?;
+    let data = config.data().load()?;
+    if data.classes() != model.description.classes || data.shape() != model.description.input {
+        return Err(Error::Invalid(format!(
+            "model {} ({} classes, input {:?}) does not fit dataset {} ({} classes, images {:?})",
+            config.model.display(),
+            model.description.classes,
+            model.description.input,
+            data.name,
+            data.classes(),
+            data.shape()
+        )));
+    }
+    if !out.config().exists() {
+        write_json(&out.config(), &config)?;
+    }
+
+    // Stage 1: kernel importance.
+    let importance = if out.importance().exists() {
+        Importance::load(&out.importance())?
+    } else {
+        let i = importance::compute(&model, &data.train, &data.normalization, config.confidence, progress)?;
+        write_json(&out.importance(), &i)?;
+        i
+    };
+    let groups = ChannelGroups::derive(&model.description)?;
+    let labels_of_segments: Vec<String> =
+        (0..groups.groups.len()).map(|g| groups.group_label(&model.description, g)).collect();
+    let layout = Layout::new(&model.description, &importance, &config.grouping);
+
+    // Validation images the search scores on.
+    let val = &data.val;
+    let all_images = data.normalization.images(val);
+    let per = val.image_size();
+    let m = config.search_images.min(val.len());
+    let labels = &val.labels[..m];
+    let mut evaluator = Evaluator::new(engine, &model, &all_images[..m * per], m);
+
+    // Stage 2: layer sensitivity.
+    let sensitivity: Sensitivity = if out.sensitivity().exists() {
+        read_json(&out.sensitivity())?
+    } else {
+        let k = config.sensitivity_images.min(val.len());
+        let mut small = Evaluator::new(engine, &model, &all_images[..k * per], k);
+        let s = sensitivity::measure(
+            &layout,
+            &labels_of_segments,
+            &mut small,
+            &val.labels[..k],
+            model.description.classes,
+            config.sensitivity_threshold,
+            progress,
+        )?;
+        progress.note(&s.table());
+        write_json(&out.sensitivity(), &s)?;
+        s
+    };
+    let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
+
+    // Stage 3: the genetic search.
+    let n = model.description.classes;
+    let mut state: SearchState = if out.state().exists() {
+        read_json(&out.state())?
+    } else {
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed, u64::MAX - 1));
+        let pops = (0..n)
+            .map(|_| initial_population(&layout, &sensitive, config.ga.init, config.ga.population, &mut rng))
+            .collect();
+        initial_state(pops)
+    };
+    let mut ctx = SearchContext {
+        layout: &layout,
+        labels,
+        classes: n,
+        ga: &config.ga,
+        composition: &config.composition,
+        stop: &config.stop,
+        seed: config.seed,
+        evaluator: &mut evaluator,
+    };
+    let mut ran = 0;
+    while !state.finished {
+        if stop_after.is_some_and(|s| ran >= s) {
+            return Ok(None);
+        }
+        progress.start(&format!("generation {}/{}", state.generation + 1, config.stop.generations), 0);
+        let record = ctx.step(&mut state)?;
+        progress.finish();
+        observer.generation(&record, config.stop.generations);
+        write_json(&out.state(), &state)?;
+        let log: String =
+            state.history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect();
+        write_atomic(&out.generations(), log.as_bytes())?;
+        ran += 1;
+    }
+
+    // Stage 4: the modules of the best combination, and the summary.
+    let best = state.best.clone().ok_or_else(|| Error::Invalid("the search ran no generation".into()))?;
+    let summary = finish(&config, &out, &model, &data, &layout, &best.genomes, &state, engine, &evaluator)?;
+    Ok(Some(summary))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    config: &ModularizeConfig,
+    out: &ModularizeDir,
+    model: &Model,
+    data: &DataSplits,
+    layout: &Layout,
+    genomes: &[Bits],
+    state: &SearchState,
+    engine: &dyn Engine,
+    evaluator: &Evaluator<'_>,
+) -> Result<Summary> {
+    let n = model.description.classes;
+    let model_count = count(&model.description)?;
+    let val_images = data.normalization.images(&data.val);
+    let test_images = data.normalization.images(&data.test);
+    let mut kernels = Vec::with_capacity(n);
+    let mut macs = Vec::with_capacity(n);
+    let mut val_vectors = Vec::with_capacity(n);
+    let mut test_vectors = Vec::with_capacity(n);
+    let conv_names: Vec<(usize, String)> =
+        model.description.conv_indices().into_iter().map(|i| (i, model.description.layers[i].name.clone())).collect();
+    let groups = ChannelGroups::derive(&model.description)?;
+    for (c, genome) in genomes.iter().enumerate() {
+        let masks = layout.masks(c, genome);
+        let module = decode(model, &masks)?;
+        let counted = count(&module.description)?;
+        kernels.push(counted.kernels);
+        macs.push(counted.macs);
+        let prepared = engine.prepare(&module)?;
+        let own = |images: &[f32], len: usize| -> Result<Vec<f32>> {
+            Ok(prepared.logits(images, len, DEFAULT_BATCH)?.chunks(n).map(|r| r[c]).collect())
+        };
+        val_vectors.push(own(&val_images, data.val.len())?);
+        test_vectors.push(own(&test_images, data.test.len())?);
+        let dir = out.module(c);
+        module.save(&dir)?;
+        let kept = conv_names
+            .iter()
+            .map(|(i, name)| {
+                let kept = match groups.layers[*i].output {
+                    Some(g) => (0..masks[g].len()).filter(|&k| masks[g][k]).collect(),
+                    None => (0..model.weights.get(&format!("{name}.weight"))?.shape[0]).collect(),
+                };
+                Ok((name.clone(), kept))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let record = KeepRecord {
+            class: c,
+            genome: (0..genome.len()).map(|i| if genome.get(i) { '1' } else { '0' }).collect(),
+            kept,
+        };
+        write_json(&dir.join("keep.json"), &record)?;
+    }
+    let refs = |v: &[Vec<f32>]| -> Vec<Vec<f32>> { v.to_vec() };
+    let accuracy = |vectors: &[Vec<f32>], labels: &[u16]| {
+        let r: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+        composed_accuracy(&r, labels)
+    };
+    let full = engine.prepare(model)?;
+    let model_acc = |images: &[f32], set: &crate::data::ImageSet| -> Result<f64> {
+        let logits = full.logits(images, set.len(), DEFAULT_BATCH)?;
+        let preds = crate::train::metrics::argmax_rows(&logits, n);
+        Ok(preds.iter().zip(&set.labels).filter(|(p, l)| p == l).count() as f64 / set.len().max(1) as f64)
+    };
+    let sets: Vec<Bits> = genomes.iter().enumerate().map(|(c, g)| layout.kernel_set(c, g)).collect();
+    let set_refs: Vec<&Bits> = sets.iter().collect();
+    let mean_kernels = kernels.iter().sum::<usize>() as f64 / n as f64;
+    let mean_macs = macs.iter().sum::<u64>() as f64 / n as f64;
+    let summary = Summary {
+        model: model.description.name.clone(),
+        dataset: data.name.clone(),
+        model_accuracy: SplitAccuracy {
+            validation: model_acc(&val_images, &data.val)?,
+            test: model_acc(&test_images, &data.test)?,
+        },
+        composed_accuracy: SplitAccuracy {
+            validation: accuracy(&refs(&val_vectors), &data.val.labels),
+            test: accuracy(&refs(&test_vectors), &data.test.labels),
+        },
+        diff: bitset::mean_pairwise_distance(&set_refs),
+        kernels_per_module: kernels,
+        macs_per_module: macs,
+        mean_kernels,
+        mean_macs,
+        model_kernels: model_count.kernels,
+        model_macs: model_count.macs,
+        kernel_reduction: 1.0 - mean_kernels / model_count.kernels as f64,
+        mac_reduction: 1.0 - mean_macs / model_count.macs as f64,
+        generations: state.history.len(),
+        best_generation: state.best.as_ref().map_or(0, |b| b.generation),
+        seconds_per_generation: state.history.iter().map(|r| r.seconds).sum::<f64>()
+            / state.history.len().max(1) as f64,
+        forward_passes: state.history.iter().map(|r| r.forward_passes).sum(),
+        cache_hits: state.history.iter().map(|r| r.cache_hits).sum(),
+        engine: engine.name().to_string(),
+    };
+    let _ = (config, evaluator);
+    write_json(&out.summary(), &summary)?;
+    Ok(summary)
+}

@@ -1,0 +1,253 @@
+//! Modularization: the pruning-based composition search against exhaustive search, bitset
+//! Jaccard against sets, cached composed accuracy against running the modules, and the genetic
+//! search end to end on a small trained model (monotone best, determinism, resume).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use cnnsplitter::Model;
+use cnnsplitter::data::presets::DataSelection;
+use cnnsplitter::engine::Engine;
+use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::modularize::bitset::{Bits, mean_pairwise_distance};
+use cnnsplitter::modularize::composition::{CompositionConfig, composed_accuracy, exhaustive, search};
+use cnnsplitter::modularize::ga::{GaConfig, Mutation, Preset, crossover, mutate};
+use cnnsplitter::modularize::grouping::GroupingConfig;
+use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
+use cnnsplitter::modularize::{GenerationObserver, ModularizeConfig, run};
+use cnnsplitter::progress::Silent;
+use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
+use cnnsplitter::train::trainer;
+
+/// Random own-class logit vectors for `classes` classes, `ni` individuals, `v` images: informative
+/// enough that accuracies spread out.
+fn random_scores(classes: usize, ni: usize, v: usize, seed: u64) -> (Vec<Vec<Vec<f32>>>, Vec<u16>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let labels: Vec<u16> = (0..v).map(|s| (s % classes) as u16).collect();
+    let scores = (0..classes)
+        .map(|c| {
+            (0..ni)
+                .map(|_| {
+                    let skill: f32 = rng.random_range(0.0..1.5);
+                    labels.iter().map(|&l| rng.random::<f32>() + if l as usize == c { skill } else { 0.0 }).collect()
+                })
+                .collect()
+        })
+        .collect();
+    (scores, labels)
+}
+
+fn as_refs(s: &[Vec<Vec<f32>>]) -> Vec<Vec<&[f32]>> {
+    s.iter().map(|row| row.iter().map(|v| v.as_slice()).collect()).collect()
+}
+
+#[test]
+fn pruning_search_finds_the_exhaustive_best_with_a_generous_ntop_and_never_beats_it() {
+    for (classes, seed) in [(4, 1), (4, 2), (5, 3), (3, 4)] {
+        let (scores, labels) = random_scores(classes, 5, 60, seed);
+        let refs = as_refs(&scores);
+        let best = exhaustive(&refs, &labels);
+        let generous = CompositionConfig { ntop_min: 100_000, ntop_max: 100_000, thresholds: vec![0.95] };
+        let found = search(&refs, &labels, &generous, None, &mut ChaCha8Rng::seed_from_u64(seed));
+        assert_eq!(found.len(), 5usize.pow(classes as u32), "every combination survives");
+        assert!(
+            (found[0].accuracy - best.accuracy).abs() < 1e-12,
+            "N={classes}: {} vs {}",
+            found[0].accuracy,
+            best.accuracy
+        );
+        for cm in &found {
+            let vectors: Vec<&[f32]> = (0..classes).map(|c| refs[c][cm.members[c]]).collect();
+            assert!((composed_accuracy(&vectors, &labels) - cm.accuracy).abs() < 1e-12, "tracked accuracy is exact");
+        }
+        let tight = CompositionConfig { ntop_min: 1, ntop_max: 2, thresholds: vec![0.99] };
+        let pruned = search(&refs, &labels, &tight, None, &mut ChaCha8Rng::seed_from_u64(seed));
+        assert!(pruned.len() <= 2);
+        assert!(pruned[0].accuracy <= best.accuracy + 1e-12);
+        // A forced combination survives even the tightest pruning.
+        let forced = vec![4; classes];
+        let kept = search(&refs, &labels, &tight, Some(&forced), &mut ChaCha8Rng::seed_from_u64(seed));
+        assert!(kept.iter().any(|cm| cm.members == forced), "N={classes}: forced combination lost");
+    }
+}
+
+#[test]
+fn bitset_jaccard_equals_a_set_computation() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for len in [1, 63, 64, 65, 200, 4224] {
+        let sets: Vec<BTreeSet<usize>> =
+            (0..4).map(|_| (0..len).filter(|_| rng.random::<f64>() < 0.4).collect()).collect();
+        let bits: Vec<Bits> = sets
+            .iter()
+            .map(|s| {
+                let mut b = Bits::zeros(len);
+                for &i in s {
+                    b.set(i, true);
+                }
+                b
+            })
+            .collect();
+        let mut total = 0.0;
+        for i in 0..4 {
+            assert_eq!(bits[i].count(), sets[i].len());
+            assert_eq!(bits[i].ones().collect::<BTreeSet<_>>(), sets[i]);
+            for j in i + 1..4 {
+                let inter = sets[i].intersection(&sets[j]).count();
+                let union = sets[i].union(&sets[j]).count();
+                let want = if union == 0 { 0.0 } else { 1.0 - inter as f64 / union as f64 };
+                assert!((bits[i].jaccard_distance(&bits[j]) - want).abs() < 1e-12);
+                total += want;
+            }
+        }
+        let refs: Vec<&Bits> = bits.iter().collect();
+        assert!((mean_pairwise_distance(&refs) - total / 6.0).abs() < 1e-12);
+    }
+}
+
+#[test]
+fn ga_operators_cross_over_at_one_point_and_mutate_the_set_share() {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (a, mut b) = (Bits::zeros(100), Bits::zeros(100));
+    for i in 0..100 {
+        b.set(i, true);
+    }
+    for _ in 0..20 {
+        let c = crossover(&a, &b, &mut rng);
+        let cut = (0..100).find(|&i| c.get(i)).expect("a suffix of b");
+        assert!(cut >= 1 && (cut..100).all(|i| c.get(i)), "prefix of a, suffix of b");
+    }
+    let mut changed = 0;
+    for _ in 0..200 {
+        let mut m = a.clone();
+        mutate(&mut m, Mutation::Reset { share: 0.05 }, &mut rng);
+        assert!(m.count() <= 5, "at most 5% of positions change");
+        changed += m.count();
+    }
+    assert!((300..700).contains(&changed), "about half of the reset bits come out set: {changed}");
+    let mut flips = 0;
+    for _ in 0..100 {
+        let mut m = a.clone();
+        mutate(&mut m, Mutation::Flip { probability: 0.1 }, &mut rng);
+        flips += m.count();
+    }
+    assert!((800..1200).contains(&flips), "{flips}");
+}
+
+/// A small model trained on 5 synthetic classes, and its data selection.
+fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
+    let toml = dir.join("tiny.toml");
+    std::fs::write(
+        &toml,
+        "name = \"tiny\"\n[synthetic]\ntrain = 2000\ntest = 200\nseed = 11\n[[part]]\nsource = \"synthetic\"\n\
+         classes = [0, 2, 3, 6, 8]\n[split]\nmode = \"official\"\nval = 0.2\nseed = 0\n",
+    )
+    .unwrap();
+    let data = DataSelection { dataset: toml.to_string_lossy().into_owned(), tc: None, data_dir: None };
+    let o = Overrides { epochs: Some(5), lr: Some(0.02), batch: Some(32) };
+    let config =
+        TrainConfig::new("simcnn-weak@0.25", Recipe::Simple, &data, &o, 3, rayon::current_num_threads()).unwrap();
+    let run_dir = dir.join("model");
+    trainer::start(config, &run_dir, None, &BurnEngine::default(), &Silent).unwrap();
+    (run_dir, data)
+}
+
+fn config(model: &Path, data: &DataSelection, generations: usize) -> ModularizeConfig {
+    let mut ga = GaConfig::preset(Preset::Paper);
+    ga.population = 6;
+    ga.parents = 4;
+    ModularizeConfig {
+        model: model.to_path_buf(),
+        dataset: data.dataset.clone(),
+        tc: None,
+        data_dir: None,
+        confidence: 0.5,
+        grouping: GroupingConfig::default(),
+        sensitivity_threshold: 0.05,
+        sensitivity_images: 60,
+        ga,
+        composition: CompositionConfig { ntop_min: 10, ntop_max: 40, thresholds: vec![0.9, 0.85, 0.8] },
+        stop: StopConfig { generations, patience: None },
+        search_images: 150,
+        seed: 9,
+    }
+}
+
+struct Collect(std::sync::Mutex<Vec<GenerationRecord>>);
+
+impl GenerationObserver for Collect {
+    fn generation(&self, r: &GenerationRecord, _: usize) {
+        self.0.lock().unwrap().push(r.clone());
+    }
+}
+
+fn modules(dir: &Path, classes: usize) -> Vec<Vec<u8>> {
+    (0..classes).map(|c| std::fs::read(dir.join(format!("modules/class_{c:02}/model.safetensors"))).unwrap()).collect()
+}
+
+#[test]
+fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model_dir, data) = small_trained_model(tmp.path());
+    let engine = BurnEngine::default();
+    let seen = Collect(Default::default());
+    let a = tmp.path().join("a");
+    let summary = run(Some(config(&model_dir, &data, 5)), &a, &engine, None, &Silent, &seen).unwrap().unwrap();
+
+    // With fixed weights and the best combination kept alive, the best never gets worse.
+    let records = seen.0.lock().unwrap().clone();
+    assert_eq!(records.len(), 5);
+    for w in records.windows(2) {
+        let score = |r: &GenerationRecord| 0.9 * r.accuracy + 0.1 * r.diff;
+        assert!(score(&w[1]) >= score(&w[0]) - 1e-12, "{:?} then {:?}", w[0], w[1]);
+    }
+    let score = |r: &GenerationRecord| 0.9 * r.accuracy + 0.1 * r.diff;
+    assert!(score(&records[4]) > score(&records[0]), "the search ends better than the initial population's best");
+    assert!(records.iter().skip(1).any(|r| r.cache_hits > 0), "elites are not run twice");
+
+    // Composed accuracy from cached vectors equals running the decoded modules.
+    let model = Model::load(&model_dir).unwrap();
+    let loaded = data.load().unwrap();
+    let images = loaded.normalization.images(&loaded.val);
+    let n = loaded.val.len();
+    let mut vectors = Vec::new();
+    for c in 0..5 {
+        let module = Model::load(&a.join(format!("modules/class_{c:02}"))).unwrap();
+        assert!(module.description.layers.len() == model.description.layers.len());
+        let logits = engine.prepare(&module).unwrap().logits(&images, n, 64).unwrap();
+        vectors.push(logits.chunks(5).map(|r| r[c]).collect::<Vec<f32>>());
+    }
+    let refs: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+    let running = composed_accuracy(&refs, &loaded.val.labels);
+    assert!((running - summary.composed_accuracy.validation).abs() < 1e-12);
+    let first_150: Vec<&[f32]> = vectors.iter().map(|v| &v[..150]).collect();
+    let best = records.last().unwrap();
+    assert!(
+        (composed_accuracy(&first_150, &loaded.val.labels[..150]) - best.accuracy).abs() < 1e-12,
+        "search accuracy is the modules'"
+    );
+    // Modules are smaller than the model.
+    assert!(summary.kernel_reduction > 0.0 && summary.mac_reduction > 0.0);
+    let keep: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("modules/class_00/keep.json")).unwrap()).unwrap();
+    assert_eq!(keep["kept"].as_array().unwrap().len(), 4, "kept kernels of the 4 convolutions");
+
+    // Same seed, same modules; stopped after 2 generations and resumed, same modules too.
+    let b = tmp.path().join("b");
+    run(Some(config(&model_dir, &data, 5)), &b, &engine, None, &Silent, &Collect(Default::default())).unwrap();
+    assert_eq!(modules(&a, 5), modules(&b, 5));
+    let c = tmp.path().join("c");
+    assert!(
+        run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent, &Collect(Default::default()))
+            .unwrap()
+            .is_none()
+    );
+    run(None, &c, &engine, None, &Silent, &Collect(Default::default())).unwrap().unwrap();
+    assert_eq!(modules(&a, 5), modules(&c, 5));
+    let unit = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
+    assert_eq!(unit(&a), unit(&c));
+}
