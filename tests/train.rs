@@ -9,6 +9,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use cnnsplitter::Model;
 use cnnsplitter::data::presets::DataSelection;
+use cnnsplitter::engine::burn::BurnEngine;
 use cnnsplitter::model::net::{Net, ParamVisitor, images_tensor};
 use cnnsplitter::progress::Silent;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
@@ -47,7 +48,7 @@ fn a_small_model_learns_the_synthetic_data() {
     let data = tiny_data(tmp.path(), 1500, "[0, 1, 2, 3, 6, 7, 8]");
     let c = config("simcnn-weak@0.25", Recipe::Simple, &data, 4, Some(0.02));
     let out = tmp.path().join("run");
-    let report = trainer::start(c, &out, None, &Silent).unwrap().unwrap();
+    let report = trainer::start(c, &out, None, &engine(), &Silent).unwrap().unwrap();
     assert!(report.validation_accuracy > 0.5, "7 classes, chance 0.14: {report:?}");
     assert!(report.test_accuracy > 0.5);
     // The run folder holds the model, the per-epoch log and the report.
@@ -74,11 +75,11 @@ fn straight_and_resumed(arch: &str) -> (PathBuf, PathBuf, tempfile::TempDir) {
     let straight = tmp.path().join("straight");
     let stopped = tmp.path().join("stopped");
     let c = config(arch, Recipe::Strong, &data, 3, Some(0.02));
-    trainer::start(c.clone(), &straight, None, &Silent).unwrap().unwrap();
-    assert!(trainer::start(c, &stopped, Some(1), &Silent).unwrap().is_none());
+    trainer::start(c.clone(), &straight, None, &engine(), &Silent).unwrap().unwrap();
+    assert!(trainer::start(c, &stopped, Some(1), &engine(), &Silent).unwrap().is_none());
     assert_eq!(load_state(&stopped).unwrap().epochs_done, 1);
     assert!(!stopped.join("report.json").exists());
-    trainer::resume(&stopped, rayon::current_num_threads(), None, &Silent).unwrap().unwrap();
+    trainer::resume(&stopped, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
     (straight, stopped, tmp)
 }
 
@@ -119,7 +120,7 @@ fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
         let mut c = config("rescnn-weak@0.25", Recipe::Strong, &data, 1, None);
         c.seed = seed;
         let out = tmp.path().join(name);
-        trainer::start(c, &out, None, &Silent).unwrap();
+        trainer::start(c, &out, None, &engine(), &Silent).unwrap();
         weights_bytes(&out)
     };
     assert_eq!(run(1, "a"), run(1, "b"));
@@ -228,7 +229,7 @@ fn poor_fit_runs_keep_what_pick_needs() {
     let data = tiny_data(tmp.path(), 300, "[0, 1, 2]");
     let out = tmp.path().join("poor");
     let c = config("simcnn-weak@0.25", Recipe::PoorFit, &data, 6, Some(0.05));
-    trainer::start(c, &out, None, &Silent).unwrap();
+    trainer::start(c, &out, None, &engine(), &Silent).unwrap();
     let state = load_state(&out).unwrap();
     let best = state.best_epoch;
     let under = (best / 2).max(1);
@@ -268,16 +269,19 @@ fn bad_runs_fail_clearly_and_write_nothing() {
     common::formats::write_mnist(&mnist, 50, false);
     let data = DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: Some(mnist) };
     let out = tmp.path().join("never");
-    let err = trainer::start(config("simcnn", Recipe::Strong, &data, 1, None), &out, None, &Silent).unwrap_err();
+    let err =
+        trainer::start(config("simcnn", Recipe::Strong, &data, 1, None), &out, None, &engine(), &Silent).unwrap_err();
     assert!(err.to_string().contains("1x28x28"), "{err}");
     assert!(!out.exists(), "nothing written");
 
     // A run folder is not overwritten.
     let data = tiny_data(tmp.path(), 100, "[0, 1]");
     let out = tmp.path().join("run");
-    trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &Silent).unwrap();
+    trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &engine(), &Silent)
+        .unwrap();
     let err =
-        trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &Silent).unwrap_err();
+        trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &engine(), &Silent)
+            .unwrap_err();
     assert!(err.to_string().contains("--resume"), "{err}");
 
     // An unwritable folder.
@@ -285,6 +289,7 @@ fn bad_runs_fail_clearly_and_write_nothing() {
         config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
         Path::new("/proc/nope/run"),
         None,
+        &engine(),
         &Silent,
     )
     .unwrap_err();
@@ -297,12 +302,17 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let data = tiny_data(tmp.path(), 200, "[0, 1, 2]");
     let out = tmp.path().join("run");
     let mut c = config("simcnn-weak@0.25", Recipe::Simple, &data, 3, Some(0.01));
-    trainer::start(c.clone(), &out, Some(1), &Silent).unwrap();
+    trainer::start(c.clone(), &out, Some(1), &engine(), &Silent).unwrap();
     let good = std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap();
     // Continue the same run with an absurd learning rate.
     c.schedule = StepSchedule::constant(1e12);
     std::fs::write(out.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
-    let err = trainer::resume(&out, rayon::current_num_threads(), None, &Silent).unwrap_err().to_string();
+    let err = trainer::resume(&out, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("epoch 2 batch") && err.contains("after epoch 1"), "{err}");
     assert_eq!(std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap(), good);
+}
+
+/// The pure-Rust engine evaluates each epoch, so these tests do not depend on ONNX Runtime.
+fn engine() -> BurnEngine {
+    BurnEngine::default()
 }
