@@ -11,10 +11,13 @@ pub mod data;
 pub mod decode;
 pub mod engine;
 pub mod error;
+pub mod experiment;
 pub mod export;
 pub mod graph;
+pub mod json;
 pub mod model;
 pub mod modularize;
+pub mod patch;
 pub mod progress;
 pub mod train;
 

@@ -65,25 +65,39 @@ fn bad_input_gives_a_one_line_error_and_a_failure_code() {
 }
 
 #[test]
-fn demo_decodes_and_checks_modules() {
+fn patch_then_eval_the_patched_model_and_experiment_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("demo");
-    let (ok, stdout, stderr) = cnnsplitter(&[
-        "demo",
-        "--arch",
-        "rescnn@0.125",
-        "--classes",
-        "3",
-        "--images",
-        "8",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(
+        dir.path().join("w.toml"),
+        "name = \"w\"\n[synthetic]\ntrain = 300\ntest = 100\n[[part]]\nsource = \"synthetic\"\n\
+         classes = [6, 7, 8, 9, \"tc\"]\n[split]\nmode = \"official\"\nval = 0.2\nseed = 0\n",
+    )
+    .unwrap();
+    let init = |arch: &str, classes: &str, out: &str| {
+        let (ok, _, stderr) = cnnsplitter(&["init", "--arch", arch, "--classes", classes, "--out", out]);
+        assert!(ok, "{stderr}");
+    };
+    init("simcnn-weak@0.25", "5", &p("weak"));
+    init("rescnn@0.125", "5", &p("strong"));
+    let args = ["patch", "--weak", &p("weak"), "--module", &p("strong"), "--dataset", &p("w.toml"), "--engine", "burn"];
+    let (ok, _, stderr) = cnnsplitter(&[&args[..], &["--tc", "4", "--out", &p("x")]].concat());
+    assert!(!ok && stderr.contains("WEAK_INDEX=STRONG_INDEX"), "{stderr}");
+    let (ok, stdout, stderr) = cnnsplitter(&[&args[..], &["--tc", "4=2", "--out", &p("patched")]].concat());
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("decoded 3 modules"), "{stdout}");
-    for class in 0..3 {
-        assert!(out.join(format!("modules/class_{class:02}/model.json")).exists());
-    }
+    assert!(stdout.contains("patched") && stdout.contains("non-TC acc"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("patched/report.json")).unwrap()).unwrap();
+    let (ok, stdout, stderr) =
+        cnnsplitter(&["eval", &p("patched"), "--dataset", &p("w.toml"), "--tc", "2", "--engine", "burn", "--json"]);
+    assert!(ok, "{stderr}");
+    let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(m["per_class"][4]["recall"], report["patched"]["recall"], "eval runs the patched model");
+
+    std::fs::write(dir.path().join("bad.toml"), "name = \"x\"\n").unwrap();
+    let (ok, _, stderr) = cnnsplitter(&["experiment", "rq1", "--config", &p("bad.toml"), "--out", &p("e")]);
+    assert!(!ok && stderr.contains("bad.toml") && stderr.contains("experiment config"), "{stderr}");
+    assert!(!dir.path().join("e").exists());
 }
 
 #[test]

@@ -3,10 +3,12 @@
 mod bench;
 mod data;
 mod demo;
+mod experiment;
 mod export;
 mod init;
 mod inspect;
 mod modularize;
+mod patch;
 mod progress_bar;
 mod train;
 
@@ -27,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run what the pipeline has so far end to end on a random model and say what it did.
+    /// The paper's RQ1 and RQ2 end to end on built-in synthetic data: train, modularize, patch.
     Demo(demo::DemoArgs),
     /// Create a model folder with freshly initialised weights for an architecture.
     Init(init::InitArgs),
@@ -42,6 +44,11 @@ enum Command {
     /// Split a trained model into one module per class (kernel importance, layer sensitivity,
     /// genetic search with pruning-based evaluation); resumable.
     Modularize(modularize::ModularizeArgs),
+    /// Patch a weak model's target class with a strong model's module (no retraining), and
+    /// report TC precision, recall, F1 and non-TC accuracy before and after.
+    Patch(patch::PatchArgs),
+    /// Run the paper's experiments (RQ1, RQ2, RQ3) end to end from a TOML config; resumable.
+    Experiment(experiment::ExperimentArgs),
     /// Export a model folder (a model, a module) to ONNX.
     Export(export::ExportArgs),
     /// Fetch the published datasets and describe datasets and presets.
@@ -59,13 +66,15 @@ pub fn run() -> Result<()> {
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("could not start the thread pool")?;
     match cli.command {
-        Command::Demo(args) => demo::run(args, threads),
+        Command::Demo(args) => demo::run_demo(args, threads),
         Command::Init(args) => init::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),
         Command::Export(args) => export::run(args),
+        Command::Experiment(args) => experiment::run_cmd(args, threads),
         Command::Modularize(args) => modularize::run_cmd(args, threads),
+        Command::Patch(args) => patch::run(args, threads),
         Command::Train(args) => train::train(args, threads),
         Command::Eval(args) => train::eval(args, threads),
         Command::Pick(args) => train::pick_cmd(args),

@@ -96,7 +96,8 @@ pub struct ModularizeArgs {
     resume: Option<PathBuf>,
 }
 
-struct Lines;
+/// Prints one line per generation.
+pub struct Lines;
 
 impl GenerationObserver for Lines {
     fn generation(&self, r: &GenerationRecord, total: usize) {

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
-use cnnsplitter::Model;
 use cnnsplitter::engine::EngineChoice;
+use cnnsplitter::patch::Classifier;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
-use cnnsplitter::train::evaluate::evaluate;
+use cnnsplitter::train::metrics::{Metrics, argmax_rows};
 use cnnsplitter::train::pick::{Fit, pick};
 use cnnsplitter::train::trainer::{self, TrainReport};
 
@@ -103,20 +103,21 @@ pub struct EvalArgs {
 }
 
 pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
-    let model = Model::load(&args.model)?;
+    let model = Classifier::load(&args.model)?;
     let data = args.data.selection().load()?;
-    if data.classes() != model.description.classes {
+    if data.classes() != model.classes() {
         bail!(
             "model {} has {} classes, but dataset {} has {}",
             args.model.display(),
-            model.description.classes,
+            model.classes(),
             data.name,
             data.classes()
         );
     }
     let set = data.split(&args.split)?;
     let engine = super::engine(args.engine, threads)?;
-    let m = evaluate(engine.as_ref(), &model, set, &data.normalization, &data.class_names)?;
+    let scores = model.scores(engine.as_ref(), set, &data.normalization)?;
+    let m = Metrics::new(&set.labels, &argmax_rows(&scores, model.classes()), &data.class_names);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());

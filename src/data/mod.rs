@@ -65,6 +65,17 @@ impl ImageSet {
         self.labels.push(label);
     }
 
+    /// The images whose label satisfies `keep`, in order.
+    pub fn select(&self, keep: impl Fn(u16) -> bool) -> ImageSet {
+        let mut out = ImageSet::empty(self.shape);
+        for (i, &label) in self.labels.iter().enumerate() {
+            if keep(label) {
+                out.push_from(self, i, label);
+            }
+        }
+        out
+    }
+
     /// Number of images per class, for `classes` classes.
     pub fn per_class(&self, classes: usize) -> Vec<usize> {
         let mut counts = vec![0; classes];

@@ -12,6 +12,8 @@ pub const PRESETS: &[(&str, &str)] = &[
     ("synthetic", include_str!("presets/synthetic.toml")),
     ("synthetic-s", include_str!("presets/synthetic-s.toml")),
     ("synthetic-w", include_str!("presets/synthetic-w.toml")),
+    ("synthetic-s-tiny", include_str!("presets/synthetic-s-tiny.toml")),
+    ("synthetic-w-tiny", include_str!("presets/synthetic-w-tiny.toml")),
     ("cifar10", include_str!("presets/cifar10.toml")),
     ("cifar100", include_str!("presets/cifar100.toml")),
     ("cifar10-w", include_str!("presets/cifar10-w.toml")),

@@ -27,6 +27,7 @@ use crate::decode::decode;
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
+use crate::json::{read_json, write_json};
 use crate::model::count::count;
 use crate::model::{Model, write_atomic};
 use crate::progress::Progress;
@@ -71,6 +72,28 @@ pub struct ModularizeConfig {
 }
 
 impl ModularizeConfig {
+    /// The default settings (those of `cnnsplitter modularize` without flags) for `model` on
+    /// `data` with GA preset `preset`: importance grouping (10/100 groups, threshold 256),
+    /// sensitivity threshold 0.05 on 2,000 images, confidence 0.9, Ntop 50..500, thresholds
+    /// 0.95, 0.95, 0.85, 0.8, 200 generations, every validation image.
+    pub fn new(model: PathBuf, data: DataSelection, preset: ga::Preset, seed: u64) -> Self {
+        ModularizeConfig {
+            model,
+            dataset: data.dataset,
+            tc: data.tc,
+            data_dir: data.data_dir,
+            confidence: 0.9,
+            grouping: GroupingConfig { seed, ..GroupingConfig::default() },
+            sensitivity_threshold: 0.05,
+            sensitivity_images: 2000,
+            ga: GaConfig::preset(preset),
+            composition: CompositionConfig::default(),
+            stop: StopConfig { generations: 200, patience: None },
+            search_images: usize::MAX,
+            seed,
+        }
+    }
+
     /// The data selection.
     pub fn data(&self) -> DataSelection {
         DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
@@ -178,18 +201,6 @@ pub struct KeepRecord {
     pub genome: String,
     /// Kept kernel indices of each convolution layer of the model.
     pub kept: Vec<(String, Vec<usize>)>,
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    write_atomic(path, serde_json::to_string_pretty(value).expect("serializable").as_bytes())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("is not a file of this run: {e}")))
 }
 
 /// Notified after every generation (for the command line's output).

@@ -23,6 +23,7 @@ use crate::data::pipeline::{Augmentation, Batcher};
 use crate::data::synthetic::mix_seed;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::json::{read_json, write_json};
 use crate::model::description::LayerKind;
 use crate::model::net::{Net, images_tensor, to_host_2d};
 use crate::model::weights::Weights;
@@ -91,15 +92,6 @@ pub struct TrainReport {
     pub test: Metrics,
     /// Wall seconds of training (all sessions of the run).
     pub train_seconds: f64,
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_atomic(path, serde_json::to_string_pretty(value).expect("serializable").as_bytes())
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid file of this run: {e}")))
 }
 
 /// The model a run trains: the architecture for the data's image shape and class count,

@@ -1,0 +1,260 @@
+//! An experiment's configuration (TOML): the strong models, the weak models and the search
+//! settings of the paper's protocols, at any scale.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::modularize::ga::{InitKind, Preset};
+use crate::modularize::grouping::GroupingKind;
+use crate::train::config::Overrides;
+
+/// A whole experiment (see `experiments/*.toml` for examples).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    /// Name shown in the reports.
+    pub name: String,
+    /// Folder of the source datasets (default: $CNNSPLITTER_DATA_DIR, else ./data).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// Seed of every training run and search.
+    #[serde(default)]
+    pub seed: u64,
+    /// The strong models' data and training.
+    pub strong: StrongConfig,
+    /// The models: each a strong architecture with its weak family.
+    pub models: Vec<ModelConfig>,
+    /// The weak models (RQ2).
+    #[serde(default)]
+    pub weak: Option<WeakConfig>,
+    /// The genetic search.
+    #[serde(default)]
+    pub modularize: SearchSettings,
+    /// The ablation of RQ3.
+    #[serde(default)]
+    pub rq3: Rq3Settings,
+}
+
+/// Epochs, learning rate and batch of a training run (the recipe's defaults where absent).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSettings {
+    /// Epochs.
+    pub epochs: Option<usize>,
+    /// Initial learning rate.
+    pub lr: Option<f64>,
+    /// Batch size.
+    pub batch: Option<usize>,
+}
+
+impl TrainSettings {
+    /// As the trainer's overrides.
+    pub fn overrides(&self) -> Overrides {
+        Overrides { epochs: self.epochs, lr: self.lr, batch: self.batch }
+    }
+}
+
+/// The strong models' dataset and training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StrongConfig {
+    /// Dataset preset or .toml mix (e.g. cifar10, svhn-s, mnist-s, synthetic-s).
+    pub dataset: String,
+    /// Training settings (strong recipe).
+    #[serde(flatten)]
+    pub train: TrainSettings,
+}
+
+/// One strong model and its weak family.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name in the reports and folders (e.g. SimCNN).
+    pub name: String,
+    /// Strong architecture (e.g. simcnn@0.25).
+    pub arch: String,
+    /// Learning rate of the strong model (overrides `strong.lr`).
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// The overly simple weak architecture (e.g. simcnn-weak).
+    pub weak_arch: String,
+    /// Architecture of the poor-fit weak models (default: `arch`, trained without dropout).
+    #[serde(default)]
+    pub poor_fit_arch: Option<String>,
+}
+
+/// Kinds of weak model (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeakKind {
+    /// An overly simple architecture.
+    Simple,
+    /// The poor-fit run's checkpoint at half its best-validation epoch.
+    Underfit,
+    /// The poor-fit run's best-validation checkpoint.
+    Overfit,
+}
+
+impl WeakKind {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeakKind::Simple => "simple",
+            WeakKind::Underfit => "underfit",
+            WeakKind::Overfit => "overfit",
+        }
+    }
+}
+
+/// The weak models: one per target class (TC) and kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeakConfig {
+    /// Dataset preset or .toml mix taking a TC (e.g. cifar10-w, svhn-w, mnist-w, synthetic-w).
+    pub dataset: String,
+    /// The TCs (the mix's `--tc` values).
+    pub tcs: Vec<usize>,
+    /// The TC's output index in the weak models (4 for the -w digit mixes, 9 for cifar10-w).
+    pub tc_label: usize,
+    /// The TC's output index in the strong model, per TC (default: the TC itself).
+    #[serde(default)]
+    pub strong_labels: Option<Vec<usize>>,
+    /// Kinds of weak model.
+    pub kinds: Vec<WeakKind>,
+    /// Training of the simple weak models (simple recipe).
+    #[serde(default)]
+    pub simple: TrainSettings,
+    /// Training of the poor-fit runs (poor-fit recipe).
+    #[serde(default)]
+    pub poor_fit: TrainSettings,
+}
+
+impl WeakConfig {
+    /// The strong model's index of the `i`-th TC.
+    pub fn strong_label(&self, i: usize) -> usize {
+        self.strong_labels.as_ref().map_or(self.tcs[i], |l| l[i])
+    }
+}
+
+/// The genetic search's settings (the `modularize` defaults where absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    /// GA preset.
+    #[serde(default = "default_preset")]
+    pub preset: Preset,
+    /// Individuals per class.
+    #[serde(default)]
+    pub population: Option<usize>,
+    /// Generations at most.
+    #[serde(default = "default_generations")]
+    pub generations: usize,
+    /// Early stopping.
+    #[serde(default)]
+    pub patience: Option<usize>,
+    /// Validation images the search scores on (default: all).
+    #[serde(default)]
+    pub search_images: Option<usize>,
+    /// Validation images of the sensitivity table (default 2,000).
+    #[serde(default)]
+    pub sensitivity_images: Option<usize>,
+}
+
+fn default_preset() -> Preset {
+    Preset::ReferenceCode
+}
+
+fn default_generations() -> usize {
+    200
+}
+
+impl Default for SearchSettings {
+    fn default() -> Self {
+        SearchSettings {
+            preset: default_preset(),
+            population: None,
+            generations: default_generations(),
+            patience: None,
+            search_images: None,
+            sensitivity_images: None,
+        }
+    }
+}
+
+/// RQ3: which groupings and initialisations to compare.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rq3Settings {
+    /// Groupings.
+    #[serde(default = "all_groupings")]
+    pub groupings: Vec<GroupingKind>,
+    /// Initialisations.
+    #[serde(default = "all_inits")]
+    pub inits: Vec<InitKind>,
+    /// Generations of each ablation run (default: `modularize.generations`).
+    #[serde(default)]
+    pub generations: Option<usize>,
+}
+
+fn all_groupings() -> Vec<GroupingKind> {
+    vec![GroupingKind::None, GroupingKind::Random, GroupingKind::Importance]
+}
+
+fn all_inits() -> Vec<InitKind> {
+    vec![InitKind::Random, InitKind::Sensitivity]
+}
+
+impl Default for Rq3Settings {
+    fn default() -> Self {
+        Rq3Settings { groupings: all_groupings(), inits: all_inits(), generations: None }
+    }
+}
+
+impl ExperimentConfig {
+    /// Parses and checks a TOML text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let config: ExperimentConfig =
+            toml::from_str(text).map_err(|e| Error::file(origin, format!("is not an experiment config: {e}")))?;
+        config.check().map_err(|m| Error::file(origin, m))?;
+        Ok(config)
+    }
+
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_toml(&text, path)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.models.is_empty() {
+            return Err("lists no [[models]]".into());
+        }
+        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        names.sort();
+        names.dedup();
+        if names.len() != self.models.len() {
+            return Err("gives two [[models]] the same name".into());
+        }
+        if let Some(bad) = self.models.iter().find(|m| m.name.is_empty() || !m.name.chars().all(is_name_char)) {
+            return Err(format!("model name `{}` may hold only letters, digits, - and _", bad.name));
+        }
+        if let Some(w) = &self.weak {
+            if w.tcs.is_empty() || w.kinds.is_empty() {
+                return Err("[weak] needs at least one of `tcs` and of `kinds`".into());
+            }
+            if w.strong_labels.as_ref().is_some_and(|l| l.len() != w.tcs.len()) {
+                return Err("[weak] `strong_labels` needs one entry per TC in `tcs`".into());
+            }
+        }
+        if self.modularize.generations == 0 || self.modularize.population.is_some_and(|p| p < 2) {
+            return Err("[modularize] needs generations >= 1 and population >= 2".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '-' || c == '_'
+}

@@ -1,0 +1,366 @@
+//! The paper's experiments end to end (SPEC §7): train the strong models (RQ1–RQ3), modularize
+//! them (RQ1, RQ2), train the weak models and patch them (RQ2), and the grouping ×
+//! initialisation ablation (RQ3); then the reports.
+//!
+//! Every stage writes its own folder under the experiment folder and counts as done once its
+//! final file exists; a stopped experiment continues where it stopped and redoes nothing:
+//! `strong/<model>/` (training run), `modules/<model>/` (modularization),
+//! `weak/<model>/tc<K>/{simple,poor-fit,underfit,overfit}/`, `patched/<model>/tc<K>/<kind>/`,
+//! `rq3/<model>/<grouping>-<init>/`, and `reports/`.
+
+pub mod config;
+pub mod plots;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::presets::DataSelection;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::json::read_json;
+use crate::modularize::ga::InitKind;
+use crate::modularize::grouping::GroupingKind;
+use crate::modularize::{self, GenerationObserver, ModularizeConfig, Summary};
+use crate::patch::{PatchReport, patch};
+use crate::progress::Progress;
+use crate::train::config::{Recipe, TrainConfig};
+use crate::train::pick::{Fit, pick};
+use crate::train::run_dir::RunDir;
+use crate::train::trainer;
+use config::{ExperimentConfig, ModelConfig, WeakKind};
+use report::{Reports, Rq1Row, Rq2Row, Rq3Row};
+
+/// Which research question to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Rq {
+    /// Modularization: model vs. composed accuracy, Diff, kernels and MACs (Tables 1, 2).
+    Rq1,
+    /// Patching: weak vs. patched TC precision, recall, F1 and non-TC accuracy (Tables 3-6);
+    /// includes RQ1's stages and report.
+    Rq2,
+    /// Grouping × initialisation: generation of the best modules, composed accuracy (Table 7).
+    Rq3,
+}
+
+/// The paths of an experiment folder.
+pub struct ExperimentDir {
+    /// The folder.
+    pub root: PathBuf,
+}
+
+impl ExperimentDir {
+    /// `config.toml`: the configuration the experiment runs with.
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.toml")
+    }
+    /// The strong model's training run.
+    pub fn strong(&self, model: &str) -> PathBuf {
+        self.root.join("strong").join(model)
+    }
+    /// The strong model's modularization.
+    pub fn modules(&self, model: &str) -> PathBuf {
+        self.root.join("modules").join(model)
+    }
+    /// A weak model's folder (`poor-fit` is the run the under/overfit models come from).
+    pub fn weak(&self, model: &str, tc: usize, kind: &str) -> PathBuf {
+        self.root.join("weak").join(model).join(format!("tc{tc}")).join(kind)
+    }
+    /// A patched model's folder.
+    pub fn patched(&self, model: &str, tc: usize, kind: WeakKind) -> PathBuf {
+        self.root.join("patched").join(model).join(format!("tc{tc}")).join(kind.name())
+    }
+    /// An RQ3 ablation run.
+    pub fn ablation(&self, model: &str, grouping: GroupingKind, init: InitKind) -> PathBuf {
+        self.root.join("rq3").join(model).join(format!("{}-{}", grouping_name(grouping), init_name(init)))
+    }
+    /// `reports/`.
+    pub fn reports(&self) -> PathBuf {
+        self.root.join("reports")
+    }
+}
+
+/// Lower-case name of a grouping.
+pub fn grouping_name(g: GroupingKind) -> &'static str {
+    match g {
+        GroupingKind::None => "none",
+        GroupingKind::Random => "random",
+        GroupingKind::Importance => "importance",
+    }
+}
+
+/// Lower-case name of an initialisation.
+pub fn init_name(i: InitKind) -> &'static str {
+    match i {
+        InitKind::Random => "random",
+        InitKind::Sensitivity => "sensitivity",
+    }
+}
+
+/// Runs the stages, counting those it starts; `stop_after` stops the session (as if killed)
+/// before the stage that would exceed it.
+struct Runner<'a> {
+    config: &'a ExperimentConfig,
+    dir: ExperimentDir,
+    engine: &'a dyn Engine,
+    progress: &'a dyn Progress,
+    observer: &'a dyn GenerationObserver,
+    stop_after: Option<usize>,
+    started: usize,
+    threads: usize,
+}
+
+/// Raised inside the runner when `stop_after` stages have run.
+struct Stopped;
+
+type Step<T> = std::result::Result<T, StepError>;
+
+enum StepError {
+    Stopped(Stopped),
+    Failed(Error),
+}
+
+impl From<Error> for StepError {
+    fn from(e: Error) -> Self {
+        StepError::Failed(e)
+    }
+}
+
+impl Runner<'_> {
+    /// Runs `work` unless `done`; announces it as `label`.
+    fn stage(&mut self, done: bool, label: &str, work: impl FnOnce(&Self) -> Result<()>) -> Step<()> {
+        if done {
+            return Ok(());
+        }
+        if self.stop_after.is_some_and(|s| self.started >= s) {
+            return Err(StepError::Stopped(Stopped));
+        }
+        self.started += 1;
+        self.progress.note(&format!("== {label}"));
+        work(self)?;
+        Ok(())
+    }
+
+    fn data(&self, dataset: &str, tc: Option<usize>) -> DataSelection {
+        DataSelection { dataset: dataset.to_string(), tc, data_dir: self.config.data_dir.clone() }
+    }
+
+    /// Trains (or resumes) the run in `dir` unless it has finished.
+    fn train(&mut self, label: &str, dir: &Path, make: impl FnOnce() -> Result<TrainConfig>) -> Step<()> {
+        let run = RunDir::new(dir);
+        self.stage(run.report().exists(), label, |r| {
+            if run.config().exists() {
+                trainer::resume(dir, r.threads, None, r.engine, r.progress)?;
+            } else {
+                trainer::start(make()?, dir, None, r.engine, r.progress)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Modularizes (or resumes) into `dir` unless it has finished.
+    fn modularize(&mut self, label: &str, dir: &Path, config: ModularizeConfig) -> Step<()> {
+        let done = dir.join("summary.json").exists();
+        self.stage(done, label, |r| {
+            let config = if dir.join("config.json").exists() { None } else { Some(config) };
+            modularize::run(config, dir, r.engine, None, r.progress, r.observer)?;
+            Ok(())
+        })
+    }
+
+    fn search_config(&self, model: &ModelConfig) -> ModularizeConfig {
+        let s = &self.config.modularize;
+        let data = self.data(&self.config.strong.dataset, None);
+        let mut c = ModularizeConfig::new(self.dir.strong(&model.name), data, s.preset, self.config.seed);
+        if let Some(p) = s.population {
+            c.ga.population = p;
+            c.ga.elites = c.ga.elites.min(p);
+        }
+        c.stop.generations = s.generations;
+        c.stop.patience = s.patience;
+        if let Some(n) = s.search_images {
+            c.search_images = n;
+        }
+        if let Some(n) = s.sensitivity_images {
+            c.sensitivity_images = n;
+        }
+        c
+    }
+
+    fn train_strong(&mut self, model: &ModelConfig) -> Step<()> {
+        let c = self.config;
+        let data = self.data(&c.strong.dataset, None);
+        let mut overrides = c.strong.train.overrides();
+        overrides.lr = model.lr.or(overrides.lr);
+        let (seed, threads) = (c.seed, self.threads);
+        let label = format!("training strong model {} ({}) on {}", model.name, model.arch, c.strong.dataset);
+        self.train(&label, &self.dir.strong(&model.name), || {
+            TrainConfig::new(&model.arch, Recipe::Strong, &data, &overrides, seed, threads)
+        })
+    }
+
+    fn strong(&mut self, model: &ModelConfig) -> Step<()> {
+        self.train_strong(model)?;
+        let label = format!("modularizing {}", model.name);
+        let search = self.search_config(model);
+        self.modularize(&label, &self.dir.modules(&model.name), search)
+    }
+
+    fn weak(&mut self, model: &ModelConfig) -> Step<()> {
+        let c = self.config;
+        let w = c.weak.as_ref().expect("checked by `run`");
+        let (seed, threads) = (c.seed, self.threads);
+        for (i, &tc) in w.tcs.iter().enumerate() {
+            let data = self.data(&w.dataset, Some(tc));
+            if w.kinds.contains(&WeakKind::Simple) {
+                let label = format!("training simple weak model {} ({}) for TC {tc}", model.name, model.weak_arch);
+                self.train(&label, &self.dir.weak(&model.name, tc, "simple"), || {
+                    TrainConfig::new(&model.weak_arch, Recipe::Simple, &data, &w.simple.overrides(), seed, threads)
+                })?;
+            }
+            if w.kinds.iter().any(|k| *k != WeakKind::Simple) {
+                let arch = model.poor_fit_arch.as_deref().unwrap_or(&model.arch);
+                let label = format!("training poor-fit model {} ({arch}) for TC {tc}", model.name);
+                let run = self.dir.weak(&model.name, tc, "poor-fit");
+                self.train(&label, &run, || {
+                    TrainConfig::new(arch, Recipe::PoorFit, &data, &w.poor_fit.overrides(), seed, threads)
+                })?;
+                for (kind, fit) in [(WeakKind::Underfit, Fit::Underfit), (WeakKind::Overfit, Fit::Overfit)] {
+                    let out = self.dir.weak(&model.name, tc, kind.name());
+                    if w.kinds.contains(&kind) {
+                        let label = format!("picking the {} model {} for TC {tc}", kind.name(), model.name);
+                        self.stage(out.join("pick.json").exists(), &label, |_| pick(&run, fit, &out).map(|_| ()))?;
+                    }
+                }
+            }
+            for &kind in &w.kinds {
+                let weak_dir = self.dir.weak(&model.name, tc, kind.name());
+                let module =
+                    self.dir.modules(&model.name).join("modules").join(format!("class_{:02}", w.strong_label(i)));
+                let out = self.dir.patched(&model.name, tc, kind);
+                let label = format!("patching the {} model {} for TC {tc}", kind.name(), model.name);
+                self.stage(out.join("report.json").exists(), &label, |r| {
+                    let data = data.load()?;
+                    patch(&weak_dir, &module, w.tc_label, w.strong_label(i), &data, r.engine, &out).map(|_| ())
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn ablation(&mut self, model: &ModelConfig) -> Step<()> {
+        let c = self.config;
+        for &grouping in &c.rq3.groupings {
+            for &init in &c.rq3.inits {
+                let mut search = self.search_config(model);
+                search.grouping.kind = grouping;
+                search.ga.init = init;
+                if let Some(g) = c.rq3.generations {
+                    search.stop.generations = g;
+                }
+                let label =
+                    format!("RQ3: {} with {} grouping, {} init", model.name, grouping_name(grouping), init_name(init));
+                self.modularize(&label, &self.dir.ablation(&model.name, grouping, init), search)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, rq: Rq) -> Step<()> {
+        for model in &self.config.models {
+            match rq {
+                Rq::Rq1 => self.strong(model)?,
+                Rq::Rq2 => {
+                    self.strong(model)?;
+                    self.weak(model)?;
+                }
+                Rq::Rq3 => {
+                    self.train_strong(model)?;
+                    self.ablation(model)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs research question `rq` of `config` in `dir` (a new folder, or one holding the same
+/// config: then finished stages are kept and the rest continue), and writes the reports to
+/// `dir/reports`. With `stop_after = Some(n)` the session stops after starting `n` stages and
+/// returns `None` (for checks of resuming).
+pub fn run(
+    rq: Rq,
+    config: &ExperimentConfig,
+    dir: &Path,
+    engine: &dyn Engine,
+    stop_after: Option<usize>,
+    progress: &dyn Progress,
+    observer: &dyn GenerationObserver,
+) -> Result<Option<Reports>> {
+    if rq == Rq::Rq2 && config.weak.is_none() {
+        return Err(Error::Invalid(
+            "rq2 needs a [weak] section in the experiment config (dataset, tcs, tc_label, kinds)".into(),
+        ));
+    }
+    let out = ExperimentDir { root: dir.to_path_buf() };
+    let text = toml::to_string(config).map_err(|e| Error::Invalid(format!("cannot write the config as TOML: {e}")))?;
+    if out.config().exists() {
+        let saved = ExperimentConfig::load(&out.config())?;
+        if &saved != config {
+            return Err(Error::file(
+                dir,
+                "holds an experiment with another configuration: choose another --out, or give the same config to continue it",
+            ));
+        }
+    } else {
+        if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(Error::file(dir, "is not empty and holds no experiment: choose another --out"));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        crate::model::write_atomic(&out.config(), text.as_bytes())?;
+    }
+    let threads = rayon::current_num_threads();
+    let mut runner = Runner { config, dir: out, engine, progress, observer, stop_after, started: 0, threads };
+    match runner.run(rq) {
+        Ok(()) => {}
+        Err(StepError::Stopped(Stopped)) => return Ok(None),
+        Err(StepError::Failed(e)) => return Err(e),
+    }
+    let reports = collect(rq, config, &runner.dir)?;
+    reports.write(&runner.dir, progress)?;
+    Ok(Some(reports))
+}
+
+/// Reads the finished stages' results into the report tables.
+fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Reports> {
+    let dataset = &config.strong.dataset;
+    let mut reports = Reports { name: config.name.clone(), ..Reports::default() };
+    for model in &config.models {
+        if matches!(rq, Rq::Rq1 | Rq::Rq2) {
+            let modules = dir.modules(&model.name);
+            let summary: Summary = read_json(&modules.join("summary.json"))?;
+            reports.rq1.push(Rq1Row::new(&model.name, dataset, &summary));
+            reports.searches.push((model.name.clone(), modularize::ModularizeDir { root: modules }.generations()));
+        }
+        if rq == Rq::Rq2 {
+            let w = config.weak.as_ref().expect("checked by the runner");
+            for &tc in &w.tcs {
+                for &kind in &w.kinds {
+                    let r: PatchReport = read_json(&dir.patched(&model.name, tc, kind).join("report.json"))?;
+                    reports.rq2.push(Rq2Row { model: model.name.clone(), tc, kind, weak: r.weak, patched: r.patched });
+                }
+            }
+        }
+        if rq == Rq::Rq3 {
+            for &grouping in &config.rq3.groupings {
+                for &init in &config.rq3.inits {
+                    let s: Summary = read_json(&dir.ablation(&model.name, grouping, init).join("summary.json"))?;
+                    reports.rq3.push(Rq3Row::new(&model.name, grouping, init, &s));
+                }
+            }
+        }
+    }
+    Ok(reports)
+}

@@ -1,0 +1,125 @@
+//! Experiments end to end: the demo's tiny configuration, resuming, and config errors.
+
+use std::path::Path;
+
+use cnnsplitter::engine::{EngineChoice, select};
+use cnnsplitter::experiment::config::ExperimentConfig;
+use cnnsplitter::experiment::{Rq, run};
+use cnnsplitter::modularize::GenerationObserver;
+use cnnsplitter::modularize::search::GenerationRecord;
+use cnnsplitter::progress::Silent;
+
+const TINY: &str = include_str!("../experiments/demo-tiny.toml");
+
+struct Quiet;
+
+impl GenerationObserver for Quiet {
+    fn generation(&self, _: &GenerationRecord, _: usize) {}
+}
+
+fn tiny() -> ExperimentConfig {
+    ExperimentConfig::from_toml(TINY, Path::new("experiments/demo-tiny.toml")).unwrap()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
+    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tiny();
+    let straight = tmp.path().join("straight");
+    let reports = run(Rq::Rq2, &config, &straight, engine.as_ref(), None, &Silent, &Quiet).unwrap().unwrap();
+
+    // Every TC x kind was patched, RQ1 has its model, and the files are there.
+    let w = config.weak.as_ref().unwrap();
+    assert_eq!(reports.rq1.len(), 1);
+    assert_eq!(reports.rq2.len(), w.tcs.len() * w.kinds.len());
+    let r1 = &reports.rq1[0];
+    assert!(r1.module_kernels < r1.model_kernels as f64 && r1.kernel_reduction > 0.0, "{r1:?}");
+    assert!((0.0..=1.0).contains(&r1.composed_accuracy) && (0.0..=1.0).contains(&r1.diff));
+    for r in &reports.rq2 {
+        for m in [r.weak, r.patched] {
+            assert!((0.0..=1.0).contains(&m.precision) && (0.0..=1.0).contains(&m.non_tc_accuracy), "{r:?}");
+        }
+    }
+    let rep = straight.join("reports");
+    for name in ["rq1.md", "rq1.json", "rq1.csv", "rq2.md", "rq2.json", "rq2.csv"] {
+        assert!(rep.join(name).is_file(), "{name}");
+    }
+    assert!(read(&rep.join("rq2.md")).contains("| 3 | overfit |"));
+    assert_eq!(read(&rep.join("rq2.csv")).lines().count(), 1 + reports.rq2.len());
+    if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
+        for plot in ["search_Tiny.svg", "search_Tiny.png", "patch_Tiny.svg", "patch_Tiny.png"] {
+            let bytes = std::fs::read(rep.join("plots").join(plot)).unwrap();
+            assert!(bytes.len() > 1000, "{plot}");
+        }
+        assert!(std::fs::read(rep.join("plots/patch_Tiny.png")).unwrap().starts_with(b"\x89PNG"));
+    }
+    // The patched models are runnable folders.
+    assert!(straight.join("patched/Tiny/tc3/simple/patch.json").is_file());
+
+    // Stopped after 4 stages, then continued: the same tables, and nothing redone.
+    let resumed = tmp.path().join("resumed");
+    assert!(run(Rq::Rq2, &config, &resumed, engine.as_ref(), Some(4), &Silent, &Quiet).unwrap().is_none());
+    assert!(resumed.join("strong/Tiny/report.json").is_file());
+    assert!(!resumed.join("reports").exists());
+    let strong_weights = std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap();
+    run(Rq::Rq2, &config, &resumed, engine.as_ref(), None, &Silent, &Quiet).unwrap().unwrap();
+    assert_eq!(std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap(), strong_weights);
+    for name in ["rq1.md", "rq2.md", "rq2.csv"] {
+        assert_eq!(read(&rep.join(name)), read(&resumed.join("reports").join(name)), "{name}");
+    }
+
+    // Another config in the same folder is refused.
+    let mut other = config.clone();
+    other.seed = 1;
+    let err = run(Rq::Rq2, &other, &resumed, engine.as_ref(), None, &Silent, &Quiet).unwrap_err();
+    assert!(err.to_string().contains("another configuration"), "{err}");
+}
+
+#[test]
+fn bad_configs_and_folders_are_clear_errors() {
+    let origin = Path::new("my.toml");
+    let err = ExperimentConfig::from_toml("name = 1", origin).unwrap_err().to_string();
+    assert!(err.contains("my.toml") && err.contains("experiment config"), "{err}");
+    let no_models = "name = \"x\"\nmodels = []\n[strong]\ndataset = \"synthetic-s\"\n";
+    assert!(ExperimentConfig::from_toml(no_models, origin).unwrap_err().to_string().contains("[[models]]"));
+    let typo = TINY.replace("tc_label", "tc_lable");
+    assert!(ExperimentConfig::from_toml(&typo, origin).unwrap_err().to_string().contains("tc_lable"));
+    let mismatch = TINY.replace("tc_label = 4", "tc_label = 4\nstrong_labels = [1]");
+    assert!(ExperimentConfig::from_toml(&mismatch, origin).unwrap_err().to_string().contains("strong_labels"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("something.txt"), "x").unwrap();
+    let engine = select(EngineChoice::Burn, 1).unwrap().engine;
+    let err = run(Rq::Rq1, &tiny(), tmp.path(), engine.as_ref(), None, &Silent, &Quiet).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+    let mut rq2_without_weak = tiny();
+    rq2_without_weak.weak = None;
+    let dir = tmp.path().join("x");
+    let err = run(Rq::Rq2, &rq2_without_weak, &dir, engine.as_ref(), None, &Silent, &Quiet).unwrap_err();
+    assert!(err.to_string().contains("[weak]"), "{err}");
+    assert!(!dir.exists(), "nothing written");
+}
+
+#[test]
+fn the_shipped_configs_parse_and_name_known_datasets() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let c = ExperimentConfig::load(&path).unwrap();
+            let mut datasets = vec![c.strong.dataset.clone()];
+            datasets.extend(c.weak.iter().map(|w| w.dataset.clone()));
+            for d in datasets {
+                cnnsplitter::data::presets::preset_or_file(&d).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            seen += 1;
+        }
+    }
+    assert!(seen >= 6, "demo, demo-tiny, mnist, cifar10, svhn, synthetic");
+}
