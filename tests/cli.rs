@@ -93,6 +93,9 @@ fn patch_then_eval_the_patched_model_and_experiment_errors() {
     assert!(ok, "{stderr}");
     let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(m["per_class"][4]["recall"], report["patched"]["recall"], "eval runs the patched model");
+    let (ok, stdout, stderr) = cnnsplitter(&["export", &p("patched"), "--onnx", &p("patched.onnx")]);
+    assert!(ok && stdout.contains("patched model") && stdout.contains("[batch, 5]"), "{stderr}");
+    assert!(std::fs::metadata(dir.path().join("patched.onnx")).unwrap().len() > 1000);
 
     std::fs::write(dir.path().join("bad.toml"), "name = \"x\"\n").unwrap();
     let (ok, _, stderr) = cnnsplitter(&["experiment", "rq1", "--config", &p("bad.toml"), "--out", &p("e")]);

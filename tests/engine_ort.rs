@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rand::SeedableRng;
@@ -13,8 +13,11 @@ use cnnsplitter::Model;
 use cnnsplitter::decode::{decode, random_keep_masks};
 use cnnsplitter::engine::Engine;
 use cnnsplitter::engine::ort::{OrtEngine, environment};
-use cnnsplitter::export::onnx::export;
+use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
+use cnnsplitter::export::onnx::{export, write_file};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
+use cnnsplitter::patch::{Calibration, PatchSpec, PatchedModel, patched_scores};
+use cnnsplitter::train::metrics::argmax_rows;
 use common::*;
 
 fn ort_engine() -> Option<OrtEngine> {
@@ -71,11 +74,7 @@ fn python_with_onnxruntime() -> Option<String> {
     }
 }
 
-#[test]
-fn exported_files_run_in_pythons_onnxruntime_with_the_same_outputs() {
-    let Some(python) = python_with_onnxruntime() else { return };
-    let dir = tempfile::tempdir().unwrap();
-    let script = r#"
+const RUN_IN_PYTHON: &str = r#"
 import sys, numpy as np, onnxruntime as ort
 path, inputs, outputs, n, c, h, w = sys.argv[1:8]
 x = np.fromfile(inputs, dtype=np.float32).reshape(int(n), int(c), int(h), int(w))
@@ -83,25 +82,73 @@ s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
 assert [i.name for i in s.get_inputs()] == ["input"] and [o.name for o in s.get_outputs()] == ["logits"]
 s.run(None, {"input": x})[0].astype(np.float32).tofile(outputs)
 "#;
+
+/// Runs the ONNX file `onnx` on `images` (`[n, C, H, W]`) in Python's onnxruntime.
+fn run_in_python(python: &str, onnx: &Path, images: &[f32], n: usize, [c, h, w]: [usize; 3]) -> Vec<f32> {
+    let dir = onnx.parent().unwrap();
+    let (inp, out) = (dir.join("x.bin"), dir.join("y.bin"));
+    std::fs::write(&inp, bytemuck::cast_slice::<f32, u8>(images)).unwrap();
+    let status = Command::new(python)
+        .args(["-c", RUN_IN_PYTHON, onnx.to_str().unwrap(), inp.to_str().unwrap(), out.to_str().unwrap()])
+        .args([n, c, h, w].map(|v| v.to_string()))
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect()
+}
+
+#[test]
+fn exported_files_run_in_pythons_onnxruntime_with_the_same_outputs() {
+    let Some(python) = python_with_onnxruntime() else { return };
+    let dir = tempfile::tempdir().unwrap();
     for (name, model) in models() {
         let onnx: PathBuf = dir.path().join("m.onnx");
         export(&model, &onnx).unwrap();
-        let [c, h, w] = model.description.input;
         let n = 5;
-        let images = random_images(n, [c, h, w], 2);
-        let (inp, out) = (dir.path().join("x.bin"), dir.path().join("y.bin"));
-        std::fs::write(&inp, bytemuck::cast_slice::<f32, u8>(&images)).unwrap();
-        let status = Command::new(&python)
-            .args(["-c", script, onnx.to_str().unwrap(), inp.to_str().unwrap(), out.to_str().unwrap()])
-            .args([n, c, h, w].map(|v| v.to_string()))
-            .output()
-            .unwrap();
-        assert!(status.status.success(), "{name}: {}", String::from_utf8_lossy(&status.stderr));
-        let got: Vec<f32> =
-            std::fs::read(&out).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let images = random_images(n, model.description.input, 2);
+        let got = run_in_python(&python, &onnx, &images, n, model.description.input);
         let err = relative_error(&got, &burn_logits(&model, &images, n));
         assert!(err <= 1e-4, "{name}: Python onnxruntime vs cnnsplitter relative error {err}");
     }
+}
+
+#[test]
+fn composed_and_patched_exports_give_cnnsplitters_scores_in_python() {
+    let Some(python) = python_with_onnxruntime() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let input = [3, 32, 32];
+    let (n, images_n) = (4, 6);
+    let images = random_images(images_n, input, 5);
+
+    // Composed: random modules of one model; column c is module c's logit c.
+    let model = random_model("rescnn@0.125", input, n, 1);
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let modules: Vec<Model> =
+        (0..n).map(|_| decode(&model, &random_keep_masks(&groups, 0.5, &mut rng)).unwrap()).collect();
+    let mut want = vec![0f32; images_n * n];
+    for (c, m) in modules.iter().enumerate() {
+        for (i, row) in burn_logits(m, &images, images_n).chunks(n).enumerate() {
+            want[i * n + c] = row[c];
+        }
+    }
+    let onnx = dir.path().join("composed.onnx");
+    write_file(&to_onnx_composed(&modules).unwrap(), &onnx).unwrap();
+    let got = run_in_python(&python, &onnx, &images, images_n, input);
+    assert!(relative_error(&got, &want) <= 1e-4, "composed: {}", relative_error(&got, &want));
+
+    // Patched: the weak model's softmax with the TC replaced by the calibrated module score.
+    let weak = random_model("simcnn-weak@0.25", input, 5, 2);
+    let module = random_model("simcnn@0.125", input, 10, 3);
+    let spec = PatchSpec { tc_weak: 4, tc_strong: 7, calibration: Calibration { min: -0.3, max: 0.9 } };
+    let want =
+        patched_scores(&burn_logits(&weak, &images, images_n), 5, &burn_logits(&module, &images, images_n), 10, &spec);
+    let patched = PatchedModel { weak, module, spec };
+    let onnx = dir.path().join("patched.onnx");
+    write_file(&to_onnx_patched(&patched).unwrap(), &onnx).unwrap();
+    let got = run_in_python(&python, &onnx, &images, images_n, input);
+    assert!(relative_error(&got, &want) <= 1e-4, "patched: {}", relative_error(&got, &want));
+    assert_eq!(argmax_rows(&got, 5), argmax_rows(&want, 5));
 }
 
 fn run_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {

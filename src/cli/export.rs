@@ -1,4 +1,4 @@
-//! `cnnsplitter export`: a model folder to ONNX.
+//! `cnnsplitter export`: a model, a patched model or a whole set of modules to ONNX.
 
 use std::path::PathBuf;
 
@@ -6,11 +6,15 @@ use anyhow::Result;
 use clap::Args;
 
 use cnnsplitter::Model;
-use cnnsplitter::export::onnx::{INPUT, OPSET, OUTPUT, export};
+use cnnsplitter::export::composite::{load_modules, to_onnx_composed, to_onnx_patched};
+use cnnsplitter::export::onnx::{INPUT, OPSET, OUTPUT, to_onnx, write_file};
+use cnnsplitter::patch::PatchedModel;
 
 #[derive(Args)]
 pub struct ExportArgs {
-    /// A model folder (a run folder, a module, a patched model).
+    /// A model folder (a run folder, a module), a patched-model folder (from `patch`: exports
+    /// the patched scores), or a `modularize` folder (exports the composed model: one branch
+    /// per module, each keeping its own-class logit).
     model: PathBuf,
     /// ONNX file to write (input `input` [batch, C, H, W], output `logits` [batch, classes]).
     #[arg(long)]
@@ -18,13 +22,22 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let model = Model::load(&args.model)?;
-    export(&model, &args.onnx)?;
-    let [c, h, w] = model.description.input;
+    let (bytes, what, input, classes) = if PatchedModel::is_patched(&args.model) {
+        let p = PatchedModel::load(&args.model)?;
+        (to_onnx_patched(&p)?, "patched model", p.weak.description.input, p.weak.description.classes)
+    } else if args.model.join("modules").is_dir() {
+        let modules = load_modules(&args.model)?;
+        let input = modules[0].description.input;
+        (to_onnx_composed(&modules)?, "composed model", input, modules.len())
+    } else {
+        let m = Model::load(&args.model)?;
+        (to_onnx(&m)?, "model", m.description.input, m.description.classes)
+    };
+    write_file(&bytes, &args.onnx)?;
+    let [c, h, w] = input;
     println!(
-        "wrote {} (opset {OPSET}): input `{INPUT}` [batch, {c}, {h}, {w}] -> output `{OUTPUT}` [batch, {}]",
-        args.onnx.display(),
-        model.description.classes
+        "wrote the {what} to {} (opset {OPSET}): input `{INPUT}` [batch, {c}, {h}, {w}] -> output `{OUTPUT}` [batch, {classes}]",
+        args.onnx.display()
     );
     Ok(())
 }

@@ -5,6 +5,7 @@ mod data;
 mod demo;
 mod experiment;
 mod export;
+mod import;
 mod init;
 mod inspect;
 mod modularize;
@@ -33,6 +34,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Create a model folder with freshly initialised weights for an architecture.
     Init(init::InitArgs),
+    /// Bring in a PyTorch state_dict saved with safetensors as a model folder (names mapped, shapes checked).
+    Import(import::ImportArgs),
     /// Print a model's layers with kernels, parameters and multiply-accumulates.
     Inspect(inspect::InspectArgs),
     /// Train a model with one of the paper's recipes (strong, simple, poor-fit); resumable.
@@ -68,6 +71,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run_demo(args, threads),
         Command::Init(args) => init::run(args),
+        Command::Import(args) => import::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),

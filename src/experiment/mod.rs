@@ -112,13 +112,13 @@ struct Runner<'a> {
     threads: usize,
 }
 
-/// Raised inside the runner when `stop_after` stages have run.
-struct Stopped;
-
 type Step<T> = std::result::Result<T, StepError>;
 
+/// Why the runner stopped early.
 enum StepError {
-    Stopped(Stopped),
+    /// `stop_after` stages have run.
+    Stopped,
+    /// A stage failed.
     Failed(Error),
 }
 
@@ -135,7 +135,7 @@ impl Runner<'_> {
             return Ok(());
         }
         if self.stop_after.is_some_and(|s| self.started >= s) {
-            return Err(StepError::Stopped(Stopped));
+            return Err(StepError::Stopped);
         }
         self.started += 1;
         self.progress.note(&format!("== {label}"));
@@ -325,7 +325,7 @@ pub fn run(
     let mut runner = Runner { config, dir: out, engine, progress, observer, stop_after, started: 0, threads };
     match runner.run(rq) {
         Ok(()) => {}
-        Err(StepError::Stopped(Stopped)) => return Ok(None),
+        Err(StepError::Stopped) => return Ok(None),
         Err(StepError::Failed(e)) => return Err(e),
     }
     let reports = collect(rq, config, &runner.dir)?;

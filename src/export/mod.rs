@@ -1,3 +1,4 @@
 //! Export of models to ONNX.
 
+pub mod composite;
 pub mod onnx;

@@ -275,8 +275,13 @@ pub fn to_onnx_packed(models: &[Model]) -> Result<Vec<u8>> {
 
 /// Writes `model` as an ONNX file.
 pub fn export(model: &Model, path: &Path) -> Result<()> {
+    write_file(&to_onnx(model)?, path)
+}
+
+/// Writes ONNX bytes to `path` (creating its folder) through a temporary file.
+pub fn write_file(bytes: &[u8], path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    write_atomic(path, &to_onnx(model)?)
+    write_atomic(path, bytes)
 }

@@ -3,6 +3,7 @@
 
 pub mod count;
 pub mod description;
+pub mod import;
 pub mod net;
 pub mod shape;
 pub mod weights;

@@ -216,7 +216,8 @@ impl Weights {
     }
 }
 
-fn decode_floats(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
+/// The values of a floating-point safetensors tensor as f32; an error naming it for other dtypes.
+pub(crate) fn decode_floats(name: &str, dtype: safetensors::Dtype, bytes: &[u8]) -> Result<Vec<f32>> {
     use safetensors::Dtype;
     Ok(match dtype {
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),

@@ -1,0 +1,134 @@
+"""Integration check of `cnnsplitter import`: PyTorch models written the way the original
+CNNSplitter code names them (SimCNN: conv_{i}, fc_13..fc_15; ResCNN: conv_{i} blocks as
+nn.Sequential, classifier = Sequential(Flatten, Dropout, Linear)) and a plain nn.Sequential,
+saved as safetensors state_dicts, imported, exported to ONNX and run in ONNX Runtime: the logits
+must equal PyTorch's (relative error <= 1e-5).
+
+Run with the virtual environment of ../shared/bench/setup-torch.sh (PyTorch + onnxruntime):
+    scripts/check-import-vs-pytorch.sh
+"""
+import json
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+import torch.nn as nn
+
+
+def width(c, w):
+    return max(1, int(round(c * w)))
+
+
+class SimCNN(nn.Module):
+    OUT = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+    POOL_AFTER = {1, 3, 6, 9, 12}
+
+    def __init__(self, w, classes):
+        super().__init__()
+        cin = 3
+        for i, c in enumerate(self.OUT):
+            setattr(self, f"conv_{i}", nn.Conv2d(cin, width(c, w), 3, padding=1))
+            cin = width(c, w)
+        hidden = width(512, w)
+        self.fc_13 = nn.Linear(cin, hidden)
+        self.fc_14 = nn.Linear(hidden, hidden)
+        self.fc_15 = nn.Linear(hidden, classes)
+
+    def forward(self, x):
+        for i in range(len(self.OUT)):
+            x = torch.relu(getattr(self, f"conv_{i}")(x))
+            if i in self.POOL_AFTER:
+                x = nn.functional.max_pool2d(x, 2)
+        x = torch.flatten(x, 1)
+        return self.fc_15(torch.relu(self.fc_14(torch.relu(self.fc_13(x)))))
+
+
+class ResCNN(nn.Module):
+    BLOCKS = [(3, 64, False), (64, 128, True), (128, 128, False), (128, 128, False), (128, 256, True),
+              (256, 512, True), (512, 512, False), (512, 512, False), (512, 512, True), (512, 512, True),
+              (512, 512, False), (512, 512, False)]
+
+    def __init__(self, w, classes):
+        super().__init__()
+        for i, (cin, cout, pool) in enumerate(self.BLOCKS):
+            cin = cin if i == 0 else width(cin, w)
+            layers = [nn.Conv2d(cin, width(cout, w), 3, padding=1), nn.ReLU(inplace=True)]
+            if pool:
+                layers.append(nn.MaxPool2d(2))
+            setattr(self, f"conv_{i}", nn.Sequential(*layers))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Dropout(0.4), nn.Linear(width(512, w), classes))
+
+    def forward(self, x):
+        out = {}
+        for i in range(12):
+            x = getattr(self, f"conv_{i}")(x)
+            if i in (3, 7, 11):
+                x = x + out[i - 2]
+            out[i] = x
+        return self.classifier(x)
+
+
+def simple_sequential(w, classes):
+    """simcnn-weak as a plain nn.Sequential (numbered names)."""
+    layers, cin = [], 3
+    for _ in range(4):
+        layers += [nn.Conv2d(cin, width(64, w), 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
+        cin = width(64, w)
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * 2 * 2, classes))
+
+
+def save_safetensors(path, state):
+    header, blobs, offset = {}, [], 0
+    for name, t in state.items():
+        a = t.detach().contiguous().cpu().numpy()
+        dtype = {"float32": "F32", "int64": "I64"}[str(a.dtype)]
+        b = a.tobytes()
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + len(b)]}
+        offset += len(b)
+        blobs.append(b)
+    h = json.dumps(header).encode()
+    h += b" " * ((8 - len(h) % 8) % 8)
+    Path(path).write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def check(binary, arch, net, tmp):
+    torch.manual_seed(0)
+    for p in net.parameters():  # non-zero biases so that every tensor matters
+        if p.dim() == 1:
+            nn.init.uniform_(p, -0.1, 0.1)
+    net.eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        want = net(x).numpy()
+    st = tmp / f"{arch}.safetensors"
+    save_safetensors(st, net.state_dict())
+    folder, onnx = tmp / f"{arch}-model", tmp / f"{arch}.onnx"
+    subprocess.run([binary, "import", "--arch", arch, "--weights", str(st), "--out", str(folder)], check=True)
+    subprocess.run([binary, "export", str(folder), "--onnx", str(onnx)], check=True)
+    got = ort.InferenceSession(str(onnx)).run(None, {"input": x.numpy()})[0]
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+    print(f"{arch:<18} max relative error {err:.2e}")
+    return err <= 1e-5
+
+
+def main():
+    binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/cnnsplitter"
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        ok = all([
+            check(binary, "simcnn@0.25", SimCNN(0.25, 10), tmp),
+            check(binary, "rescnn@0.25", ResCNN(0.25, 7), tmp),
+            check(binary, "simcnn", SimCNN(1.0, 10), tmp),
+            check(binary, "simcnn-weak@0.5", simple_sequential(0.5, 5), tmp),
+        ])
+    print("all equal" if ok else "MISMATCH")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()

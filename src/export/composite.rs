@@ -1,0 +1,93 @@
+//! ONNX graphs of composites: a composed model (N modules, each keeping its own-class logit)
+//! and a patched model (the weak model's softmax with the TC's probability replaced by the
+//! module's calibrated score). Input `input` `[batch, C, H, W]`, output `logits`
+//! `[batch, classes]` (scores, for a patched model), as for a single model.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::export::onnx::{Attr, GraphBuilder, INPUT, OUTPUT, add_model};
+use crate::model::Model;
+use crate::patch::PatchedModel;
+
+fn start(input: [usize; 3]) -> GraphBuilder {
+    let mut g = GraphBuilder::default();
+    let [c, h, w] = input;
+    g.graph.input.push(GraphBuilder::value_info(INPUT, &[None, Some(c), Some(h), Some(w)]));
+    g
+}
+
+/// Adds `Gather(axis 1)` of column `column` of `tensor`: `[batch, 1]`.
+fn column(g: &mut GraphBuilder, tensor: &str, column: usize, name: &str) -> String {
+    let index = format!("{name}/index");
+    g.initializer_i64(&index, &[1], &[column as i64]);
+    let out = format!("{name}/column");
+    g.node(&format!("{name}/gather"), "Gather", &[tensor, &index], &[&out], vec![("axis", Attr::Int(1))]);
+    out
+}
+
+/// The composed model of `modules` (module `n` recognises class `n`): output column `n` is
+/// module `n`'s logit `n`.
+pub fn to_onnx_composed(modules: &[Model]) -> Result<Vec<u8>> {
+    let first = modules.first().ok_or_else(|| Error::Invalid("no modules to compose".into()))?;
+    let n = modules.len();
+    let mut g = start(first.description.input);
+    let mut columns = Vec::with_capacity(n);
+    for (c, m) in modules.iter().enumerate() {
+        if m.description.input != first.description.input || m.description.classes != n {
+            return Err(Error::Invalid(format!(
+                "module {c} (`{}`) does not fit: every module must take the same input and have {n} outputs",
+                m.description.name
+            )));
+        }
+        let logits = add_model(&mut g, m, INPUT, &format!("module{c}/"))?;
+        columns.push(column(&mut g, &logits, c, &format!("module{c}")));
+    }
+    let refs: Vec<&str> = columns.iter().map(String::as_str).collect();
+    g.node("compose", "Concat", &refs, &[OUTPUT], vec![("axis", Attr::Int(1))]);
+    g.graph.output.push(GraphBuilder::value_info(OUTPUT, &[None, Some(n)]));
+    g.finish("composed")
+}
+
+/// The patched model: `softmax(weak) · (1 − onehot) + score · onehot`, with
+/// `score = (module[tc_strong] − min) / range` and `onehot` the TC's column.
+pub fn to_onnx_patched(p: &PatchedModel) -> Result<Vec<u8>> {
+    let classes = p.weak.description.classes;
+    let spec = &p.spec;
+    let mut g = start(p.weak.description.input);
+    let weak = add_model(&mut g, &p.weak, INPUT, "weak/")?;
+    g.node("weak/softmax", "Softmax", &[&weak], &["probabilities"], vec![("axis", Attr::Int(1))]);
+    let module = add_model(&mut g, &p.module, INPUT, "module/")?;
+    let tc = column(&mut g, &module, spec.tc_strong, "module");
+    let range = spec.calibration.max - spec.calibration.min;
+    g.initializer("calibration/min", &[1], &[spec.calibration.min]);
+    g.initializer("calibration/range", &[1], &[if range > 0.0 { range } else { 1.0 }]);
+    g.node("score/sub", "Sub", &[&tc, "calibration/min"], &["score/shifted"], vec![]);
+    g.node("score/div", "Div", &["score/shifted", "calibration/range"], &["score"], vec![]);
+    let mut onehot = vec![0.0f32; classes];
+    onehot[spec.tc_weak] = 1.0;
+    let keep: Vec<f32> = onehot.iter().map(|v| 1.0 - v).collect();
+    g.initializer("patch/keep", &[1, classes], &keep);
+    g.initializer("patch/onehot", &[1, classes], &onehot);
+    g.node("patch/kept", "Mul", &["probabilities", "patch/keep"], &["patch/kept"], vec![]);
+    g.node("patch/placed", "Mul", &["score", "patch/onehot"], &["patch/placed"], vec![]);
+    g.node("patch/add", "Add", &["patch/kept", "patch/placed"], &[OUTPUT], vec![]);
+    g.graph.output.push(GraphBuilder::value_info(OUTPUT, &[None, Some(classes)]));
+    g.finish("patched")
+}
+
+/// The modules of a modularization folder (`modules/class_NN`), in class order.
+pub fn load_modules(dir: &Path) -> Result<Vec<Model>> {
+    let mut modules = Vec::new();
+    loop {
+        let path = dir.join("modules").join(format!("class_{:02}", modules.len()));
+        if !path.is_dir() {
+            break;
+        }
+        modules.push(Model::load(&path)?);
+    }
+    if modules.is_empty() {
+        return Err(Error::file(dir, "holds no modules/class_00: is it a finished `modularize` folder?"));
+    }
+    Ok(modules)
+}
