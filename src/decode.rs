@@ -155,29 +155,6 @@ fn select_axes(t: &HostTensor, rows: Option<&[usize]>, cols: Option<&[usize]>, b
     HostTensor { shape, data }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn select_axes_picks_rows_and_column_blocks() {
-        // 2 x 6 matrix; columns are 3 channels of 2 positions each.
-        let t = HostTensor { shape: vec![2, 6], data: (0..12).map(|v| v as f32).collect() };
-        let out = select_axes(&t, Some(&[1]), Some(&[0, 2]), 2);
-        assert_eq!(out.shape, vec![1, 4]);
-        assert_eq!(out.data, vec![6.0, 7.0, 10.0, 11.0]);
-    }
-
-    #[test]
-    fn select_axes_keeps_conv_kernels_whole() {
-        // [out 2, in 3, 1, 2]
-        let t = HostTensor { shape: vec![2, 3, 1, 2], data: (0..12).map(|v| v as f32).collect() };
-        let out = select_axes(&t, Some(&[0, 1]), Some(&[2]), 1);
-        assert_eq!(out.shape, vec![2, 1, 1, 2]);
-        assert_eq!(out.data, vec![4.0, 5.0, 10.0, 11.0]);
-    }
-}
-
 /// Widens every cuttable channel group to a multiple of `multiple` channels with inert
 /// channels: zero kernels and bias in the producers, BatchNorm scale and shift 0, and zero
 /// weights in every consumer. The outputs are unchanged; ONNX Runtime runs convolutions whose
@@ -241,4 +218,27 @@ fn widen(
         shape[1] = new_d1;
     }
     HostTensor { shape, data }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn select_axes_picks_rows_and_column_blocks() {
+        // 2 x 6 matrix; columns are 3 channels of 2 positions each.
+        let t = HostTensor { shape: vec![2, 6], data: (0..12).map(|v| v as f32).collect() };
+        let out = select_axes(&t, Some(&[1]), Some(&[0, 2]), 2);
+        assert_eq!(out.shape, vec![1, 4]);
+        assert_eq!(out.data, vec![6.0, 7.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn select_axes_keeps_conv_kernels_whole() {
+        // [out 2, in 3, 1, 2]
+        let t = HostTensor { shape: vec![2, 3, 1, 2], data: (0..12).map(|v| v as f32).collect() };
+        let out = select_axes(&t, Some(&[0, 1]), Some(&[2]), 1);
+        assert_eq!(out.shape, vec![2, 1, 1, 2]);
+        assert_eq!(out.data, vec![4.0, 5.0, 10.0, 11.0]);
+    }
 }

@@ -1,10 +1,12 @@
 //! cnnsplitter: split trained CNNs into per-class modules by removing convolution kernels,
 //! recompose the modules, and patch weak models with them.
 //!
-//! The data flow shows in the modules: [`model`] (descriptions, weights, burn nets, counting)
-//! → [`graph`] (channel dependency groups) → [`decode`] (kernel removal) → [`engine`]
-//! (inference) → [`bench`] (measurements). The library never prints or exits; long work reports
-//! through [`progress::Progress`].
+//! The data flow shows in the modules: [`data`] (readers, mixes, pipeline) → [`model`]
+//! (descriptions, weights, burn nets, counting, import) → [`train`] → [`modularize`] (importance,
+//! sensitivity, genetic search; [`graph`] and [`decode`] cut the kernels) → [`patch`] →
+//! [`experiment`] (the paper's protocols and reports); [`engine`] runs inference (burn or ONNX
+//! Runtime), [`export`] writes ONNX, [`bench`] measures. The library never prints or exits; long
+//! work reports through [`progress::Progress`].
 
 pub mod bench;
 pub mod data;

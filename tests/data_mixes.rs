@@ -193,7 +193,7 @@ seed = 5
     assert_eq!(d.class_names, vec!["truck", "coarse_2", "automobile"]);
     assert_eq!(d.train.per_class(3), vec![3, 3, 3], "3 trucks (limited), 3 coarse-2 images, 3 automobiles");
     assert_eq!(d.test.per_class(3), vec![1, 1, 1]);
-    assert!(d.val.is_empty() || d.val.len() == 0);
+    assert!(d.val.is_empty());
 }
 
 #[test]

@@ -232,7 +232,7 @@ fn bad_files_give_errors_that_name_the_file() {
     check(&["t10k-labels-idx1-ubyte", "2 labels"]);
     std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx(&[3], &[0, 1, 12])).unwrap();
     check(&["t10k-labels-idx1-ubyte", "label 12"]);
-    std::fs::write(d.join("t10k-images-idx3-ubyte"), gzip(b"short")[..10].to_vec()).unwrap();
+    std::fs::write(d.join("t10k-images-idx3-ubyte"), &gzip(b"short")[..10]).unwrap();
     check(&["t10k-images-idx3-ubyte", "gzip"]);
     for f in std::fs::read_dir(d).unwrap() {
         std::fs::remove_file(f.unwrap().path()).unwrap();

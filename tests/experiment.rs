@@ -87,6 +87,8 @@ fn bad_configs_and_folders_are_clear_errors() {
     assert!(err.contains("my.toml") && err.contains("experiment config"), "{err}");
     let no_models = "name = \"x\"\nmodels = []\n[strong]\ndataset = \"synthetic-s\"\n";
     assert!(ExperimentConfig::from_toml(no_models, origin).unwrap_err().to_string().contains("[[models]]"));
+    let unknown = TINY.replace("[strong]\n", "[strong]\ncolour = 1\n");
+    assert!(ExperimentConfig::from_toml(&unknown, origin).unwrap_err().to_string().contains("colour"));
     let typo = TINY.replace("tc_label", "tc_lable");
     assert!(ExperimentConfig::from_toml(&typo, origin).unwrap_err().to_string().contains("tc_lable"));
     let mismatch = TINY.replace("tc_label = 4", "tc_label = 4\nstrong_labels = [1]");

@@ -251,3 +251,18 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let unit = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
     assert_eq!(unit(&a), unit(&c));
 }
+
+#[test]
+fn a_smaller_population_keeps_the_presets_shares_of_parents_and_elites() {
+    use cnnsplitter::modularize::ga::{GaConfig, Preset};
+    let r = |p| {
+        let g = GaConfig::preset(Preset::ReferenceCode).with_population(p);
+        (g.population, g.parents, g.elites)
+    };
+    assert_eq!(r(100), (100, 50, 20));
+    assert_eq!(r(30), (30, 15, 6));
+    assert_eq!(r(12), (12, 6, 2));
+    assert_eq!(r(2), (2, 1, 0), "at least one parent, at least one child");
+    let p = GaConfig::preset(Preset::Paper).with_population(30);
+    assert_eq!((p.parents, p.elites), (15, 1));
+}

@@ -31,13 +31,15 @@ pub struct ModularizeArgs {
     /// Stop after this many generations without a better best combination.
     #[arg(long)]
     patience: Option<usize>,
-    /// Individuals per class (NI; preset: 100).
+    /// Individuals per class (NI; preset: 100). Parents and elites scale with it unless given
+    /// (reference-code: 50% and 20% of it).
     #[arg(long)]
     population: Option<usize>,
-    /// Parents per generation (NP; preset: 50).
+    /// Parents per generation (NP; preset: 50% of --population).
     #[arg(long)]
     parents: Option<usize>,
-    /// Individuals carried over unchanged (reference-code: 20; paper: 1, the best combination's).
+    /// Individuals carried over unchanged (reference-code: 20% of --population; paper: 1, the
+    /// best combination's).
     #[arg(long)]
     elites: Option<usize>,
     /// Share of positions reset to a random bit (reference-code mutation; default 0.05).
@@ -119,7 +121,7 @@ impl GenerationObserver for Lines {
 fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
     let mut ga = GaConfig::preset(args.preset);
     if let Some(v) = args.population {
-        ga.population = v;
+        ga = ga.with_population(v);
     }
     if let Some(v) = args.parents {
         ga.parents = v;

@@ -22,7 +22,7 @@ pub const CIFAR10_CLASSES: [&str; 10] =
 /// the last label byte as label) and the first label byte of each record.
 pub fn parse_binary(bytes: &[u8], label_bytes: usize, classes: usize, path: &Path) -> Result<(ImageSet, Vec<u16>)> {
     let record = label_bytes + IMAGE;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(Error::file(
             path,
             format!(

@@ -465,11 +465,11 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
 
 /// Interprets the few calls a data pickle needs; records any other call as an object.
 fn reduce(class: String, args: Vec<Item>) -> Result<Item> {
-    if class == "_codecs.encode" {
-        if let Some(Value::Text(t)) = args.first().map(|a| resolve(a, 0)).transpose()? {
-            let bytes: Option<Vec<u8>> = t.chars().map(|c| u8::try_from(c as u32).ok()).collect();
-            return bytes.map(|b| leaf(Value::Bytes(b))).ok_or_else(|| bad("_codecs.encode of non-latin1 text"));
-        }
+    if class == "_codecs.encode"
+        && let Some(Value::Text(t)) = args.first().map(|a| resolve(a, 0)).transpose()?
+    {
+        let bytes: Option<Vec<u8>> = t.chars().map(|c| u8::try_from(c as u32).ok()).collect();
+        return bytes.map(|b| leaf(Value::Bytes(b))).ok_or_else(|| bad("_codecs.encode of non-latin1 text"));
     }
     Ok(Item::Object(Rc::new(RefCell::new(Obj { class, args, state: None }))))
 }

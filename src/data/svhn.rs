@@ -44,7 +44,7 @@ pub fn images_from_arrays(arrays: &[MatArray], path: &Path) -> Result<ImageSet> 
     for i in 0..n {
         let v = y.data.get(i);
         let digit = match v {
-            v if v == 10.0 => 0,
+            10.0 => 0,
             v if (0.0..=9.0).contains(&v) && v.fract() == 0.0 => v as u16,
             v => {
                 return Err(Error::file(path, format!("label {i} is {v}; SVHN labels are 1-10 (10 means digit 0)")));

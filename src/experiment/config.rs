@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::modularize::ga::{InitKind, Preset};
 use crate::modularize::grouping::GroupingKind;
-use crate::train::config::Overrides;
+use crate::train::config::{Overrides, Recipe};
 
 /// A whole experiment (see `experiments/*.toml` for examples).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,9 +62,30 @@ impl TrainSettings {
 pub struct StrongConfig {
     /// Dataset preset or .toml mix (e.g. cifar10, svhn-s, mnist-s, synthetic-s).
     pub dataset: String,
-    /// Training settings (strong recipe).
-    #[serde(flatten)]
-    pub train: TrainSettings,
+    /// Training recipe (default `strong`; `simple` keeps the learning rate constant, which
+    /// suits short runs).
+    #[serde(default = "strong_recipe")]
+    pub recipe: Recipe,
+    /// Epochs.
+    #[serde(default)]
+    pub epochs: Option<usize>,
+    /// Initial learning rate.
+    #[serde(default)]
+    pub lr: Option<f64>,
+    /// Batch size.
+    #[serde(default)]
+    pub batch: Option<usize>,
+}
+
+fn strong_recipe() -> Recipe {
+    Recipe::Strong
+}
+
+impl StrongConfig {
+    /// The training overrides (`lr` replaced by the model's own when it has one).
+    pub fn overrides(&self, model: &ModelConfig) -> Overrides {
+        Overrides { epochs: self.epochs, lr: model.lr.or(self.lr), batch: self.batch }
+    }
 }
 
 /// One strong model and its weak family.

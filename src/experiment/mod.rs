@@ -175,8 +175,7 @@ impl Runner<'_> {
         let data = self.data(&self.config.strong.dataset, None);
         let mut c = ModularizeConfig::new(self.dir.strong(&model.name), data, s.preset, self.config.seed);
         if let Some(p) = s.population {
-            c.ga.population = p;
-            c.ga.elites = c.ga.elites.min(p);
+            c.ga = c.ga.with_population(p);
         }
         c.stop.generations = s.generations;
         c.stop.patience = s.patience;
@@ -192,12 +191,11 @@ impl Runner<'_> {
     fn train_strong(&mut self, model: &ModelConfig) -> Step<()> {
         let c = self.config;
         let data = self.data(&c.strong.dataset, None);
-        let mut overrides = c.strong.train.overrides();
-        overrides.lr = model.lr.or(overrides.lr);
-        let (seed, threads) = (c.seed, self.threads);
+        let overrides = c.strong.overrides(model);
+        let (seed, threads, recipe) = (c.seed, self.threads, c.strong.recipe);
         let label = format!("training strong model {} ({}) on {}", model.name, model.arch, c.strong.dataset);
         self.train(&label, &self.dir.strong(&model.name), || {
-            TrainConfig::new(&model.arch, Recipe::Strong, &data, &overrides, seed, threads)
+            TrainConfig::new(&model.arch, recipe, &data, &overrides, seed, threads)
         })
     }
 

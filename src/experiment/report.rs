@@ -251,83 +251,13 @@ impl Reports {
         s
     }
 
-    fn rq1_csv(&self) -> String {
-        let mut s = String::from(
-            "model,dataset,model_accuracy,composed_accuracy,accuracy_loss,diff,model_kernels,module_kernels,kernel_reduction,model_macs,module_macs,mac_reduction,generations,seconds_per_generation\n",
-        );
-        for r in &self.rq1 {
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-                r.model,
-                r.dataset,
-                r.model_accuracy,
-                r.composed_accuracy,
-                r.accuracy_loss,
-                r.diff,
-                r.model_kernels,
-                r.module_kernels,
-                r.kernel_reduction,
-                r.model_macs,
-                r.module_macs,
-                r.mac_reduction,
-                r.generations,
-                r.seconds_per_generation
-            );
-        }
-        s
-    }
-
-    fn rq2_csv(&self) -> String {
-        let mut s = String::from(
-            "model,tc,kind,weak_precision,patched_precision,weak_recall,patched_recall,weak_f1,patched_f1,weak_non_tc_accuracy,patched_non_tc_accuracy\n",
-        );
-        for r in &self.rq2 {
-            let (w, p) = (&r.weak, &r.patched);
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{},{},{},{},{},{},{}",
-                r.model,
-                r.tc,
-                r.kind.name(),
-                w.precision,
-                p.precision,
-                w.recall,
-                p.recall,
-                w.f1,
-                p.f1,
-                w.non_tc_accuracy,
-                p.non_tc_accuracy
-            );
-        }
-        s
-    }
-
-    fn rq3_csv(&self) -> String {
-        let mut s = String::from("model,grouping,init,best_generation,composed_validation,composed_test,diff\n");
-        for r in &self.rq3 {
-            let _ = writeln!(
-                s,
-                "{},{},{},{},{},{},{}",
-                r.model,
-                grouping_name(r.grouping),
-                init_name(r.init),
-                r.best_generation,
-                r.composed_validation,
-                r.composed_test,
-                r.diff
-            );
-        }
-        s
-    }
-
     /// Writes `reports/rqK.{md,json,csv}` for every table that has rows, and the plots.
     pub fn write(&self, dir: &ExperimentDir, progress: &dyn Progress) -> Result<()> {
         let root = dir.reports();
         let tables: [(&str, bool, String, String); 3] = [
-            ("rq1", !self.rq1.is_empty(), self.rq1_markdown(), self.rq1_csv()),
-            ("rq2", !self.rq2.is_empty(), self.rq2_markdown(), self.rq2_csv()),
-            ("rq3", !self.rq3.is_empty(), self.rq3_markdown(), self.rq3_csv()),
+            ("rq1", !self.rq1.is_empty(), self.rq1_markdown(), csv(&self.rq1)),
+            ("rq2", !self.rq2.is_empty(), self.rq2_markdown(), csv(&self.rq2)),
+            ("rq3", !self.rq3.is_empty(), self.rq3_markdown(), csv(&self.rq3)),
         ];
         for (name, has_rows, markdown, csv) in tables {
             if !has_rows {
@@ -362,4 +292,33 @@ fn metric_cells(w: &TcMetrics, p: &TcMetrics) -> String {
         pct(w.non_tc_accuracy),
         pct(p.non_tc_accuracy)
     )
+}
+
+/// Rows as CSV: one column per field in declaration order, nested fields joined with `_`
+/// (`weak_precision`).
+pub fn csv<T: Serialize>(rows: &[T]) -> String {
+    fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
+                    flatten(&key, v, out);
+                }
+            }
+            serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            other => out.push((prefix.to_string(), other.to_string())),
+        }
+    }
+    let mut text = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut cells = Vec::new();
+        flatten("", &serde_json::to_value(row).expect("serializable"), &mut cells);
+        if i == 0 {
+            text += &cells.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(",");
+            text.push('\n');
+        }
+        text += &cells.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
+        text.push('\n');
+    }
+    text
 }

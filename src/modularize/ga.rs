@@ -150,6 +150,21 @@ impl GaConfig {
     }
 }
 
+impl GaConfig {
+    /// The same settings for `population` individuals: parents and elites keep the preset's
+    /// shares of the population (reference-code: 50% and 20%; paper: 50% and 1), with at least
+    /// one parent and at least one child per generation.
+    pub fn with_population(mut self, population: usize) -> Self {
+        let base = GaConfig::preset(self.preset);
+        let share = |v: usize| (v as f64 * population as f64 / base.population as f64).round() as usize;
+        self.population = population;
+        self.parents = share(base.parents).max(1);
+        self.elites = if base.elites <= 1 { base.elites } else { share(base.elites) };
+        self.elites = self.elites.min(population.saturating_sub(1));
+        self
+    }
+}
+
 /// The first population of class `n`: `size` genomes.
 pub fn initial_population(
     layout: &Layout,
