@@ -125,3 +125,27 @@ fn the_shipped_configs_parse_and_name_known_datasets() {
     }
     assert!(seen >= 6, "demo, demo-tiny, mnist, cifar10, svhn, synthetic");
 }
+
+#[test]
+fn rq3_compares_groupings_and_initialisations() {
+    use cnnsplitter::modularize::ga::InitKind;
+    use cnnsplitter::modularize::grouping::GroupingKind;
+    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = tiny();
+    config.rq3.groupings = vec![GroupingKind::None, GroupingKind::Importance];
+    config.rq3.inits = vec![InitKind::Random];
+    config.rq3.generations = Some(1);
+    let reports = run(Rq::Rq3, &config, tmp.path(), engine.as_ref(), None, &Silent, &Quiet).unwrap().unwrap();
+    assert!(reports.rq1.is_empty() && reports.rq2.is_empty());
+    let rows: Vec<_> = reports.rq3.iter().map(|r| (r.grouping, r.init, r.best_generation)).collect();
+    assert_eq!(rows, vec![(GroupingKind::None, InitKind::Random, 1), (GroupingKind::Importance, InitKind::Random, 1)]);
+    // Each ablation run was configured as its row says.
+    for (dir, grouping) in [("none-random", "none"), ("importance-random", "importance")] {
+        let c: serde_json::Value =
+            serde_json::from_str(&read(&tmp.path().join("rq3/Tiny").join(dir).join("config.json"))).unwrap();
+        assert_eq!((c["grouping"]["kind"].as_str(), c["ga"]["init"].as_str()), (Some(grouping), Some("random")));
+    }
+    let md = read(&tmp.path().join("reports/rq3.md"));
+    assert!(md.contains("| Tiny | none | random | 1 |") && md.contains("| Tiny | importance | random | 1 |"), "{md}");
+}
