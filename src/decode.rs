@@ -47,12 +47,7 @@ pub fn decode(model: &Model, masks: &[Vec<bool>]) -> Result<Model> {
     let kept: Vec<Vec<usize>> =
         masks.iter().map(|m| m.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect()).collect();
 
-    let mut new_desc = desc.clone();
-    for (i, layer) in new_desc.layers.iter_mut().enumerate() {
-        if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&mut layer.kind, groups.layers[i].output) {
-            *out_channels = kept[g].len();
-        }
-    }
+    let new_desc = with_group_widths(desc, &groups, |g| kept[g].len());
 
     let shapes = infer_shapes(desc)?;
     let mut weights = Weights::default();
@@ -168,12 +163,7 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
     if widths.iter().all(|(w, p)| w == p) {
         return Ok(model.clone());
     }
-    let mut new_desc = desc.clone();
-    for (i, layer) in new_desc.layers.iter_mut().enumerate() {
-        if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&mut layer.kind, groups.layers[i].output) {
-            *out_channels = widths[g].1;
-        }
-    }
+    let new_desc = with_group_widths(desc, &groups, |g| widths[g].1);
     let shapes = infer_shapes(desc)?;
     let mut weights = Weights::default();
     for spec in param_specs(desc, &shapes) {
@@ -191,6 +181,21 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
         weights.tensors.insert(spec.name, padded);
     }
     Model::new(new_desc, weights)
+}
+
+/// `desc` with every convolution's output channels set to `width(group)` of its channel group.
+fn with_group_widths(
+    desc: &ModelDescription,
+    groups: &ChannelGroups,
+    width: impl Fn(usize) -> usize,
+) -> ModelDescription {
+    let mut new_desc = desc.clone();
+    for (i, layer) in new_desc.layers.iter_mut().enumerate() {
+        if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&mut layer.kind, groups.layers[i].output) {
+            *out_channels = width(g);
+        }
+    }
+    new_desc
 }
 
 /// Widens axis 0 from `rows.0` to `rows.1` entries and axis 1 from `cols.0` to `cols.1` blocks of

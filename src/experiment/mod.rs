@@ -233,6 +233,7 @@ impl Runner<'_> {
                     }
                 }
             }
+            let mut loaded = None;
             for &kind in &w.kinds {
                 let weak_dir = self.dir.weak(&model.name, tc, kind.name());
                 let module =
@@ -240,8 +241,13 @@ impl Runner<'_> {
                 let out = self.dir.patched(&model.name, tc, kind);
                 let label = format!("patching the {} model {} for TC {tc}", kind.name(), model.name);
                 self.stage(out.join("report.json").exists(), &label, |r| {
-                    let data = data.load()?;
-                    patch(&weak_dir, &module, w.tc_label, w.strong_label(i), &data, r.engine, &out).map(|_| ())
+                    let splits = match loaded.take() {
+                        Some(d) => d,
+                        None => data.load()?,
+                    };
+                    let done = patch(&weak_dir, &module, w.tc_label, w.strong_label(i), &splits, r.engine, &out);
+                    loaded = Some(splits);
+                    done.map(|_| ())
                 })?;
             }
         }

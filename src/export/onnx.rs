@@ -153,13 +153,11 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                 continue;
             }
             LayerKind::Conv2d { kernel, stride, padding, bias, .. } => {
-                let (wn, wt) = param("weight")?;
-                g.initializer(&wn, &wt.shape, &wt.data);
-                let mut inputs = vec![src.clone(), wn];
-                if *bias {
-                    let (bn, bt) = param("bias")?;
-                    g.initializer(&bn, &bt.shape, &bt.data);
-                    inputs.push(bn);
+                let mut inputs = vec![src.clone()];
+                for suffix in if *bias { &["weight", "bias"][..] } else { &["weight"][..] } {
+                    let (n, t) = param(suffix)?;
+                    g.initializer(&n, &t.shape, &t.data);
+                    inputs.push(n);
                 }
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 let [ph, pw] = padding.map(|p| p as i64);
@@ -214,13 +212,11 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                 name
             }
             LayerKind::Linear { bias, .. } => {
-                let (wn, wt) = param("weight")?;
-                g.initializer(&wn, &wt.shape, &wt.data);
-                let mut inputs = vec![src.clone(), wn];
-                if *bias {
-                    let (bn, bt) = param("bias")?;
-                    g.initializer(&bn, &bt.shape, &bt.data);
-                    inputs.push(bn);
+                let mut inputs = vec![src.clone()];
+                for suffix in if *bias { &["weight", "bias"][..] } else { &["weight"][..] } {
+                    let (n, t) = param(suffix)?;
+                    g.initializer(&n, &t.shape, &t.data);
+                    inputs.push(n);
                 }
                 let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
                 g.node(&name, "Gemm", &refs, &[&name], vec![("transB", Attr::Int(1))]);

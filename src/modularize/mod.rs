@@ -330,13 +330,11 @@ pub fn run(
 
     // Stage 4: the modules of the best combination, and the summary.
     let best = state.best.clone().ok_or_else(|| Error::Invalid("the search ran no generation".into()))?;
-    let summary = finish(&config, &out, &model, &data, &layout, &best.genomes, &state, engine, &evaluator)?;
+    let summary = finish(&out, &model, &data, &layout, &best.genomes, &state, engine)?;
     Ok(Some(summary))
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
-    config: &ModularizeConfig,
     out: &ModularizeDir,
     model: &Model,
     data: &DataSplits,
@@ -344,7 +342,6 @@ fn finish(
     genomes: &[Bits],
     state: &SearchState,
     engine: &dyn Engine,
-    evaluator: &Evaluator<'_>,
 ) -> Result<Summary> {
     let n = model.description.classes;
     let model_count = count(&model.description)?;
@@ -388,7 +385,6 @@ fn finish(
         };
         write_json(&dir.join("keep.json"), &record)?;
     }
-    let refs = |v: &[Vec<f32>]| -> Vec<Vec<f32>> { v.to_vec() };
     let accuracy = |vectors: &[Vec<f32>], labels: &[u16]| {
         let r: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
         composed_accuracy(&r, labels)
@@ -411,8 +407,8 @@ fn finish(
             test: model_acc(&test_images, &data.test)?,
         },
         composed_accuracy: SplitAccuracy {
-            validation: accuracy(&refs(&val_vectors), &data.val.labels),
-            test: accuracy(&refs(&test_vectors), &data.test.labels),
+            validation: accuracy(&val_vectors, &data.val.labels),
+            test: accuracy(&test_vectors, &data.test.labels),
         },
         diff: bitset::mean_pairwise_distance(&set_refs),
         kernels_per_module: kernels,
@@ -431,7 +427,6 @@ fn finish(
         cache_hits: state.history.iter().map(|r| r.cache_hits).sum(),
         engine: engine.name().to_string(),
     };
-    let _ = (config, evaluator);
     write_json(&out.summary(), &summary)?;
     Ok(summary)
 }

@@ -151,10 +151,11 @@ pub fn patch(
     let spec = PatchSpec { tc_weak, tc_strong, calibration };
     let patched = PatchedModel { weak, module, spec };
 
+    let classes = patched.weak.description.classes;
     let weak_logits = logits(engine, &patched.weak, &data.test, &data.normalization)?;
-    let weak_pred = argmax_rows(&weak_logits, patched.weak.description.classes);
-    let scores = patched.scores(engine, &data.test, &data.normalization)?;
-    let patched_pred = argmax_rows(&scores, patched.weak.description.classes);
+    let module_logits = logits(engine, &patched.module, &data.test, &data.normalization)?;
+    let scores = patched_scores(&weak_logits, classes, &module_logits, patched.module.description.classes, &spec);
+    let (weak_pred, patched_pred) = (argmax_rows(&weak_logits, classes), argmax_rows(&scores, classes));
     let report = PatchReport {
         weak_model: weak_dir.to_path_buf(),
         module: module_dir.to_path_buf(),
