@@ -64,13 +64,37 @@ fn bad_input_gives_a_one_line_error_and_a_failure_code() {
     assert!(stderr.contains("unknown architecture"), "{stderr}");
 }
 
+/// `w · [max(log_softmax(weak), floor), module_tc] + b >= threshold`: the calibrated rule's
+/// prediction written out from `patch.json`'s parameters.
+fn calibrated_by_hand(rule: &serde_json::Value, weak: &[f32], module_tc: f32, tc: usize) -> usize {
+    let w: Vec<f64> = rule["weights"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let floor = rule["log_prob_floor"].as_f64().unwrap();
+    let max = weak.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let log_sum = weak.iter().map(|&v| (v as f64 - max).exp()).sum::<f64>().ln();
+    let mut z = rule["bias"].as_f64().unwrap() + w[weak.len()] * module_tc as f64;
+    for (c, &v) in weak.iter().enumerate() {
+        z += w[c] * (v as f64 - max - log_sum).max(floor);
+    }
+    if z >= rule["threshold"].as_f64().unwrap() {
+        return tc;
+    }
+    (0..weak.len())
+        .filter(|&c| c != tc)
+        .fold(usize::MAX, |b, c| if b == usize::MAX || weak[c] > weak[b] { c } else { b })
+}
+
 #[test]
 fn patch_then_eval_the_patched_model_and_experiment_errors() {
+    use cnnsplitter::Model;
+    use cnnsplitter::data::presets::DataSelection;
+    use cnnsplitter::engine::burn::BurnEngine;
+    use cnnsplitter::train::evaluate::logits;
+
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
     std::fs::write(
         dir.path().join("w.toml"),
-        "name = \"w\"\n[synthetic]\ntrain = 300\ntest = 100\n[[part]]\nsource = \"synthetic\"\n\
+        "name = \"w\"\n[synthetic]\ntrain = 600\ntest = 100\n[[part]]\nsource = \"synthetic\"\n\
          classes = [6, 7, 8, 9, \"tc\"]\n[split]\nmode = \"official\"\nval = 0.2\nseed = 0\n",
     )
     .unwrap();
@@ -83,16 +107,39 @@ fn patch_then_eval_the_patched_model_and_experiment_errors() {
     let args = ["patch", "--weak", &p("weak"), "--module", &p("strong"), "--dataset", &p("w.toml"), "--engine", "burn"];
     let (ok, _, stderr) = cnnsplitter(&[&args[..], &["--tc", "4", "--out", &p("x")]].concat());
     assert!(!ok && stderr.contains("WEAK_INDEX=STRONG_INDEX"), "{stderr}");
-    let (ok, stdout, stderr) = cnnsplitter(&[&args[..], &["--tc", "4=2", "--out", &p("patched")]].concat());
+    // Gated (the default): the gate's decision is printed; random models leave it closed or open.
+    let (ok, stdout, stderr) = cnnsplitter(&[&args[..], &["--tc", "4=2", "--out", &p("gated")]].concat());
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("patched") && stdout.contains("non-TC acc"), "{stdout}");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("patched/report.json")).unwrap()).unwrap();
+    assert!(stdout.contains("gate open") || stdout.contains("gate closed"), "{stdout}");
+    assert!(stdout.contains("non-TC acc") && stdout.contains("AUROC"), "{stdout}");
+    // Ungated: the rule applies, and `eval` of the folder predicts what the rule's formula says.
+    let (ok, _, stderr) = cnnsplitter(&[&args[..], &["--tc", "4=2", "--ungated", "--out", &p("patched")]].concat());
+    assert!(ok, "{stderr}");
+    let spec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("patched/patch.json")).unwrap()).unwrap();
+    assert_eq!((spec["applied"].as_bool(), spec["rule"]["kind"].as_str()), (Some(true), Some("calibrated")));
     let (ok, stdout, stderr) =
         cnnsplitter(&["eval", &p("patched"), "--dataset", &p("w.toml"), "--tc", "2", "--engine", "burn", "--json"]);
     assert!(ok, "{stderr}");
     let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(m["per_class"][4]["recall"], report["patched"]["recall"], "eval runs the patched model");
+    let data = DataSelection { tc: Some(2), ..DataSelection::named(&p("w.toml")) }.load().unwrap();
+    let engine = BurnEngine::default();
+    let weak =
+        logits(&engine, &Model::load(&dir.path().join("weak")).unwrap(), &data.test, &data.normalization).unwrap();
+    let module =
+        logits(&engine, &Model::load(&dir.path().join("strong")).unwrap(), &data.test, &data.normalization).unwrap();
+    let preds: Vec<usize> =
+        weak.chunks(5).zip(module.chunks(5)).map(|(w, m)| calibrated_by_hand(&spec["rule"], w, m[2], 4)).collect();
+    let labels = &data.test.labels;
+    let tc_images = labels.iter().filter(|&&l| l == 4).count();
+    let tp = preds.iter().zip(labels).filter(|(p, l)| **p == 4 && **l == 4).count();
+    assert_eq!(
+        m["per_class"][4]["recall"].as_f64().unwrap(),
+        tp as f64 / tc_images as f64,
+        "eval runs the patched model"
+    );
+    let right = preds.iter().zip(labels).filter(|(p, l)| **p == **l as usize).count();
+    assert!((m["accuracy"].as_f64().unwrap() - right as f64 / labels.len() as f64).abs() < 1e-12, "{m}");
     let (ok, stdout, stderr) = cnnsplitter(&["export", &p("patched"), "--onnx", &p("patched.onnx")]);
     assert!(ok && stdout.contains("patched model") && stdout.contains("[batch, 5]"), "{stderr}");
     assert!(std::fs::metadata(dir.path().join("patched.onnx")).unwrap().len() > 1000);

@@ -12,11 +12,16 @@ use cnnsplitter::data::presets::{DataSelection, PRESETS};
 use common::formats::*;
 
 fn load(dataset: &str, tc: Option<usize>, dir: &Path) -> DataSplits {
-    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()) }.load().unwrap()
+    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()), limits: Default::default() }
+        .load()
+        .unwrap()
 }
 
 fn load_err(dataset: &str, tc: Option<usize>, dir: &Path) -> String {
-    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()) }.load().unwrap_err().to_string()
+    DataSelection { dataset: dataset.into(), tc, data_dir: Some(dir.to_path_buf()), limits: Default::default() }
+        .load()
+        .unwrap_err()
+        .to_string()
 }
 
 /// (source id, source label, index) of each image of a tagged 3-channel set.
@@ -248,4 +253,65 @@ fn synthetic_preset_has_balanced_classes_and_an_80_20_split() {
         *per_class.entry(l).or_default() += 1;
     }
     assert!(per_class.values().all(|&c| c == 1000));
+}
+
+#[test]
+fn limits_keep_a_seeded_subset_per_class_with_a_separate_cap_for_the_target_class() {
+    use cnnsplitter::data::mix::{ClassLimit, SplitLimits};
+    let dir = tempfile::tempdir().unwrap();
+    let selection = |limits: SplitLimits| DataSelection {
+        dataset: "synthetic-w-tiny".into(),
+        tc: Some(2),
+        data_dir: Some(dir.path().to_path_buf()),
+        limits,
+    };
+    let full = selection(SplitLimits::default()).load().unwrap();
+    let limits = SplitLimits {
+        train: ClassLimit { per_class: Some(20), tc: Some(3) },
+        val: ClassLimit { per_class: Some(7), tc: None },
+    };
+    let limited = selection(limits).load().unwrap();
+    // Label 4 is the target class: 3 training images of it, 20 of every other class; the
+    // validation split keeps 7 of every class (the TC's cap falls back to per_class).
+    assert_eq!(limited.train.per_class(5), vec![20, 20, 20, 20, 3]);
+    assert_eq!(limited.val.per_class(5), vec![7; 5]);
+    assert_eq!(limited.test, full.test, "the test split is never limited");
+    // A subset of the full split, in its order.
+    let images = |set: &ImageSet| (0..set.len()).map(|i| set.image(i).to_vec()).collect::<Vec<_>>();
+    let all = images(&full.train);
+    let mut at = 0;
+    for img in images(&limited.train) {
+        at += all[at..].iter().position(|x| *x == img).expect("kept images come from the split, in order") + 1;
+    }
+    // Drawn from the seed, not the first images of each class; the same every time.
+    let first_20: Vec<usize> = (0..full.train.len()).filter(|&i| full.train.labels[i] == 0).take(20).collect();
+    let kept_0: Vec<Vec<u8>> = (0..limited.train.len())
+        .filter(|&i| limited.train.labels[i] == 0)
+        .map(|i| limited.train.image(i).to_vec())
+        .collect();
+    assert_ne!(kept_0, first_20.iter().map(|&i| full.train.image(i).to_vec()).collect::<Vec<_>>());
+    assert_eq!(selection(limits).load().unwrap().train, limited.train);
+    // Caps above the class sizes keep everything; a TC cap on a mix without a TC is refused.
+    let loose = SplitLimits { train: ClassLimit { per_class: Some(1_000_000), tc: None }, ..Default::default() };
+    assert_eq!(selection(loose).load().unwrap().train, full.train);
+    let no_tc = DataSelection { dataset: "synthetic-s-tiny".into(), tc: None, ..selection(limits) };
+    let err = no_tc.load().unwrap_err().to_string();
+    assert!(err.contains("no target class"), "{err}");
+}
+
+#[test]
+fn a_mix_can_carry_its_own_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = custom(
+        "name = \"scarce\"\n[synthetic]\ntrain = 1000\ntest = 200\n[[part]]\nsource = \"synthetic\"\nclasses = [0, 1, 2]\n\
+         [split]\nmode = \"official\"\nval = 0.2\n[limit]\ntrain = { per_class = 9 }\n",
+        dir.path(),
+    );
+    assert_eq!(d.train.per_class(3), vec![9, 9, 9]);
+    let err = MixSpec::from_toml(
+        "name = \"x\"\n[[part]]\nsource = \"synthetic\"\n[split]\nmode = \"pool\"\n[limit]\ntrain = { tc = 3 }\n",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("caps the target class"), "{err}");
 }

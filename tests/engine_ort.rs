@@ -16,7 +16,9 @@ use cnnsplitter::engine::ort::{OrtEngine, environment};
 use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
 use cnnsplitter::export::onnx::{export, write_file};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
-use cnnsplitter::patch::{Calibration, PatchSpec, PatchedModel, patched_scores};
+use cnnsplitter::patch::calibrated::CalibratedRule;
+use cnnsplitter::patch::gate::{Gate, SplitScore};
+use cnnsplitter::patch::{Calibration, PatchSpec, PatchedModel, Rule, patched_scores};
 use cnnsplitter::train::metrics::argmax_rows;
 use common::*;
 
@@ -137,18 +139,50 @@ fn composed_and_patched_exports_give_cnnsplitters_scores_in_python() {
     let got = run_in_python(&python, &onnx, &images, images_n, input);
     assert!(relative_error(&got, &want) <= 1e-4, "composed: {}", relative_error(&got, &want));
 
-    // Patched: the weak model's softmax with the TC replaced by the calibrated module score.
+    // Patched, each rule and a closed gate: cnnsplitter's patched scores, in ONNX operators.
     let weak = random_model("simcnn-weak@0.25", input, 5, 2);
     let module = random_model("simcnn@0.125", input, 10, 3);
-    let spec = PatchSpec { tc_weak: 4, tc_strong: 7, calibration: Calibration { min: -0.3, max: 0.9 } };
-    let want =
-        patched_scores(&burn_logits(&weak, &images, images_n), 5, &burn_logits(&module, &images, images_n), 10, &spec);
-    let patched = PatchedModel { weak, module, spec };
-    let onnx = dir.path().join("patched.onnx");
-    write_file(&to_onnx_patched(&patched).unwrap(), &onnx).unwrap();
-    let got = run_in_python(&python, &onnx, &images, images_n, input);
-    assert!(relative_error(&got, &want) <= 1e-4, "patched: {}", relative_error(&got, &want));
-    assert_eq!(argmax_rows(&got, 5), argmax_rows(&want, 5));
+    let (weak_logits, module_logits) = (burn_logits(&weak, &images, images_n), burn_logits(&module, &images, images_n));
+    let mut calibrated = CalibratedRule {
+        weights: vec![0.4, -0.7, 0.2, 0.1, 1.3, 2.5],
+        bias: -0.5,
+        threshold: 0.0,
+        log_prob_floor: -30.0,
+        l2: 1.0,
+        fit_images: 1,
+    };
+    // A threshold between the images' middle scores, so that both branches are exercised.
+    let mut z: Vec<f64> =
+        weak_logits.chunks(5).zip(module_logits.chunks(10)).map(|(w, m)| calibrated.logit(w, m[7])).collect();
+    z.sort_by(f64::total_cmp);
+    calibrated.threshold = 0.5 * (z[images_n / 2 - 1] + z[images_n / 2]);
+    let gate = Gate {
+        open: true,
+        reason: "test".into(),
+        images: 0,
+        weak: SplitScore::default(),
+        patched: SplitScore::default(),
+        module_evidence: None,
+    };
+    let rules = [
+        (Rule::Paper(Calibration { min: -0.3, max: 0.9 }), true),
+        (Rule::Calibrated(calibrated), true),
+        (Rule::Paper(Calibration { min: -0.3, max: 0.9 }), false),
+    ];
+    for (rule, applied) in rules {
+        let spec = PatchSpec { tc_weak: 4, tc_strong: 7, rule, applied, gate: gate.clone() };
+        let want = patched_scores(&weak_logits, 5, &module_logits, 10, &spec);
+        let patched = PatchedModel { weak: weak.clone(), module: module.clone(), spec };
+        let onnx = dir.path().join("patched.onnx");
+        write_file(&to_onnx_patched(&patched).unwrap(), &onnx).unwrap();
+        let got = run_in_python(&python, &onnx, &images, images_n, input);
+        let what = format!("{:?} applied {applied}", patched.spec.rule.kind());
+        assert!(relative_error(&got, &want) <= 1e-4, "{what}: {}", relative_error(&got, &want));
+        assert_eq!(argmax_rows(&got, 5), argmax_rows(&want, 5), "{what}");
+        if !applied {
+            assert_eq!(argmax_rows(&got, 5), argmax_rows(&weak_logits, 5), "a closed gate exports the weak model");
+        }
+    }
 }
 
 fn run_cli(env: &[(&str, &str)], args: &[&str]) -> (bool, String) {

@@ -36,30 +36,35 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     // Every TC x kind was patched, RQ1 has its model, and the files are there.
     let w = config.weak.as_ref().unwrap();
     assert_eq!(reports.rq1.len(), 1);
-    assert_eq!(reports.rq2.len(), w.tcs.len() * w.kinds.len());
+    assert_eq!(reports.rq2.len(), w.tcs.len() * w.kinds.len() * w.rules.len());
     let r1 = &reports.rq1[0];
     assert!(r1.module_kernels < r1.model_kernels as f64 && r1.kernel_reduction > 0.0, "{r1:?}");
     assert!((0.0..=1.0).contains(&r1.composed_accuracy) && (0.0..=1.0).contains(&r1.diff));
     for r in &reports.rq2 {
-        for m in [r.weak, r.patched] {
-            assert!((0.0..=1.0).contains(&m.precision) && (0.0..=1.0).contains(&m.non_tc_accuracy), "{r:?}");
-        }
+        // Gated: the rule's result where the gate opened, the weak model's where it closed.
+        assert_eq!(r.patched, if r.gate_open { r.ungated } else { r.weak }, "{r:?}");
+        // The gate compared validation accuracies, and opened only on a gain.
+        assert!(!r.gate_open || r.gate_patched.accuracy > r.gate_weak.accuracy, "{r:?}");
     }
     let rep = straight.join("reports");
     for name in ["rq1.md", "rq1.json", "rq1.csv", "rq2.md", "rq2.json", "rq2.csv"] {
         assert!(rep.join(name).is_file(), "{name}");
     }
-    assert!(read(&rep.join("rq2.md")).contains("| 3 | overfit |"));
+    let md = read(&rep.join("rq2.md"));
+    assert!(
+        md.contains("| 3 | overfit |") && md.contains("| calibrated | gated |") && md.contains("| paper | ungated |"),
+        "{md}"
+    );
     assert_eq!(read(&rep.join("rq2.csv")).lines().count(), 1 + reports.rq2.len());
     if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
-        for plot in ["search_Tiny.svg", "search_Tiny.png", "patch_Tiny.svg", "patch_Tiny.png"] {
+        for plot in ["search_Tiny.svg", "search_Tiny.png", "patch_Tiny_paper.svg", "patch_Tiny_calibrated.png"] {
             let bytes = std::fs::read(rep.join("plots").join(plot)).unwrap();
             assert!(bytes.len() > 1000, "{plot}");
         }
-        assert!(std::fs::read(rep.join("plots/patch_Tiny.png")).unwrap().starts_with(b"\x89PNG"));
+        assert!(std::fs::read(rep.join("plots/patch_Tiny_paper.png")).unwrap().starts_with(b"\x89PNG"));
     }
     // The patched models are runnable folders.
-    assert!(straight.join("patched/Tiny/tc3/simple/patch.json").is_file());
+    assert!(straight.join("patched/Tiny/tc3/simple/calibrated/patch.json").is_file());
 
     // Stopped after 4 stages, then continued: the same tables, and nothing redone.
     let resumed = tmp.path().join("resumed");

@@ -147,7 +147,12 @@ fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
          classes = [0, 2, 3, 6, 8]\n[split]\nmode = \"official\"\nval = 0.2\nseed = 0\n",
     )
     .unwrap();
-    let data = DataSelection { dataset: toml.to_string_lossy().into_owned(), tc: None, data_dir: None };
+    let data = DataSelection {
+        dataset: toml.to_string_lossy().into_owned(),
+        tc: None,
+        data_dir: None,
+        limits: Default::default(),
+    };
     let o = Overrides { epochs: Some(5), lr: Some(0.02), batch: Some(32) };
     let config =
         TrainConfig::new("simcnn-weak@0.25", Recipe::Simple, &data, &o, 3, rayon::current_num_threads()).unwrap();
@@ -165,6 +170,7 @@ fn config(model: &Path, data: &DataSelection, generations: usize) -> ModularizeC
         dataset: data.dataset.clone(),
         tc: None,
         data_dir: None,
+        limits: Default::default(),
         confidence: 0.5,
         grouping: GroupingConfig::default(),
         sensitivity_threshold: 0.05,

@@ -30,7 +30,7 @@ fn tiny_data(dir: &Path, train: usize, classes: &str) -> DataSelection {
         ),
     )
     .unwrap();
-    DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: None }
+    DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: None, limits: Default::default() }
 }
 
 fn config(arch: &str, recipe: Recipe, data: &DataSelection, epochs: usize, lr: Option<f64>) -> TrainConfig {
@@ -267,7 +267,12 @@ fn bad_runs_fail_clearly_and_write_nothing() {
     std::fs::write(&path, "name = \"d\"\n[[part]]\nsource = \"mnist\"\n[split]\nmode = \"pool\"\n").unwrap();
     let mnist = tmp.path().join("mnist");
     common::formats::write_mnist(&mnist, 50, false);
-    let data = DataSelection { dataset: path.to_string_lossy().into_owned(), tc: None, data_dir: Some(mnist) };
+    let data = DataSelection {
+        dataset: path.to_string_lossy().into_owned(),
+        tc: None,
+        data_dir: Some(mnist),
+        limits: Default::default(),
+    };
     let out = tmp.path().join("never");
     let err =
         trainer::start(config("simcnn", Recipe::Strong, &data, 1, None), &out, None, &engine(), &Silent).unwrap_err();

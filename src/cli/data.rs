@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use cnnsplitter::data::fetch::{self, Remote};
+use cnnsplitter::data::mix::{ClassLimit, SplitLimits};
 use cnnsplitter::data::presets::{DataSelection, PRESETS, preset_or_file};
 use cnnsplitter::data::{self as data_lib, ImageSet};
 
@@ -25,12 +26,47 @@ pub struct DataArgs {
     /// Folder holding the source datasets (default: $CNNSPLITTER_DATA_DIR, else ./data).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub limits: LimitArgs,
 }
 
 impl DataArgs {
     /// The library's selection.
     pub fn selection(&self) -> DataSelection {
-        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
+        DataSelection {
+            dataset: self.dataset.clone(),
+            tc: self.tc,
+            data_dir: self.data_dir.clone(),
+            limits: self.limits.limits(),
+        }
+    }
+}
+
+/// Caps on the images per class of the training and validation splits (a weak user's scarce
+/// data); they override the mix's own `[limit]`.
+#[derive(Args, Clone, Debug, Default)]
+pub struct LimitArgs {
+    /// Keep at most N training images of every class (a seeded random subset).
+    #[arg(long, value_name = "N")]
+    pub train_per_class: Option<usize>,
+    /// Keep at most N training images of the target class (default: --train-per-class).
+    #[arg(long, value_name = "N")]
+    pub tc_train_images: Option<usize>,
+    /// Keep at most N validation images of every class.
+    #[arg(long, value_name = "N")]
+    pub val_per_class: Option<usize>,
+    /// Keep at most N validation images of the target class (default: --val-per-class).
+    #[arg(long, value_name = "N")]
+    pub tc_val_images: Option<usize>,
+}
+
+impl LimitArgs {
+    /// The library's limits.
+    pub fn limits(&self) -> SplitLimits {
+        SplitLimits {
+            train: ClassLimit { per_class: self.train_per_class, tc: self.tc_train_images },
+            val: ClassLimit { per_class: self.val_per_class, tc: self.tc_val_images },
+        }
     }
 }
 
@@ -84,6 +120,8 @@ struct OptionalDataArgs {
     /// Folder holding the source datasets (default: $CNNSPLITTER_DATA_DIR, else ./data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -117,7 +155,8 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                 )?;
             }
             (None, Some(dataset)) => {
-                let selection = DataSelection { dataset, tc: data.tc, data_dir: data.data_dir };
+                let selection =
+                    DataSelection { dataset, tc: data.tc, data_dir: data.data_dir, limits: data.limits.limits() };
                 let spec = selection.spec()?;
                 let d = selection.load()?;
                 let splits = [("train", &*d.train), ("val", &*d.val), ("test", &*d.test)];

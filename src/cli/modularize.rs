@@ -153,6 +153,7 @@ fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
         dataset: data.dataset,
         tc: data.tc,
         data_dir: data.data_dir,
+        limits: data.limits,
         confidence: args.confidence,
         grouping: GroupingConfig {
             kind: args.grouping,

@@ -8,7 +8,9 @@ use clap::Args;
 use cnnsplitter::data::presets::DataSelection;
 use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::patch::metrics::TcMetrics;
-use cnnsplitter::patch::patch;
+use cnnsplitter::patch::{PatchReport, PatchRequest, Rule, RuleKind, patch};
+
+use super::data::LimitArgs;
 
 #[derive(Args)]
 pub struct PatchArgs {
@@ -32,6 +34,24 @@ pub struct PatchArgs {
     /// Folder holding the source datasets (default: $CNNSPLITTER_DATA_DIR, else ./data).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The same image limits the weak model was trained with (the paper's rule calibrates on the
+    /// training split's TC images; the calibrated rule and the gate use the validation split).
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// calibrated (default): a logistic model over the weak model's log-softmax and the module's
+    /// TC logit, fitted on the validation split, threshold chosen there for overall accuracy.
+    /// paper: the module's TC logit, min-max calibrated on the TC's training images, replaces
+    /// the weak model's TC probability.
+    #[arg(long, value_enum, default_value = "calibrated")]
+    rule: RuleKind,
+    /// Apply the rule even when the gate is closed (the gate, decided on the validation split,
+    /// is still reported). Without it, a closed gate keeps the weak model's predictions.
+    #[arg(long)]
+    ungated: bool,
+    /// The strong model the module was cut from, for the AUROC of its TC logit (default: the
+    /// model named by the module's modularization folder, when it is there).
+    #[arg(long, value_name = "DIR")]
+    strong: Option<PathBuf>,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
     #[arg(long, value_enum, default_value = "auto")]
     engine: EngineChoice,
@@ -47,8 +67,12 @@ fn parse_mapping(text: &str) -> Result<(usize, usize), String> {
 
 pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
     let (tc_weak, tc_strong) = args.tc;
-    let mut selection =
-        DataSelection { dataset: args.dataset.clone(), tc: args.mix_tc, data_dir: args.data_dir.clone() };
+    let mut selection = DataSelection {
+        dataset: args.dataset.clone(),
+        tc: args.mix_tc,
+        data_dir: args.data_dir.clone(),
+        limits: args.limits.limits(),
+    };
     if selection.tc.is_none() && selection.spec()?.needs_tc() {
         selection.tc = Some(tc_strong);
     }
@@ -57,17 +81,67 @@ pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
     if args.out.exists() {
         bail!("{} already exists: choose another --out or remove it", args.out.display());
     }
-    let r = patch(&args.weak, &args.module, tc_weak, tc_strong, &data, engine.as_ref(), &args.out)?;
-    println!(
-        "calibrated on {} training images of class {} (module logit range {:.3} .. {:.3}); tested on {} images of {}",
-        r.calibration_images, tc_weak, r.spec.calibration.min, r.spec.calibration.max, r.test_images, r.dataset
-    );
-    println!("{:<8} {:>9} {:>9} {:>9} {:>11}", "model", "precision", "recall", "f1", "non-TC acc");
-    let line = |name: &str, m: &TcMetrics| {
-        println!("{name:<8} {:>9.4} {:>9.4} {:>9.4} {:>11.4}", m.precision, m.recall, m.f1, m.non_tc_accuracy)
+    let request = PatchRequest {
+        weak: &args.weak,
+        module: &args.module,
+        strong: args.strong.as_deref(),
+        tc_weak,
+        tc_strong,
+        rule: args.rule,
+        ungated: args.ungated,
     };
-    line("weak", &r.weak);
-    line("patched", &r.patched);
+    let r = patch(&request, &data, engine.as_ref(), &args.out)?;
+    print_report(&r);
     println!("patched model and report.json in {}", args.out.display());
     Ok(())
+}
+
+/// Prints what the rule was fitted on, the gate's decision and the test metrics.
+fn print_report(r: &PatchReport) {
+    match &r.spec.rule {
+        Rule::Paper(c) => println!(
+            "paper rule: module TC logit range {:.3} .. {:.3} over {} training images of the TC",
+            c.min, c.max, r.calibration_images
+        ),
+        Rule::Calibrated(c) => println!(
+            "calibrated rule: fitted on {} validation images (threshold {:.3} on the logistic score)",
+            c.fit_images, c.threshold
+        ),
+    }
+    let gate = &r.spec.gate;
+    println!("gate {}", gate.reason);
+    if !gate.open && r.spec.applied {
+        println!("applied anyway (--ungated)");
+    }
+    println!("test split of {}: {} images", r.dataset, r.test_images);
+    println!("{:<9} {:>9} {:>9} {:>9} {:>11} {:>9}", "model", "precision", "recall", "f1", "non-TC acc", "accuracy");
+    let line = |name: &str, m: &TcMetrics, acc: f64| {
+        println!(
+            "{name:<9} {:>9.4} {:>9.4} {:>9.4} {:>11.4} {:>9.4}",
+            m.precision, m.recall, m.f1, m.non_tc_accuracy, acc
+        )
+    };
+    line("weak", &r.weak, r.accuracy.weak);
+    line(if r.spec.applied { "patched" } else { "rule" }, &r.ungated, r.accuracy.ungated);
+    let d = &r.diagnostics;
+    println!(
+        "the rule against the weak model: fixes {} TC + {} non-TC, regressions {} TC + {} non-TC; \
+         F1 change 95% interval [{:+.2}, {:+.2}] points",
+        d.fixes.tc,
+        d.fixes.non_tc,
+        d.regressions.tc,
+        d.regressions.non_tc,
+        100.0 * d.change_intervals.f1[0],
+        100.0 * d.change_intervals.f1[1]
+    );
+    let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
+    println!(
+        "TC score AUROC on test: weak model {}, module {}, strong model {}",
+        fmt(r.auroc.weak),
+        fmt(r.auroc.module),
+        fmt(r.auroc.strong)
+    );
+    if !r.spec.applied {
+        println!("the patched folder predicts exactly as the weak model (gate closed)");
+    }
 }

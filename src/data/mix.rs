@@ -11,6 +11,10 @@
 //! - `mode = "pool"`: all images (training then test, as published) are shuffled and cut by
 //!   `ratios` (e.g. 8:1:1).
 //!
+//! A weak user's data is scarce: `[limit]` keeps a seeded random subset of at most K training
+//! (or validation) images per class, with a separate cap for the target class, after the split
+//! is drawn (so the held-out images stay held out).
+//!
 //! ```toml
 //! name = "svhn-w"
 //! digits = true                     # no horizontal flips
@@ -21,6 +25,8 @@
 //! mode = "official"
 //! val = 0.2
 //! seed = 0
+//! [limit]
+//! train = { per_class = 100, tc = 20 }   # optional: scarce weak-model data
 //! ```
 
 use std::collections::BTreeMap;
@@ -65,6 +71,91 @@ pub struct MixSpec {
     /// Per-channel standard deviation of the normalisation (default: ImageNet's).
     #[serde(default)]
     pub std: Option<Vec<f32>>,
+    /// Caps on the images per class of the training and validation splits.
+    #[serde(default)]
+    pub limit: SplitLimits,
+}
+
+/// At most how many images of each class a split keeps (a seeded random subset, in split order).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassLimit {
+    /// At most this many images of every class but the target class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_class: Option<usize>,
+    /// At most this many images of the target class (the mix's `"tc"`); default `per_class`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc: Option<usize>,
+}
+
+impl ClassLimit {
+    /// This limit, with `fallback`'s value wherever this one sets none.
+    pub fn or(self, fallback: ClassLimit) -> ClassLimit {
+        ClassLimit { per_class: self.per_class.or(fallback.per_class), tc: self.tc.or(fallback.tc) }
+    }
+
+    /// Whether it limits nothing.
+    pub fn is_none(&self) -> bool {
+        self.per_class.is_none() && self.tc.is_none()
+    }
+
+    /// The cap of images with label `label` (`tc_label`: the target class's label, if any).
+    fn cap(&self, label: u16, tc_label: Option<u16>) -> Option<usize> {
+        if tc_label == Some(label) { self.tc.or(self.per_class) } else { self.per_class }
+    }
+
+    /// The images of `set` kept under this limit: for each class over its cap, a random subset
+    /// drawn from `seed` and the label; the kept images stay in their order.
+    pub fn apply(&self, set: &ImageSet, tc_label: Option<u16>, seed: u64) -> ImageSet {
+        if self.is_none() {
+            return set.clone();
+        }
+        let classes = set.labels.iter().map(|&l| l as usize + 1).max().unwrap_or(0);
+        let mut keep = vec![true; set.len()];
+        for label in 0..classes as u16 {
+            let Some(cap) = self.cap(label, tc_label) else { continue };
+            let mut members: Vec<usize> = (0..set.len()).filter(|&i| set.labels[i] == label).collect();
+            if members.len() <= cap {
+                continue;
+            }
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (0x9e37_79b9_7f4a_7c15u64.wrapping_mul(label as u64 + 1)));
+            members.shuffle(&mut rng);
+            for &i in &members[cap..] {
+                keep[i] = false;
+            }
+        }
+        let mut out = ImageSet::empty(set.shape);
+        for (i, &label) in set.labels.iter().enumerate() {
+            if keep[i] {
+                out.push_from(set, i, label);
+            }
+        }
+        out
+    }
+}
+
+/// [`ClassLimit`]s of the training and validation splits (the test split is never limited).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitLimits {
+    /// Training split.
+    #[serde(default, skip_serializing_if = "ClassLimit::is_none")]
+    pub train: ClassLimit,
+    /// Validation split.
+    #[serde(default, skip_serializing_if = "ClassLimit::is_none")]
+    pub val: ClassLimit,
+}
+
+impl SplitLimits {
+    /// These limits, with `fallback`'s values wherever these set none.
+    pub fn or(self, fallback: SplitLimits) -> SplitLimits {
+        SplitLimits { train: self.train.or(fallback.train), val: self.val.or(fallback.val) }
+    }
+
+    /// Whether they limit nothing.
+    pub fn is_none(&self) -> bool {
+        self.train.is_none() && self.val.is_none()
+    }
 }
 
 /// One part of a mix.
@@ -248,6 +339,13 @@ impl MixSpec {
                 )));
             }
         }
+        let tc_limited = self.limit.train.tc.is_some() || self.limit.val.tc.is_some();
+        if tc_limited && !self.needs_tc() {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: [limit] caps the target class, but no part names \"tc\"",
+                self.name
+            )));
+        }
         let s = &self.split;
         let ok = match s.mode {
             SplitMode::Official => (0.0..1.0).contains(&s.val),
@@ -263,8 +361,16 @@ impl MixSpec {
     }
 
     /// Builds the splits, reading sources below `data_dir` (each in the folder itself or a
-    /// sub-folder its archive unpacks to). `tc` is required when a part names `"tc"`.
-    pub fn build(&self, data_dir: &Path, tc: Option<usize>) -> Result<DataSplits> {
+    /// sub-folder its archive unpacks to). `tc` is required when a part names `"tc"`. `limits`
+    /// override the mix's own `[limit]`, field by field.
+    pub fn build(&self, data_dir: &Path, tc: Option<usize>, limits: SplitLimits) -> Result<DataSplits> {
+        let limits = limits.or(self.limit);
+        if (limits.train.tc.is_some() || limits.val.tc.is_some()) && !self.needs_tc() {
+            return Err(Error::Invalid(format!(
+                "dataset `{}` has no target class to limit; drop the target-class image limits",
+                self.name
+            )));
+        }
         if self.needs_tc() && tc.is_none() {
             return Err(Error::Invalid(format!(
                 "dataset `{}` needs the target class: add --tc K (e.g. --tc 3)",
@@ -287,6 +393,7 @@ impl MixSpec {
         let mut outputs = [ImageSet::empty(shape), ImageSet::empty(shape), ImageSet::empty(shape)];
         let mut class_names: BTreeMap<usize, String> = BTreeMap::new();
         let mut next_label = 0usize;
+        let mut tc_label = None;
         for part in &self.parts {
             let source = &sources[part.source.as_str()];
             let assignment = self.assign(source);
@@ -298,6 +405,9 @@ impl MixSpec {
             let labels: Vec<usize> =
                 part.labels.clone().unwrap_or_else(|| (next_label..next_label + kept.len()).collect());
             next_label = labels.iter().max().map_or(next_label, |m| m + 1);
+            if let Some(at) = part.classes.iter().flatten().position(|c| matches!(c, ClassRef::Name(n) if n == "tc")) {
+                tc_label = Some(labels[at] as u16);
+            }
             for (&k, &l) in kept.iter().zip(&labels) {
                 class_names.entry(l).or_insert_with(|| names[k].clone());
             }
@@ -325,7 +435,10 @@ impl MixSpec {
         if let Some(missing) = (0..classes).find(|l| !class_names.contains_key(l)) {
             return Err(Error::Invalid(format!("dataset `{}`: label {missing} is given to no class", self.name)));
         }
-        let [train, val, test] = outputs.map(|s| s.padded(self.pad));
+        let [train, val, test] = outputs;
+        let train = limits.train.apply(&train, tc_label, self.split.seed ^ 0x7472_6169_6e00);
+        let val = limits.val.apply(&val, tc_label, self.split.seed ^ 0x7661_6c00);
+        let [train, val, test] = [train, val, test].map(|s| s.padded(self.pad));
         for (name, set) in [("train", &train), ("test", &test)] {
             if set.is_empty() {
                 return Err(Error::Invalid(format!("dataset `{}`: the {name} split is empty", self.name)));

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::data::mix::{DataSplits, MixSpec};
+use crate::data::mix::{DataSplits, MixSpec, SplitLimits};
 use crate::error::{Error, Result};
 
 /// Name and TOML text of every preset.
@@ -37,12 +37,14 @@ pub struct DataSelection {
     pub tc: Option<usize>,
     /// Where the source datasets are (default: `$CNNSPLITTER_DATA_DIR`, else `data`).
     pub data_dir: Option<PathBuf>,
+    /// Caps on images per class of the training and validation splits (over the mix's own).
+    pub limits: SplitLimits,
 }
 
 impl DataSelection {
     /// A selection of a preset or file without target class or data folder.
     pub fn named(dataset: &str) -> Self {
-        DataSelection { dataset: dataset.to_string(), tc: None, data_dir: None }
+        DataSelection { dataset: dataset.to_string(), tc: None, data_dir: None, limits: SplitLimits::default() }
     }
 
     /// The description this selection names.
@@ -67,7 +69,7 @@ impl DataSelection {
                 spec.name
             )));
         }
-        spec.build(&self.data_dir(), self.tc)
+        spec.build(&self.data_dir(), self.tc, self.limits)
     }
 }
 

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::mix::{ClassLimit, SplitLimits};
 use crate::error::{Error, Result};
 use crate::modularize::ga::{InitKind, Preset};
 use crate::modularize::grouping::GroupingKind;
+use crate::patch::RuleKind;
 use crate::train::config::{Overrides, Recipe};
 
 /// A whole experiment (see `experiments/*.toml` for examples).
@@ -150,12 +152,39 @@ pub struct WeakConfig {
     /// Training of the poor-fit runs (poor-fit recipe).
     #[serde(default)]
     pub poor_fit: TrainSettings,
+    /// At most this many training images of every class (scarce weak data; default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_per_class: Option<usize>,
+    /// At most this many training images of the TC (default: `train_per_class`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc_train_images: Option<usize>,
+    /// At most this many validation images of every class (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_per_class: Option<usize>,
+    /// At most this many validation images of the TC (default: `val_per_class`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tc_val_images: Option<usize>,
+    /// Patching rules, each reported gated and ungated (default: both).
+    #[serde(default = "all_rules")]
+    pub rules: Vec<RuleKind>,
+}
+
+fn all_rules() -> Vec<RuleKind> {
+    vec![RuleKind::Paper, RuleKind::Calibrated]
 }
 
 impl WeakConfig {
     /// The strong model's index of the `i`-th TC.
     pub fn strong_label(&self, i: usize) -> usize {
         self.strong_labels.as_ref().map_or(self.tcs[i], |l| l[i])
+    }
+
+    /// The image limits of the weak data.
+    pub fn limits(&self) -> SplitLimits {
+        SplitLimits {
+            train: ClassLimit { per_class: self.train_per_class, tc: self.tc_train_images },
+            val: ClassLimit { per_class: self.val_per_class, tc: self.tc_val_images },
+        }
     }
 }
 
@@ -267,6 +296,18 @@ impl ExperimentConfig {
             }
             if w.strong_labels.as_ref().is_some_and(|l| l.len() != w.tcs.len()) {
                 return Err("[weak] `strong_labels` needs one entry per TC in `tcs`".into());
+            }
+            if w.rules.is_empty() {
+                return Err("[weak] `rules` needs at least one of \"paper\" and \"calibrated\"".into());
+            }
+            let limits = [
+                ("train_per_class", w.train_per_class),
+                ("tc_train_images", w.tc_train_images),
+                ("val_per_class", w.val_per_class),
+                ("tc_val_images", w.tc_val_images),
+            ];
+            if let Some((key, _)) = limits.iter().find(|(_, v)| *v == Some(0)) {
+                return Err(format!("[weak] `{key}` must be at least 1 (leave it out to keep every image)"));
             }
         }
         if self.modularize.generations == 0 || self.modularize.population.is_some_and(|p| p < 2) {

@@ -5,7 +5,7 @@
 //! Every stage writes its own folder under the experiment folder and counts as done once its
 //! final file exists; a stopped experiment continues where it stopped and redoes nothing:
 //! `strong/<model>/` (training run), `modules/<model>/` (modularization),
-//! `weak/<model>/tc<K>/{simple,poor-fit,underfit,overfit}/`, `patched/<model>/tc<K>/<kind>/`,
+//! `weak/<model>/tc<K>/{simple,poor-fit,underfit,overfit}/`, `patched/<model>/tc<K>/<kind>/<rule>/`,
 //! `rq3/<model>/<grouping>-<init>/`, and `reports/`.
 
 pub mod config;
@@ -23,7 +23,7 @@ use crate::json::read_json;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
 use crate::modularize::{self, GenerationObserver, ModularizeConfig, Summary};
-use crate::patch::{PatchReport, patch};
+use crate::patch::{PatchReport, PatchRequest, RuleKind, patch};
 use crate::progress::Progress;
 use crate::train::config::{Recipe, TrainConfig};
 use crate::train::pick::{Fit, pick};
@@ -69,8 +69,8 @@ impl ExperimentDir {
         self.root.join("weak").join(model).join(format!("tc{tc}")).join(kind)
     }
     /// A patched model's folder.
-    pub fn patched(&self, model: &str, tc: usize, kind: WeakKind) -> PathBuf {
-        self.root.join("patched").join(model).join(format!("tc{tc}")).join(kind.name())
+    pub fn patched(&self, model: &str, tc: usize, kind: WeakKind, rule: RuleKind) -> PathBuf {
+        self.root.join("patched").join(model).join(format!("tc{tc}")).join(kind.name()).join(rule.name())
     }
     /// An RQ3 ablation run.
     pub fn ablation(&self, model: &str, grouping: GroupingKind, init: InitKind) -> PathBuf {
@@ -144,7 +144,12 @@ impl Runner<'_> {
     }
 
     fn data(&self, dataset: &str, tc: Option<usize>) -> DataSelection {
-        DataSelection { dataset: dataset.to_string(), tc, data_dir: self.config.data_dir.clone() }
+        DataSelection {
+            dataset: dataset.to_string(),
+            tc,
+            data_dir: self.config.data_dir.clone(),
+            limits: Default::default(),
+        }
     }
 
     /// Trains (or resumes) the run in `dir` unless it has finished.
@@ -211,7 +216,7 @@ impl Runner<'_> {
         let w = c.weak.as_ref().expect("checked by `run`");
         let (seed, threads) = (c.seed, self.threads);
         for (i, &tc) in w.tcs.iter().enumerate() {
-            let data = self.data(&w.dataset, Some(tc));
+            let data = DataSelection { limits: w.limits(), ..self.data(&w.dataset, Some(tc)) };
             if w.kinds.contains(&WeakKind::Simple) {
                 let label = format!("training simple weak model {} ({}) for TC {tc}", model.name, model.weak_arch);
                 self.train(&label, &self.dir.weak(&model.name, tc, "simple"), || {
@@ -234,21 +239,33 @@ impl Runner<'_> {
                 }
             }
             let mut loaded = None;
+            let strong = self.dir.strong(&model.name);
+            let module = self.dir.modules(&model.name).join("modules").join(format!("class_{:02}", w.strong_label(i)));
             for &kind in &w.kinds {
                 let weak_dir = self.dir.weak(&model.name, tc, kind.name());
-                let module =
-                    self.dir.modules(&model.name).join("modules").join(format!("class_{:02}", w.strong_label(i)));
-                let out = self.dir.patched(&model.name, tc, kind);
-                let label = format!("patching the {} model {} for TC {tc}", kind.name(), model.name);
-                self.stage(out.join("report.json").exists(), &label, |r| {
-                    let splits = match loaded.take() {
-                        Some(d) => d,
-                        None => data.load()?,
+                for &rule in &w.rules {
+                    let out = self.dir.patched(&model.name, tc, kind, rule);
+                    let label =
+                        format!("patching the {} model {} for TC {tc} ({} rule)", kind.name(), model.name, rule.name());
+                    let request = PatchRequest {
+                        weak: &weak_dir,
+                        module: &module,
+                        strong: Some(&strong),
+                        tc_weak: w.tc_label,
+                        tc_strong: w.strong_label(i),
+                        rule,
+                        ungated: false,
                     };
-                    let done = patch(&weak_dir, &module, w.tc_label, w.strong_label(i), &splits, r.engine, &out);
-                    loaded = Some(splits);
-                    done.map(|_| ())
-                })?;
+                    self.stage(out.join("report.json").exists(), &label, |r| {
+                        let splits = match loaded.take() {
+                            Some(d) => d,
+                            None => data.load()?,
+                        };
+                        let done = patch(&request, &splits, r.engine, &out);
+                        loaded = Some(splits);
+                        done.map(|_| ())
+                    })?;
+                }
             }
         }
         Ok(())
@@ -352,8 +369,10 @@ fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Rep
             let w = config.weak.as_ref().expect("checked by the runner");
             for &tc in &w.tcs {
                 for &kind in &w.kinds {
-                    let r: PatchReport = read_json(&dir.patched(&model.name, tc, kind).join("report.json"))?;
-                    reports.rq2.push(Rq2Row { model: model.name.clone(), tc, kind, weak: r.weak, patched: r.patched });
+                    for &rule in &w.rules {
+                        let r: PatchReport = read_json(&dir.patched(&model.name, tc, kind, rule).join("report.json"))?;
+                        reports.rq2.push(Rq2Row::new(&model.name, tc, kind, &r));
+                    }
                 }
             }
         }

@@ -1,5 +1,5 @@
 //! Plots of the reports (SVG and PNG): the search over generations (fitness, accuracy, Diff)
-//! per modularized model, and weak vs. patched TC F1 per model.
+//! per modularized model, and weak vs. patched TC F1 per model and rule.
 //!
 //! Text needs a TrueType font: `$CNNSPLITTER_FONT`, else a common system font (DejaVu Sans,
 //! Liberation Sans, Arial, Helvetica). Without one the plots are skipped with a note.
@@ -183,7 +183,7 @@ pub fn bar_chart(stem: &Path, title: &str, bars: &Bars) -> Result<()> {
     render(stem, |a| draw_bars(a, title, bars), |a| draw_bars(a, title, bars))
 }
 
-/// Every plot of `reports` into `dir`: `search_<model>` and `patch_<model>`.
+/// Every plot of `reports` into `dir`: `search_<model>` and `patch_<model>_<rule>`.
 pub fn write_all(reports: &Reports, dir: &Path, progress: &dyn Progress) -> Result<()> {
     if !font_ready() {
         progress.note("no TrueType font found for the plots (set CNNSPLITTER_FONT=/path/to/font.ttf); plots skipped");
@@ -210,14 +210,23 @@ pub fn write_all(reports: &Reports, dir: &Path, progress: &dyn Progress) -> Resu
     }
     let mut models: Vec<&str> = reports.rq2.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
+    let mut rules: Vec<_> = reports.rq2.iter().map(|r| r.rule).collect();
+    rules.sort();
+    rules.dedup();
     for model in models {
-        let rows: Vec<_> = reports.rq2.iter().filter(|r| r.model == model).collect();
-        let bars = Bars {
-            categories: rows.iter().map(|r| format!("TC {} {}", r.tc, r.kind.name())).collect(),
-            labels: ["weak".into(), "patched".into()],
-            values: rows.iter().map(|r| [r.weak.f1, r.patched.f1]).collect(),
-        };
-        bar_chart(&dir.join(format!("patch_{model}")), &format!("{model}: weak vs. patched"), &bars)?;
+        for &rule in &rules {
+            let rows: Vec<_> = reports.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let bars = Bars {
+                categories: rows.iter().map(|r| format!("TC {} {}", r.tc, r.kind.name())).collect(),
+                labels: ["weak".into(), "patched (gated)".into()],
+                values: rows.iter().map(|r| [r.weak.f1, r.patched.f1]).collect(),
+            };
+            let title = format!("{model}: TC F1, weak vs. patched ({} rule, gated)", rule.name());
+            bar_chart(&dir.join(format!("patch_{model}_{}", rule.name())), &title, &bars)?;
+        }
     }
     Ok(())
 }

@@ -3,6 +3,8 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::error::Result;
@@ -13,7 +15,10 @@ use crate::model::write_atomic;
 use crate::modularize::Summary;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
+use crate::patch::diagnostics::{ChangeIntervals, Changed, Interval, percentile_interval};
+use crate::patch::gate::SplitScore;
 use crate::patch::metrics::TcMetrics;
+use crate::patch::{Accuracies, PatchReport, RuleKind, TcAuroc};
 use crate::progress::Progress;
 
 /// RQ1 (Tables 1 and 2): one strong model and its modules.
@@ -71,7 +76,7 @@ impl Rq1Row {
     }
 }
 
-/// RQ2 (Tables 3–6): one weak model before and after patching.
+/// RQ2 (Tables 3–6): one weak model before and after patching with one rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rq2Row {
     /// Strong model (and weak family) name.
@@ -80,10 +85,149 @@ pub struct Rq2Row {
     pub tc: usize,
     /// Kind of weak model.
     pub kind: WeakKind,
-    /// The weak model.
+    /// Patching rule.
+    pub rule: RuleKind,
+    /// Whether the gate opened (on the validation split).
+    pub gate_open: bool,
+    /// Validation scores the gate compared (weak, patched).
+    pub gate_weak: SplitScore,
+    /// The patched side of the gate's comparison.
+    pub gate_patched: SplitScore,
+    /// The weak model on test.
     pub weak: TcMetrics,
-    /// The patched model.
+    /// The rule applied regardless of the gate, on test.
+    pub ungated: TcMetrics,
+    /// The gated result on test: `ungated` if the gate opened, else `weak`.
     pub patched: TcMetrics,
+    /// Test accuracy over all classes.
+    pub accuracy: Accuracies,
+    /// Test images wrong before and right after (ungated).
+    pub fixes: Changed,
+    /// Test images right before and wrong after (ungated).
+    pub regressions: Changed,
+    /// Bootstrap 95% intervals of the ungated changes on test.
+    pub change_intervals: ChangeIntervals,
+    /// AUROC of the TC scores on test.
+    pub auroc: TcAuroc,
+}
+
+impl Rq2Row {
+    /// The row of a patch report.
+    pub fn new(model: &str, tc: usize, kind: WeakKind, r: &PatchReport) -> Self {
+        Rq2Row {
+            model: model.to_string(),
+            tc,
+            kind,
+            rule: r.spec.rule.kind(),
+            gate_open: r.spec.gate.open,
+            gate_weak: r.spec.gate.weak,
+            gate_patched: r.spec.gate.patched,
+            weak: r.weak,
+            ungated: r.ungated,
+            patched: r.patched,
+            accuracy: r.accuracy,
+            fixes: r.diagnostics.fixes,
+            regressions: r.diagnostics.regressions,
+            change_intervals: r.diagnostics.change_intervals,
+            auroc: r.auroc,
+        }
+    }
+
+    /// The metrics after patching, gated or not.
+    pub fn after(&self, gated: bool) -> (TcMetrics, f64) {
+        if gated { (self.patched, self.accuracy.patched) } else { (self.ungated, self.accuracy.ungated) }
+    }
+}
+
+/// A mean change over patched models with its bootstrap 95% interval (over the models).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct MeanChange {
+    /// Mean of `after − before`.
+    pub mean: f64,
+    /// 2.5% and 97.5% percentiles of the mean over resamples of the models.
+    pub interval: Interval,
+}
+
+/// Resamples of the intervals over models.
+pub const SUMMARY_RESAMPLES: usize = 2000;
+
+impl MeanChange {
+    /// The mean of `changes` and its bootstrap interval (fixed seed).
+    pub fn of(changes: &[f64]) -> Self {
+        let n = changes.len();
+        if n == 0 {
+            return MeanChange { mean: 0.0, interval: [0.0, 0.0] };
+        }
+        let mean = changes.iter().sum::<f64>() / n as f64;
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let mut means: Vec<f64> = (0..SUMMARY_RESAMPLES)
+            .map(|_| (0..n).map(|_| changes[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+            .collect();
+        MeanChange { mean, interval: percentile_interval(&mut means) }
+    }
+}
+
+/// RQ2 over all patched models of one rule, gated or not.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rq2Summary {
+    /// Rule.
+    pub rule: RuleKind,
+    /// Whether the gate applied (a closed gate keeps the weak model).
+    pub gated: bool,
+    /// Patched models.
+    pub models: usize,
+    /// Gates that opened.
+    pub gates_open: usize,
+    /// TC precision change.
+    pub precision: MeanChange,
+    /// TC recall change.
+    pub recall: MeanChange,
+    /// TC F1 change.
+    pub f1: MeanChange,
+    /// Non-TC accuracy change.
+    pub non_tc_accuracy: MeanChange,
+    /// Test accuracy change over all classes.
+    pub accuracy: MeanChange,
+    /// Models better on non-TCs than their weak model.
+    pub non_tc_better: usize,
+    /// Models as good on non-TCs.
+    pub non_tc_tie: usize,
+    /// Models worse on non-TCs.
+    pub non_tc_worse: usize,
+    /// Test images fixed, summed over models (TC + non-TC).
+    pub fixes: usize,
+    /// Test images broken, summed over models (TC + non-TC).
+    pub regressions: usize,
+    /// The largest drop of test accuracy of one model (most negative change).
+    pub worst_accuracy_change: f64,
+}
+
+impl Rq2Summary {
+    /// The summary of `rows` (all of one rule).
+    pub fn of(rule: RuleKind, gated: bool, rows: &[&Rq2Row]) -> Self {
+        let change = |f: &dyn Fn(&Rq2Row) -> f64| MeanChange::of(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let after = |r: &Rq2Row| r.after(gated);
+        let applied = |r: &Rq2Row| !gated || r.gate_open;
+        let non_tc: Vec<f64> = rows.iter().map(|r| after(r).0.non_tc_accuracy - r.weak.non_tc_accuracy).collect();
+        let acc: Vec<f64> = rows.iter().map(|r| after(r).1 - r.accuracy.weak).collect();
+        Rq2Summary {
+            rule,
+            gated,
+            models: rows.len(),
+            gates_open: rows.iter().filter(|r| r.gate_open).count(),
+            precision: change(&|r| after(r).0.precision - r.weak.precision),
+            recall: change(&|r| after(r).0.recall - r.weak.recall),
+            f1: change(&|r| after(r).0.f1 - r.weak.f1),
+            non_tc_accuracy: MeanChange::of(&non_tc),
+            accuracy: MeanChange::of(&acc),
+            non_tc_better: non_tc.iter().filter(|&&c| c > 0.0).count(),
+            non_tc_tie: non_tc.iter().filter(|&&c| c == 0.0).count(),
+            non_tc_worse: non_tc.iter().filter(|&&c| c < 0.0).count(),
+            fixes: rows.iter().filter(|r| applied(r)).map(|r| r.fixes.tc + r.fixes.non_tc).sum(),
+            regressions: rows.iter().filter(|r| applied(r)).map(|r| r.regressions.tc + r.regressions.non_tc).sum(),
+            worst_accuracy_change: acc.iter().copied().fold(f64::INFINITY, f64::min).min(0.0),
+        }
+    }
 }
 
 /// RQ3 (Table 7): one grouping × initialisation run.
@@ -144,8 +288,8 @@ fn signed(v: f64) -> String {
     format!("{:+.2}", 100.0 * v)
 }
 
-/// Mean weak and patched metrics of `rows`, and how many got better on non-TCs.
-pub fn averages(rows: &[&Rq2Row]) -> (TcMetrics, TcMetrics, usize) {
+/// Mean weak and ungated patched metrics of `rows`.
+pub fn averages(rows: &[&Rq2Row]) -> (TcMetrics, TcMetrics) {
     let n = rows.len().max(1) as f64;
     let mean = |f: &dyn Fn(&Rq2Row) -> TcMetrics| {
         let sum = |g: fn(&TcMetrics) -> f64| rows.iter().map(|r| g(&f(r))).sum::<f64>() / n;
@@ -156,8 +300,11 @@ pub fn averages(rows: &[&Rq2Row]) -> (TcMetrics, TcMetrics, usize) {
             non_tc_accuracy: sum(|m| m.non_tc_accuracy),
         }
     };
-    let improved = rows.iter().filter(|r| r.patched.non_tc_accuracy > r.weak.non_tc_accuracy).count();
-    (mean(&|r| r.weak), mean(&|r| r.patched), improved)
+    (mean(&|r| r.weak), mean(&|r| r.ungated))
+}
+
+fn change_cell(c: &MeanChange) -> String {
+    format!("{} [{}, {}]", signed(c.mean), signed(c.interval[0]), signed(c.interval[1]))
 }
 
 impl Reports {
@@ -190,43 +337,94 @@ impl Reports {
         s
     }
 
-    /// Tables 3–6 as Markdown: per model, one row per TC and kind (in %), then averages.
+    /// The RQ2 summaries: per rule (in order of appearance), ungated then gated.
+    pub fn rq2_summaries(&self) -> Vec<Rq2Summary> {
+        let mut rules: Vec<RuleKind> = self.rq2.iter().map(|r| r.rule).collect();
+        rules.sort();
+        rules.dedup();
+        let mut out = Vec::new();
+        for rule in rules {
+            let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.rule == rule).collect();
+            out.push(Rq2Summary::of(rule, false, &rows));
+            out.push(Rq2Summary::of(rule, true, &rows));
+        }
+        out
+    }
+
+    /// Tables 3–6 as Markdown: the summary per rule, gated and ungated; then per model and rule
+    /// one row per TC and kind (in %), and averages per kind.
     pub fn rq2_markdown(&self) -> String {
-        let mut s = String::from("### RQ2: patching weak models (TC metrics and non-TC accuracy, %)\n");
+        let mut s = String::from("### RQ2: patching weak models (TC metrics and non-TC accuracy, %)\n\n");
+        s += "Mean change after patching, in points, with a 95% bootstrap interval over the patched models. \
+              Ungated: the rule applied to every weak model; gated: only where the gate opened on the \
+              validation split (elsewhere the weak model's predictions are kept).\n\n";
+        s += "| Rule | Gate | Precision | Recall | F1 | non-TC acc | Test acc | non-TC better / tie / worse | Fixes / regressions | Gates open | Worst test-acc change |\n";
+        s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+        for m in self.rq2_summaries() {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} of {} | {} |",
+                m.rule.name(),
+                if m.gated { "gated" } else { "ungated" },
+                change_cell(&m.precision),
+                change_cell(&m.recall),
+                change_cell(&m.f1),
+                change_cell(&m.non_tc_accuracy),
+                change_cell(&m.accuracy),
+                m.non_tc_better,
+                m.non_tc_tie,
+                m.non_tc_worse,
+                m.fixes,
+                m.regressions,
+                m.gates_open,
+                m.models,
+                signed(m.worst_accuracy_change)
+            );
+        }
+        s += "| paper (published: 90 models, CIFAR-10-W and SVHN-W) | none | +12.54 | +2.14 | +7.52 | +1.18 | | 85 of 90 better | | | |\n";
         let mut models: Vec<&str> = self.rq2.iter().map(|r| r.model.as_str()).collect();
         models.dedup();
+        let mut rules: Vec<RuleKind> = self.rq2.iter().map(|r| r.rule).collect();
+        rules.sort();
+        rules.dedup();
         for model in models {
-            let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.model == model).collect();
-            let _ = write!(
-                s,
-                "\n#### {model}\n\n| TC | Weak model | Precision weak | patched | Recall weak | patched | F1 weak | patched | non-TC acc weak | patched |\n|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
-            );
-            for r in &rows {
-                let _ = writeln!(s, "| {} | {} | {} |", r.tc, r.kind.name(), metric_cells(&r.weak, &r.patched));
-            }
-            let mut kinds: Vec<WeakKind> = rows.iter().map(|r| r.kind).collect();
-            kinds.sort();
-            kinds.dedup();
-            for kind in kinds {
-                let of_kind: Vec<&Rq2Row> = rows.iter().copied().filter(|r| r.kind == kind).collect();
-                let (w, p, _) = averages(&of_kind);
-                let _ = writeln!(s, "| avg | {} | {} |", kind.name(), metric_cells(&w, &p));
+            for &rule in &rules {
+                let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();
+                if rows.is_empty() {
+                    continue;
+                }
+                let _ = write!(
+                    s,
+                    "\n#### {model}, {} rule\n\nThe rule's effect on test (ungated); the gate column says whether \
+                     the gated model uses it (validation accuracy weak -> patched).\n\n\
+                     | TC | Weak model | Gate | Precision weak | patched | Recall weak | patched | F1 weak | patched | non-TC acc weak | patched | Fixes | Regressions |\n\
+                     |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                    rule.name()
+                );
+                for r in &rows {
+                    let _ = writeln!(
+                        s,
+                        "| {} | {} | {} ({} -> {}) | {} | {} | {} |",
+                        r.tc,
+                        r.kind.name(),
+                        if r.gate_open { "open" } else { "closed" },
+                        pct(r.gate_weak.accuracy),
+                        pct(r.gate_patched.accuracy),
+                        metric_cells(&r.weak, &r.ungated),
+                        r.fixes.tc + r.fixes.non_tc,
+                        r.regressions.tc + r.regressions.non_tc
+                    );
+                }
+                let mut kinds: Vec<WeakKind> = rows.iter().map(|r| r.kind).collect();
+                kinds.sort();
+                kinds.dedup();
+                for kind in kinds {
+                    let of_kind: Vec<&Rq2Row> = rows.iter().copied().filter(|r| r.kind == kind).collect();
+                    let (w, p) = averages(&of_kind);
+                    let _ = writeln!(s, "| avg | {} | | {} | | |", kind.name(), metric_cells(&w, &p));
+                }
             }
         }
-        let all: Vec<&Rq2Row> = self.rq2.iter().collect();
-        let (w, p, improved) = averages(&all);
-        let _ = write!(
-            s,
-            "\nMean change over {} patched models: precision {}, recall {}, F1 {}, non-TC accuracy {} points; {} of {} better on non-TCs.\n\
-             Paper (90 models): precision +12.54, recall +2.14, F1 +7.52, non-TC accuracy +1.18 points; 85 of 90 better on non-TCs.\n",
-            all.len(),
-            signed(p.precision - w.precision),
-            signed(p.recall - w.recall),
-            signed(p.f1 - w.f1),
-            signed(p.non_tc_accuracy - w.non_tc_accuracy),
-            improved,
-            all.len()
-        );
         s
     }
 
@@ -274,7 +472,7 @@ impl Reports {
     fn json(&self, name: &str) -> serde_json::Value {
         match name {
             "rq1" => serde_json::json!({ "name": self.name, "rows": self.rq1 }),
-            "rq2" => serde_json::json!({ "name": self.name, "rows": self.rq2 }),
+            "rq2" => serde_json::json!({ "name": self.name, "summary": self.rq2_summaries(), "rows": self.rq2 }),
             _ => serde_json::json!({ "name": self.name, "rows": self.rq3 }),
         }
     }

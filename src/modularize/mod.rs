@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::data::mix::DataSplits;
+use crate::data::mix::{DataSplits, SplitLimits};
 use crate::data::presets::DataSelection;
 use crate::data::synthetic::mix_seed;
 use crate::decode::decode;
@@ -51,6 +51,9 @@ pub struct ModularizeConfig {
     pub tc: Option<usize>,
     /// Folder of the source datasets.
     pub data_dir: Option<PathBuf>,
+    /// Caps on training and validation images per class.
+    #[serde(default, skip_serializing_if = "SplitLimits::is_none")]
+    pub limits: SplitLimits,
     /// Probability a training image needs to count for kernel importance.
     pub confidence: f64,
     /// Kernel grouping.
@@ -82,6 +85,7 @@ impl ModularizeConfig {
             dataset: data.dataset,
             tc: data.tc,
             data_dir: data.data_dir,
+            limits: data.limits,
             confidence: 0.9,
             grouping: GroupingConfig { seed, ..GroupingConfig::default() },
             sensitivity_threshold: 0.05,
@@ -96,7 +100,12 @@ impl ModularizeConfig {
 
     /// The data selection.
     pub fn data(&self) -> DataSelection {
-        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
+        DataSelection {
+            dataset: self.dataset.clone(),
+            tc: self.tc,
+            data_dir: self.data_dir.clone(),
+            limits: self.limits,
+        }
     }
 }
 

@@ -16,14 +16,14 @@ pub enum Classifier {
     /// A model folder.
     Plain(Model),
     /// A patched-model folder.
-    Patched(PatchedModel),
+    Patched(Box<PatchedModel>),
 }
 
 impl Classifier {
     /// Loads `dir` as a patched model when it holds `patch.json`, else as a model.
     pub fn load(dir: &Path) -> Result<Self> {
         if PatchedModel::is_patched(dir) {
-            Ok(Classifier::Patched(PatchedModel::load(dir)?))
+            Ok(Classifier::Patched(Box::new(PatchedModel::load(dir)?)))
         } else {
             Ok(Classifier::Plain(Model::load(dir)?))
         }

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::data::mix::SplitLimits;
 use crate::data::presets::DataSelection;
 use crate::error::{Error, Result};
 use crate::model::zoo::ArchSpec;
@@ -48,6 +49,9 @@ pub struct TrainConfig {
     pub tc: Option<usize>,
     /// Folder of the source datasets.
     pub data_dir: Option<PathBuf>,
+    /// Caps on training and validation images per class (scarce weak-model data).
+    #[serde(default, skip_serializing_if = "SplitLimits::is_none")]
+    pub limits: SplitLimits,
     /// Number of epochs.
     pub epochs: usize,
     /// Batch size.
@@ -103,6 +107,7 @@ impl TrainConfig {
             dataset: data.dataset.clone(),
             tc: data.tc,
             data_dir: data.data_dir.clone(),
+            limits: data.limits,
             epochs,
             batch,
             schedule: if strong { StepSchedule::paper(lr, epochs) } else { StepSchedule::constant(lr) },
@@ -119,6 +124,11 @@ impl TrainConfig {
 
     /// The data selection of this run.
     pub fn data(&self) -> DataSelection {
-        DataSelection { dataset: self.dataset.clone(), tc: self.tc, data_dir: self.data_dir.clone() }
+        DataSelection {
+            dataset: self.dataset.clone(),
+            tc: self.tc,
+            data_dir: self.data_dir.clone(),
+            limits: self.limits,
+        }
     }
 }

@@ -1,0 +1,124 @@
+//! A patched-model folder: `patch.json` ([`PatchSpec`]), `weak/` and `module/` (model folders).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::ImageSet;
+use crate::data::pipeline::Normalization;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::json::{read_json, write_json};
+use crate::model::Model;
+use crate::patch::gate::Gate;
+use crate::patch::rule::{Rule, softmax};
+use crate::train::evaluate::logits;
+
+/// File of a patched-model folder that holds its [`PatchSpec`].
+pub const PATCH_FILE: &str = "patch.json";
+
+/// How a module patches a weak model (`patch.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchSpec {
+    /// The TC's index in the weak model's outputs.
+    pub tc_weak: usize,
+    /// The TC's index in the module's (strong model's) outputs.
+    pub tc_strong: usize,
+    /// The rule and its fitted parameters.
+    pub rule: Rule,
+    /// Whether the folder applies the rule; when not, it predicts exactly as the weak model.
+    pub applied: bool,
+    /// The gate's decision on the validation split (`applied` follows it unless patching was
+    /// forced with `--ungated`).
+    pub gate: Gate,
+}
+
+/// Patched scores `[n, weak_classes]` from the weak model's logits `weak` (`[n, weak_classes]`)
+/// and the module's `module` (`[n, module_classes]`): each weak row's softmax with the TC's entry
+/// replaced by the rule's TC score ([`Rule::tc_score`]); the row's argmax is the prediction. A
+/// spec that is not applied gives the weak logits themselves.
+pub fn patched_scores(
+    weak: &[f32],
+    weak_classes: usize,
+    module: &[f32],
+    module_classes: usize,
+    spec: &PatchSpec,
+) -> Vec<f32> {
+    if !spec.applied {
+        return weak.to_vec();
+    }
+    rule_scores(weak, weak_classes, module, module_classes, spec.tc_weak, spec.tc_strong, &spec.rule)
+}
+
+/// The scores of [`patched_scores`] as if the rule were applied.
+pub fn rule_scores(
+    weak: &[f32],
+    weak_classes: usize,
+    module: &[f32],
+    module_classes: usize,
+    tc_weak: usize,
+    tc_strong: usize,
+    rule: &Rule,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(weak.len());
+    for (row, m) in weak.chunks(weak_classes).zip(module.chunks(module_classes)) {
+        let start = out.len();
+        out.extend(softmax(row));
+        out[start + tc_weak] = rule.tc_score(row, m[tc_strong]);
+    }
+    out
+}
+
+/// A weak model patched with a module.
+#[derive(Debug, Clone)]
+pub struct PatchedModel {
+    /// The weak model.
+    pub weak: Model,
+    /// The strong model's module for the TC.
+    pub module: Model,
+    /// Class mapping, rule and gate.
+    pub spec: PatchSpec,
+}
+
+impl PatchedModel {
+    /// Whether `dir` holds a patched model.
+    pub fn is_patched(dir: &Path) -> bool {
+        dir.join(PATCH_FILE).is_file()
+    }
+
+    /// Loads a patched-model folder.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let spec: PatchSpec = read_json(&dir.join(PATCH_FILE))?;
+        let weak = Model::load(&dir.join("weak"))?;
+        let module = Model::load(&dir.join("module"))?;
+        let rule_fits = match &spec.rule {
+            Rule::Paper(_) => true,
+            Rule::Calibrated(r) => r.weights.len() == weak.description.classes + 1,
+        };
+        if weak.description.input != module.description.input
+            || spec.tc_weak >= weak.description.classes
+            || spec.tc_strong >= module.description.classes
+            || !rule_fits
+        {
+            return Err(Error::file(dir.join(PATCH_FILE), "does not fit the weak model and module beside it"));
+        }
+        Ok(PatchedModel { weak, module, spec })
+    }
+
+    /// Saves the folder (see the module docs).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        self.weak.save(&dir.join("weak"))?;
+        self.module.save(&dir.join("module"))?;
+        write_json(&dir.join(PATCH_FILE), &self.spec)
+    }
+
+    /// Patched scores `[n, weak_classes]` of every image of `set` (see [`patched_scores`]).
+    pub fn scores(&self, engine: &dyn Engine, set: &ImageSet, normalization: &Normalization) -> Result<Vec<f32>> {
+        let weak = logits(engine, &self.weak, set, normalization)?;
+        if !self.spec.applied {
+            return Ok(weak);
+        }
+        let module = logits(engine, &self.module, set, normalization)?;
+        Ok(patched_scores(&weak, self.weak.description.classes, &module, self.module.description.classes, &self.spec))
+    }
+}
