@@ -162,6 +162,7 @@ fn composed_and_patched_exports_give_cnnsplitters_scores_in_python() {
         images: 0,
         weak: SplitScore::default(),
         patched: SplitScore::default(),
+        without_module: None,
         module_evidence: None,
     };
     let rules = [

@@ -55,7 +55,27 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
         md.contains("| 3 | overfit |") && md.contains("| calibrated | gated |") && md.contains("| paper | ungated |"),
         "{md}"
     );
-    assert_eq!(read(&rep.join("rq2.csv")).lines().count(), 1 + reports.rq2.len());
+    let csv = read(&rep.join("rq2.csv"));
+    assert_eq!(csv.lines().count(), 1 + reports.rq2.len());
+    let columns = csv.lines().next().unwrap().split(',').count();
+    assert!(csv.lines().all(|l| l.split(',').count() == columns), "every row has the header's columns:\n{csv}");
+    assert!(csv.starts_with("model,tc,kind,rule,gate_open,") && csv.contains("change_intervals_f1_1"), "{csv}");
+    let json: serde_json::Value = serde_json::from_str(&read(&rep.join("rq2.json"))).unwrap();
+    let summary = json["summary"].as_array().unwrap();
+    assert_eq!(summary.len(), 2 * w.rules.len() + 1, "ungated and gated per rule, and the control");
+    for s in summary.iter().filter(|s| s["patching"] != "without_module") {
+        let counts = ["non_tc_better", "non_tc_tie", "non_tc_worse"].map(|k| s[k].as_u64().unwrap());
+        assert_eq!(counts.iter().sum::<u64>(), s["models"].as_u64().unwrap(), "{s}");
+        // The mean change, recomputed here from the rows.
+        let rule = s["rule"].as_str().unwrap();
+        let rows: Vec<_> = reports.rq2.iter().filter(|r| format!("{:?}", r.rule).to_lowercase() == rule).collect();
+        let gated = s["patching"] == "gated";
+        let after = |r: &&cnnsplitter::experiment::report::Rq2Row| if gated { r.patched.f1 } else { r.ungated.f1 };
+        let mean = rows.iter().map(|r| after(r) - r.weak.f1).sum::<f64>() / rows.len() as f64;
+        assert!((s["f1"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12, "{s}");
+        let f1 = &s["f1"];
+        assert!(f1["interval"][0].as_f64() <= f1["mean"].as_f64() && f1["mean"].as_f64() <= f1["interval"][1].as_f64());
+    }
     if Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists() {
         for plot in ["search_Tiny.svg", "search_Tiny.png", "patch_Tiny_paper.svg", "patch_Tiny_calibrated.png"] {
             let bytes = std::fs::read(rep.join("plots").join(plot)).unwrap();

@@ -52,6 +52,7 @@ fn closed_gate() -> Gate {
         images: 0,
         weak: SplitScore::default(),
         patched: SplitScore::default(),
+        without_module: None,
         module_evidence: None,
     }
 }

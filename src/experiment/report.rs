@@ -18,7 +18,7 @@ use crate::modularize::grouping::GroupingKind;
 use crate::patch::diagnostics::{ChangeIntervals, Changed, Interval, percentile_interval};
 use crate::patch::gate::SplitScore;
 use crate::patch::metrics::TcMetrics;
-use crate::patch::{Accuracies, PatchReport, RuleKind, TcAuroc};
+use crate::patch::{Accuracies, Control, PatchReport, RuleKind, TcAuroc};
 use crate::progress::Progress;
 
 /// RQ1 (Tables 1 and 2): one strong model and its modules.
@@ -101,6 +101,8 @@ pub struct Rq2Row {
     pub patched: TcMetrics,
     /// Test accuracy over all classes.
     pub accuracy: Accuracies,
+    /// The control: the weak model recalibrated without the module, on test.
+    pub control: Option<Control>,
     /// Test images wrong before and right after (ungated).
     pub fixes: Changed,
     /// Test images right before and wrong after (ungated).
@@ -126,16 +128,12 @@ impl Rq2Row {
             ungated: r.ungated,
             patched: r.patched,
             accuracy: r.accuracy,
+            control: r.control,
             fixes: r.diagnostics.fixes,
             regressions: r.diagnostics.regressions,
             change_intervals: r.diagnostics.change_intervals,
             auroc: r.auroc,
         }
-    }
-
-    /// The metrics after patching, gated or not.
-    pub fn after(&self, gated: bool) -> (TcMetrics, f64) {
-        if gated { (self.patched, self.accuracy.patched) } else { (self.ungated, self.accuracy.ungated) }
     }
 }
 
@@ -167,16 +165,39 @@ impl MeanChange {
     }
 }
 
-/// RQ2 over all patched models of one rule, gated or not.
+/// What an RQ2 summary line measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Patching {
+    /// The rule applied to every weak model.
+    Ungated,
+    /// The rule where the gate opened, the weak model elsewhere.
+    Gated,
+    /// The control: the calibrated rule without the module (the weak model recalibrated).
+    WithoutModule,
+}
+
+impl Patching {
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Patching::Ungated => "ungated",
+            Patching::Gated => "gated",
+            Patching::WithoutModule => "control: no module",
+        }
+    }
+}
+
+/// RQ2 over all patched models of one rule, gated or not (or the control).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rq2Summary {
     /// Rule.
     pub rule: RuleKind,
-    /// Whether the gate applied (a closed gate keeps the weak model).
-    pub gated: bool,
+    /// Ungated, gated, or the control.
+    pub patching: Patching,
     /// Patched models.
     pub models: usize,
-    /// Gates that opened.
+    /// Gates that opened (0 for the control, which has no gate).
     pub gates_open: usize,
     /// TC precision change.
     pub precision: MeanChange,
@@ -194,27 +215,37 @@ pub struct Rq2Summary {
     pub non_tc_tie: usize,
     /// Models worse on non-TCs.
     pub non_tc_worse: usize,
-    /// Test images fixed, summed over models (TC + non-TC).
+    /// Test images fixed, summed over models (TC + non-TC; not counted for the control).
     pub fixes: usize,
-    /// Test images broken, summed over models (TC + non-TC).
+    /// Test images broken, summed over models (TC + non-TC; not counted for the control).
     pub regressions: usize,
-    /// The largest drop of test accuracy of one model (most negative change).
+    /// The largest drop of test accuracy of one model (most negative change, 0 if none).
     pub worst_accuracy_change: f64,
 }
 
 impl Rq2Summary {
-    /// The summary of `rows` (all of one rule).
-    pub fn of(rule: RuleKind, gated: bool, rows: &[&Rq2Row]) -> Self {
+    /// The summary of `rows` (all of one rule; for the control, the rows that have one).
+    pub fn of(rule: RuleKind, patching: Patching, rows: &[&Rq2Row]) -> Self {
+        let rows: Vec<&Rq2Row> =
+            rows.iter().copied().filter(|r| patching != Patching::WithoutModule || r.control.is_some()).collect();
+        let after = |r: &Rq2Row| match patching {
+            Patching::Ungated => (r.ungated, r.accuracy.ungated),
+            Patching::Gated => (r.patched, r.accuracy.patched),
+            Patching::WithoutModule => r.control.map(|c| (c.metrics, c.accuracy)).expect("filtered"),
+        };
+        let counted = |r: &Rq2Row| match patching {
+            Patching::Ungated => true,
+            Patching::Gated => r.gate_open,
+            Patching::WithoutModule => false,
+        };
         let change = |f: &dyn Fn(&Rq2Row) -> f64| MeanChange::of(&rows.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let after = |r: &Rq2Row| r.after(gated);
-        let applied = |r: &Rq2Row| !gated || r.gate_open;
         let non_tc: Vec<f64> = rows.iter().map(|r| after(r).0.non_tc_accuracy - r.weak.non_tc_accuracy).collect();
         let acc: Vec<f64> = rows.iter().map(|r| after(r).1 - r.accuracy.weak).collect();
         Rq2Summary {
             rule,
-            gated,
+            patching,
             models: rows.len(),
-            gates_open: rows.iter().filter(|r| r.gate_open).count(),
+            gates_open: rows.iter().filter(|r| counted(r) && r.gate_open).count(),
             precision: change(&|r| after(r).0.precision - r.weak.precision),
             recall: change(&|r| after(r).0.recall - r.weak.recall),
             f1: change(&|r| after(r).0.f1 - r.weak.f1),
@@ -223,9 +254,9 @@ impl Rq2Summary {
             non_tc_better: non_tc.iter().filter(|&&c| c > 0.0).count(),
             non_tc_tie: non_tc.iter().filter(|&&c| c == 0.0).count(),
             non_tc_worse: non_tc.iter().filter(|&&c| c < 0.0).count(),
-            fixes: rows.iter().filter(|r| applied(r)).map(|r| r.fixes.tc + r.fixes.non_tc).sum(),
-            regressions: rows.iter().filter(|r| applied(r)).map(|r| r.regressions.tc + r.regressions.non_tc).sum(),
-            worst_accuracy_change: acc.iter().copied().fold(f64::INFINITY, f64::min).min(0.0),
+            fixes: rows.iter().filter(|r| counted(r)).map(|r| r.fixes.tc + r.fixes.non_tc).sum(),
+            regressions: rows.iter().filter(|r| counted(r)).map(|r| r.regressions.tc + r.regressions.non_tc).sum(),
+            worst_accuracy_change: acc.iter().copied().fold(0.0, f64::min),
         }
     }
 }
@@ -337,16 +368,26 @@ impl Reports {
         s
     }
 
-    /// The RQ2 summaries: per rule (in order of appearance), ungated then gated.
+    /// The RQ2 summaries: per rule, ungated then gated; then the control (the calibrated rule
+    /// without the module).
     pub fn rq2_summaries(&self) -> Vec<Rq2Summary> {
         let mut rules: Vec<RuleKind> = self.rq2.iter().map(|r| r.rule).collect();
         rules.sort();
         rules.dedup();
         let mut out = Vec::new();
-        for rule in rules {
+        for &rule in &rules {
             let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.rule == rule).collect();
-            out.push(Rq2Summary::of(rule, false, &rows));
-            out.push(Rq2Summary::of(rule, true, &rows));
+            out.push(Rq2Summary::of(rule, Patching::Ungated, &rows));
+            out.push(Rq2Summary::of(rule, Patching::Gated, &rows));
+        }
+        // The control depends on the weak model and its validation data only: one line, from
+        // the first rule's rows.
+        if let Some(&rule) = rules.first() {
+            let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.rule == rule).collect();
+            let control = Rq2Summary::of(RuleKind::Calibrated, Patching::WithoutModule, &rows);
+            if control.models > 0 {
+                out.push(control);
+            }
         }
         out
     }
@@ -357,15 +398,22 @@ impl Reports {
         let mut s = String::from("### RQ2: patching weak models (TC metrics and non-TC accuracy, %)\n\n");
         s += "Mean change after patching, in points, with a 95% bootstrap interval over the patched models. \
               Ungated: the rule applied to every weak model; gated: only where the gate opened on the \
-              validation split (elsewhere the weak model's predictions are kept).\n\n";
+              validation split (elsewhere the weak model's predictions are kept). The control fits the \
+              calibrated rule without the module: what recalibrating the weak model alone gives.\n\n";
         s += "| Rule | Gate | Precision | Recall | F1 | non-TC acc | Test acc | non-TC better / tie / worse | Fixes / regressions | Gates open | Worst test-acc change |\n";
         s += "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
         for m in self.rq2_summaries() {
+            let control = m.patching == Patching::WithoutModule;
+            let (changed, gates) = if control {
+                ("-".to_string(), format!("- of {}", m.models))
+            } else {
+                (format!("{} / {}", m.fixes, m.regressions), format!("{} of {}", m.gates_open, m.models))
+            };
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} / {} | {} of {} | {} |",
-                m.rule.name(),
-                if m.gated { "gated" } else { "ungated" },
+                "| {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {changed} | {gates} | {} |",
+                if control { "weak model recalibrated" } else { m.rule.name() },
+                m.patching.name(),
                 change_cell(&m.precision),
                 change_cell(&m.recall),
                 change_cell(&m.f1),
@@ -374,10 +422,6 @@ impl Reports {
                 m.non_tc_better,
                 m.non_tc_tie,
                 m.non_tc_worse,
-                m.fixes,
-                m.regressions,
-                m.gates_open,
-                m.models,
                 signed(m.worst_accuracy_change)
             );
         }
@@ -493,29 +537,39 @@ fn metric_cells(w: &TcMetrics, p: &TcMetrics) -> String {
 }
 
 /// Rows as CSV: one column per field in declaration order, nested fields joined with `_`
-/// (`weak_precision`).
+/// (`weak_precision`), array entries numbered (`interval_0`); the header is the union of every
+/// row's columns, and a row without a column (an absent optional value) leaves its cell empty.
 pub fn csv<T: Serialize>(rows: &[T]) -> String {
     fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        let key = |k: &str| if prefix.is_empty() { k.to_string() } else { format!("{prefix}_{k}") };
         match v {
-            serde_json::Value::Object(map) => {
-                for (k, v) in map {
-                    let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}_{k}") };
-                    flatten(&key, v, out);
-                }
+            serde_json::Value::Object(map) => map.iter().for_each(|(k, v)| flatten(&key(k), v, out)),
+            serde_json::Value::Array(items) => {
+                items.iter().enumerate().for_each(|(i, v)| flatten(&key(&i.to_string()), v, out))
             }
             serde_json::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+            serde_json::Value::Null => {}
             other => out.push((prefix.to_string(), other.to_string())),
         }
     }
-    let mut text = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let mut cells = Vec::new();
-        flatten("", &serde_json::to_value(row).expect("serializable"), &mut cells);
-        if i == 0 {
-            text += &cells.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(",");
-            text.push('\n');
+    let flat: Vec<Vec<(String, String)>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = Vec::new();
+            flatten("", &serde_json::to_value(row).expect("serializable"), &mut cells);
+            cells
+        })
+        .collect();
+    let mut header: Vec<&str> = Vec::new();
+    for (k, _) in flat.iter().flatten() {
+        if !header.contains(&k.as_str()) {
+            header.push(k);
         }
-        text += &cells.iter().map(|(_, v)| v.as_str()).collect::<Vec<_>>().join(",");
+    }
+    let mut text = header.join(",") + "\n";
+    for cells in &flat {
+        let cell = |k: &str| cells.iter().find(|(c, _)| c == k).map_or("", |(_, v)| v.as_str());
+        text += &header.iter().map(|k| cell(k)).collect::<Vec<_>>().join(",");
         text.push('\n');
     }
     text

@@ -175,10 +175,22 @@ fn fit_logistic(data: &FitData, with_module: bool, l2: f64) -> Result<LogisticFi
 
 /// Fits the rule (logistic model and threshold) on all of `data`.
 pub fn fit(data: &FitData, l2: f64) -> Result<CalibratedRule> {
+    fit_features(data, true, l2)
+}
+
+/// The control of the calibrated rule: the same fit and threshold on the weak model's
+/// log-probabilities alone (the module's weight is 0). What it gains needs no module.
+pub fn fit_without_module(data: &FitData, l2: f64) -> Result<CalibratedRule> {
+    fit_features(data, false, l2)
+}
+
+fn fit_features(data: &FitData, with_module: bool, l2: f64) -> Result<CalibratedRule> {
     data.check()?;
-    let model = fit_logistic(data, true, l2)?;
-    let (x, d) = data.design(true);
+    let model = fit_logistic(data, with_module, l2)?;
+    let (x, d) = data.design(with_module);
     let z: Vec<f64> = x.chunks(d).map(|row| model.logit(row)).collect();
+    let mut weights = model.weights;
+    weights.resize(data.classes + 1, 0.0);
     let other_right: Vec<bool> = data
         .weak
         .chunks(data.classes)
@@ -187,7 +199,7 @@ pub fn fit(data: &FitData, l2: f64) -> Result<CalibratedRule> {
         .collect();
     let threshold = choose_threshold(&z, &data.is_tc(), &other_right);
     Ok(CalibratedRule {
-        weights: model.weights,
+        weights,
         bias: model.bias,
         threshold,
         log_prob_floor: LOG_PROB_FLOOR,
@@ -198,8 +210,14 @@ pub fn fit(data: &FitData, l2: f64) -> Result<CalibratedRule> {
 
 /// Out-of-fold predictions: the images are dealt into `folds` folds (TC and non-TC images
 /// separately, in a seeded random order) and each fold is predicted by a rule fitted on the
-/// others.
-pub fn cross_validated_predictions(data: &FitData, l2: f64, folds: usize, seed: u64) -> Result<Vec<u16>> {
+/// others (`with_module = false`: the control, without the module's feature).
+pub fn cross_validated_predictions(
+    data: &FitData,
+    l2: f64,
+    folds: usize,
+    seed: u64,
+    with_module: bool,
+) -> Result<Vec<u16>> {
     data.check()?;
     let mut fold_of = vec![0usize; data.len()];
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -215,7 +233,7 @@ pub fn cross_validated_predictions(data: &FitData, l2: f64, folds: usize, seed: 
     let mut store = Default::default();
     for fold in 0..folds {
         let train: Vec<usize> = (0..data.len()).filter(|&i| fold_of[i] != fold).collect();
-        let rule = fit(&data.subset(&train, &mut store), l2)?;
+        let rule = fit_features(&data.subset(&train, &mut store), with_module, l2)?;
         for i in (0..data.len()).filter(|&i| fold_of[i] == fold) {
             let row = &data.weak[i * data.classes..(i + 1) * data.classes];
             predictions[i] = rule.predict(row, data.module_tc[i], data.tc) as u16;

@@ -44,6 +44,9 @@ pub struct Gate {
     /// The patched model on them (for the calibrated rule: out-of-fold predictions of a
     /// cross-validation, since the rule is fitted on these images).
     pub patched: SplitScore,
+    /// Calibrated rule: the same cross-validation without the module (the weak model
+    /// recalibrated alone), to show how much of the gain the module brings.
+    pub without_module: Option<SplitScore>,
     /// Calibrated rule: the likelihood-ratio statistic of the module's TC logit beyond the weak
     /// model's log-probabilities (see [`crate::patch::calibrated::module_evidence`]).
     pub module_evidence: Option<f64>,
@@ -51,16 +54,19 @@ pub struct Gate {
 
 impl Gate {
     /// Decides on the validation labels and the weak and patched predictions of those images;
-    /// `evidence` (calibrated rule) must reach `evidence_threshold` too.
+    /// for the calibrated rule, `evidence` (statistic, threshold) must reach its threshold too,
+    /// and `without_module` (the control's predictions) is reported beside.
     pub fn decide(
         labels: &[u16],
         weak: &[u16],
         patched: &[u16],
         tc: usize,
         evidence: Option<(f64, f64)>,
+        without_module: Option<&[u16]>,
         measured: &str,
     ) -> Gate {
         let (w, p) = (SplitScore::of(labels, weak, tc), SplitScore::of(labels, patched, tc));
+        let control = without_module.map(|c| SplitScore::of(labels, c, tc));
         let pct = |v: f64| format!("{:.2}%", 100.0 * v);
         let (open, reason) = if labels.is_empty() {
             (false, "closed: the weak data has no validation images to decide on".to_string())
@@ -85,10 +91,11 @@ impl Gate {
                 ),
             )
         } else {
+            let control = control.map_or(String::new(), |c| format!(" (without the module: {})", pct(c.accuracy)));
             (
                 true,
                 format!(
-                    "open: validation accuracy ({measured}) {} -> {}, TC F1 {} -> {}, non-TC accuracy {} -> {}",
+                    "open: validation accuracy ({measured}) {} -> {}{control}, TC F1 {} -> {}, non-TC accuracy {} -> {}",
                     pct(w.accuracy),
                     pct(p.accuracy),
                     pct(w.tc_f1),
@@ -98,6 +105,14 @@ impl Gate {
                 ),
             )
         };
-        Gate { open, reason, images: labels.len(), weak: w, patched: p, module_evidence: evidence.map(|(e, _)| e) }
+        Gate {
+            open,
+            reason,
+            images: labels.len(),
+            weak: w,
+            patched: p,
+            without_module: control,
+            module_evidence: evidence.map(|(e, _)| e),
+        }
     }
 }

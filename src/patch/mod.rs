@@ -77,6 +77,16 @@ pub struct Accuracies {
     pub patched: f64,
 }
 
+/// The calibrated rule without the module, on test: how much of a gain recalibrating the weak
+/// model alone would give (see [`calibrated::fit_without_module`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Control {
+    /// TC metrics.
+    pub metrics: TcMetrics,
+    /// Accuracy over all classes.
+    pub accuracy: f64,
+}
+
 /// How well a TC score tells TC test images from the others (area under the ROC curve).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct TcAuroc {
@@ -114,6 +124,8 @@ pub struct PatchReport {
     pub patched: TcMetrics,
     /// Test accuracy over all classes.
     pub accuracy: Accuracies,
+    /// The weak model recalibrated without the module (when the validation split allows a fit).
+    pub control: Option<Control>,
     /// AUROC of the TC scores.
     pub auroc: TcAuroc,
     /// The rule's effect (ungated) against the weak model, image by image.
@@ -192,25 +204,27 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
             let rule = Rule::Paper(Calibration::from_logits(&tc_logits)?);
             let scores = rule_scores(&weak_val, classes, &module_val_all, module_classes, tc_weak, tc_strong, &rule);
             let patched = argmax_rows(&scores, classes);
-            let gate =
-                Gate::decide(&val.labels, &weak_val_pred, &patched, tc_weak, None, "calibrated on training images");
+            let measured = "calibrated on training images";
+            let gate = Gate::decide(&val.labels, &weak_val_pred, &patched, tc_weak, None, None, measured);
             (rule, tc_train.len(), gate)
         }
         RuleKind::Calibrated => {
             let fit_data =
                 FitData { weak: &weak_val, classes, module_tc: &module_val, labels: &val.labels, tc: tc_weak };
             let rule: CalibratedRule = calibrated::fit(&fit_data, DEFAULT_L2)?;
-            let oof = calibrated::cross_validated_predictions(&fit_data, DEFAULT_L2, FOLDS, CROSS_VALIDATION_SEED)?;
-            let evidence = calibrated::module_evidence(&fit_data, DEFAULT_L2)?;
+            let cross_validated = |with_module| {
+                calibrated::cross_validated_predictions(
+                    &fit_data,
+                    DEFAULT_L2,
+                    FOLDS,
+                    CROSS_VALIDATION_SEED,
+                    with_module,
+                )
+            };
+            let (oof, control) = (cross_validated(true)?, cross_validated(false)?);
+            let evidence = Some((calibrated::module_evidence(&fit_data, DEFAULT_L2)?, EVIDENCE_THRESHOLD));
             let measured = format!("{FOLDS}-fold out-of-fold");
-            let gate = Gate::decide(
-                &val.labels,
-                &weak_val_pred,
-                &oof,
-                tc_weak,
-                Some((evidence, EVIDENCE_THRESHOLD)),
-                &measured,
-            );
+            let gate = Gate::decide(&val.labels, &weak_val_pred, &oof, tc_weak, evidence, Some(&control), &measured);
             (Rule::Calibrated(rule), val.len(), gate)
         }
     };
@@ -230,6 +244,10 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
         Some(s) => auroc(&column(&logits_of(engine, s, test, data)?, module_classes, tc_strong), &is_tc),
         None => None,
     };
+    let fit_data = FitData { weak: &weak_val, classes, module_tc: &module_val, labels: &val.labels, tc: tc_weak };
+    let control_rule = calibrated::fit_without_module(&fit_data, DEFAULT_L2).ok();
+    let control_pred: Option<Vec<u16>> =
+        control_rule.map(|rule| weak_test.chunks(classes).map(|row| rule.predict(row, 0.0, tc_weak) as u16).collect());
     let accuracy = |pred: &[u16]| {
         let right = labels.iter().zip(pred).filter(|(l, p)| l == p).count();
         if labels.is_empty() { 0.0 } else { right as f64 / labels.len() as f64 }
@@ -250,6 +268,7 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
             ungated: accuracy(&ungated_pred),
             patched: accuracy(&patched_pred),
         },
+        control: control_pred.map(|p| Control { metrics: tc_metrics(labels, &p, tc_weak), accuracy: accuracy(&p) }),
         auroc: TcAuroc {
             weak: auroc(&weak_prob, &is_tc),
             module: auroc(&column(&module_test, module_classes, tc_strong), &is_tc),
