@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::patch::metrics::tc_metrics;
+use crate::patch::metrics::{accuracy, tc_metrics};
 
 /// Accuracy over all classes, TC F1 and non-TC accuracy of some predictions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -19,13 +19,8 @@ pub struct SplitScore {
 impl SplitScore {
     /// The scores of `predictions` against `labels` for class `tc`.
     pub fn of(labels: &[u16], predictions: &[u16], tc: usize) -> Self {
-        let right = labels.iter().zip(predictions).filter(|(l, p)| l == p).count();
         let m = tc_metrics(labels, predictions, tc);
-        SplitScore {
-            accuracy: if labels.is_empty() { 0.0 } else { right as f64 / labels.len() as f64 },
-            tc_f1: m.f1,
-            non_tc_accuracy: m.non_tc_accuracy,
-        }
+        SplitScore { accuracy: accuracy(labels, predictions), tc_f1: m.f1, non_tc_accuracy: m.non_tc_accuracy }
     }
 }
 

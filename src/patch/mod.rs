@@ -40,7 +40,7 @@ pub use classifier::Classifier;
 use diagnostics::{Diagnostics, auroc, diagnose};
 pub use folder::{PATCH_FILE, PatchSpec, PatchedModel, patched_scores, rule_scores};
 use gate::Gate;
-use metrics::{TcMetrics, tc_metrics};
+use metrics::{TcMetrics, accuracy, tc_metrics};
 pub use rule::{Rule, RuleKind};
 
 /// Seed of the calibrated rule's cross-validation folds.
@@ -150,67 +150,100 @@ fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
     config.model.join("model.json").is_file().then_some(config.model)
 }
 
-/// Patches the weak model with the module as `request` says, on `data` (the weak model's
-/// dataset: the paper's rule calibrates on its training split's TC images, the calibrated rule
-/// fits on its validation split, the gate decides on its validation split, the report measures
-/// its test split). Writes the patched folder and `report.json` to `out`, which must not exist
-/// yet; nothing is left there on an error.
-pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out: &Path) -> Result<PatchReport> {
-    if out.exists() {
-        return Err(Error::file(out, "already exists: choose another output folder or remove it"));
+/// The models of a request, loaded and checked against each other and the data.
+struct Loaded {
+    weak: Model,
+    module: Model,
+    strong_dir: Option<PathBuf>,
+    strong: Option<Model>,
+}
+
+impl Loaded {
+    fn open(request: &PatchRequest, data: &DataSplits) -> Result<Self> {
+        let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
+        let weak = Model::load(request.weak)?;
+        let module = Model::load(request.module)?;
+        let strong_dir = request.strong.map(Path::to_path_buf).or_else(|| strong_of_module(request.module));
+        let strong = strong_dir.as_deref().map(Model::load).transpose()?;
+        let (classes, module_classes) = (weak.description.classes, module.description.classes);
+        if classes != data.classes() {
+            return Err(Error::Invalid(format!(
+                "weak model {} has {classes} classes, but dataset {} has {}",
+                request.weak.display(),
+                data.name,
+                data.classes()
+            )));
+        }
+        if tc_weak >= classes || tc_strong >= module_classes {
+            return Err(Error::Invalid(format!(
+                "target class {tc_weak}={tc_strong} is out of range: the weak model has {classes} classes, the \
+                 module {module_classes}"
+            )));
+        }
+        if let (Some(s), Some(dir)) = (&strong, &strong_dir)
+            && (s.description.classes != module_classes || s.description.input != module.description.input)
+        {
+            return Err(Error::Invalid(format!(
+                "strong model {} does not match the module: {} classes and input {:?}, the module {} and {:?}",
+                dir.display(),
+                s.description.classes,
+                s.description.input,
+                module_classes,
+                module.description.input
+            )));
+        }
+        Ok(Loaded { weak, module, strong_dir, strong })
     }
-    let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
-    let weak = Model::load(request.weak)?;
-    let module = Model::load(request.module)?;
-    let strong_dir = request.strong.map(Path::to_path_buf).or_else(|| strong_of_module(request.module));
-    let strong = strong_dir.as_deref().map(Model::load).transpose()?;
-    let (classes, module_classes) = (weak.description.classes, module.description.classes);
-    if classes != data.classes() {
-        return Err(Error::Invalid(format!(
-            "weak model {} has {classes} classes, but dataset {} has {}",
-            request.weak.display(),
-            data.name,
-            data.classes()
-        )));
-    }
-    if tc_weak >= classes || tc_strong >= module_classes {
-        return Err(Error::Invalid(format!(
-            "target class {tc_weak}={tc_strong} is out of range: the weak model has {classes} classes, the module \
-             {module_classes}"
-        )));
-    }
-    if let Some(s) = &strong
-        && (s.description.classes != module_classes || s.description.input != module.description.input)
-    {
-        return Err(Error::Invalid(format!(
-            "strong model {} does not match the module: {} classes and input {:?}, the module {} and {:?}",
-            strong_dir.as_deref().unwrap_or(Path::new("")).display(),
-            s.description.classes,
-            s.description.input,
-            module_classes,
-            module.description.input
-        )));
+}
+
+/// Both models' logits on one split: the weak model's `[n, classes]`, the module's
+/// `[n, module_classes]`.
+struct SplitLogits {
+    weak: Vec<f32>,
+    module: Vec<f32>,
+}
+
+impl SplitLogits {
+    fn of(models: &Loaded, set: &ImageSet, data: &DataSplits, engine: &dyn Engine) -> Result<Self> {
+        Ok(SplitLogits {
+            weak: logits_of(engine, &models.weak, set, data)?,
+            module: logits_of(engine, &models.module, set, data)?,
+        })
     }
 
-    let (val, test) = (&data.val, &data.test);
-    let weak_val = logits_of(engine, &weak, val, data)?;
-    let module_val_all = logits_of(engine, &module, val, data)?;
-    let module_val = column(&module_val_all, module_classes, tc_strong);
-    let weak_val_pred = argmax_rows(&weak_val, classes);
-    let (rule, calibration_images, gate) = match request.rule {
+    /// What the calibrated rule is fitted on (`module_tc`: the module's TC column).
+    fn fit_data<'a>(&'a self, module_tc: &'a [f32], labels: &'a [u16], classes: usize, tc: usize) -> FitData<'a> {
+        FitData { weak: &self.weak, classes, module_tc, labels, tc }
+    }
+}
+
+/// Fits the requested rule and decides the gate on the validation split: the rule, the images it
+/// was calibrated on, and the gate.
+fn fit_rule(
+    request: &PatchRequest,
+    models: &Loaded,
+    val: &SplitLogits,
+    data: &DataSplits,
+    engine: &dyn Engine,
+) -> Result<(Rule, usize, Gate)> {
+    let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
+    let (classes, module_classes) = (models.weak.description.classes, models.module.description.classes);
+    let labels = &data.val.labels;
+    let weak_pred = argmax_rows(&val.weak, classes);
+    match request.rule {
         RuleKind::Paper => {
             let tc_train = data.train.select(|label| label as usize == tc_weak);
-            let tc_logits = column(&logits_of(engine, &module, &tc_train, data)?, module_classes, tc_strong);
+            let tc_logits = column(&logits_of(engine, &models.module, &tc_train, data)?, module_classes, tc_strong);
             let rule = Rule::Paper(Calibration::from_logits(&tc_logits)?);
-            let scores = rule_scores(&weak_val, classes, &module_val_all, module_classes, tc_weak, tc_strong, &rule);
+            let scores = rule_scores(&val.weak, classes, &val.module, module_classes, tc_weak, tc_strong, &rule);
             let patched = argmax_rows(&scores, classes);
             let measured = "calibrated on training images";
-            let gate = Gate::decide(&val.labels, &weak_val_pred, &patched, tc_weak, None, None, measured);
-            (rule, tc_train.len(), gate)
+            let gate = Gate::decide(labels, &weak_pred, &patched, tc_weak, None, None, measured);
+            Ok((rule, tc_train.len(), gate))
         }
         RuleKind::Calibrated => {
-            let fit_data =
-                FitData { weak: &weak_val, classes, module_tc: &module_val, labels: &val.labels, tc: tc_weak };
+            let module_tc = column(&val.module, module_classes, tc_strong);
+            let fit_data = val.fit_data(&module_tc, labels, classes, tc_weak);
             let rule: CalibratedRule = calibrated::fit(&fit_data, DEFAULT_L2)?;
             let cross_validated = |with_module| {
                 calibrated::cross_validated_predictions(
@@ -221,61 +254,91 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
                     with_module,
                 )
             };
-            let (oof, control) = (cross_validated(true)?, cross_validated(false)?);
+            let (out_of_fold, control) = (cross_validated(true)?, cross_validated(false)?);
             let evidence = Some((calibrated::module_evidence(&fit_data, DEFAULT_L2)?, EVIDENCE_THRESHOLD));
             let measured = format!("{FOLDS}-fold out-of-fold");
-            let gate = Gate::decide(&val.labels, &weak_val_pred, &oof, tc_weak, evidence, Some(&control), &measured);
-            (Rule::Calibrated(rule), val.len(), gate)
+            let gate = Gate::decide(labels, &weak_pred, &out_of_fold, tc_weak, evidence, Some(&control), &measured);
+            Ok((Rule::Calibrated(rule), data.val.len(), gate))
         }
-    };
-    let applied = gate.open || request.ungated;
-    let spec = PatchSpec { tc_weak, tc_strong, rule, applied, gate };
+    }
+}
 
-    let weak_test = logits_of(engine, &weak, test, data)?;
-    let module_test = logits_of(engine, &module, test, data)?;
-    let ungated_scores = rule_scores(&weak_test, classes, &module_test, module_classes, tc_weak, tc_strong, &spec.rule);
-    let weak_pred = argmax_rows(&weak_test, classes);
+/// Measures the weak model, the rule (ungated), the folder (gated) and the control on the test
+/// split.
+fn measure(
+    request: &PatchRequest,
+    models: &Loaded,
+    spec: PatchSpec,
+    calibration_images: usize,
+    val: &SplitLogits,
+    data: &DataSplits,
+    engine: &dyn Engine,
+) -> Result<PatchReport> {
+    let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
+    let (classes, module_classes) = (models.weak.description.classes, models.module.description.classes);
+    let test = SplitLogits::of(models, &data.test, data, engine)?;
+    let labels = &data.test.labels;
+    let ungated_scores = rule_scores(&test.weak, classes, &test.module, module_classes, tc_weak, tc_strong, &spec.rule);
+    let weak_pred = argmax_rows(&test.weak, classes);
     let ungated_pred = argmax_rows(&ungated_scores, classes);
-    let patched_pred = if applied { ungated_pred.clone() } else { weak_pred.clone() };
-    let labels = &test.labels;
+    let patched_pred = if spec.applied { ungated_pred.clone() } else { weak_pred.clone() };
+
+    // The control: the calibrated rule fitted without the module, when validation allows a fit.
+    let val_module_tc = column(&val.module, module_classes, tc_strong);
+    let val_fit = val.fit_data(&val_module_tc, &data.val.labels, classes, tc_weak);
+    let control = calibrated::fit_without_module(&val_fit, DEFAULT_L2).ok().map(|rule| {
+        let p: Vec<u16> = test.weak.chunks(classes).map(|row| rule.predict(row, 0.0, tc_weak) as u16).collect();
+        Control { metrics: tc_metrics(labels, &p, tc_weak), accuracy: accuracy(labels, &p) }
+    });
+
     let is_tc: Vec<bool> = labels.iter().map(|&l| l as usize == tc_weak).collect();
-    let weak_prob: Vec<f32> = weak_test.chunks(classes).map(|r| rule::softmax(r)[tc_weak]).collect();
-    let strong_auroc = match &strong {
-        Some(s) => auroc(&column(&logits_of(engine, s, test, data)?, module_classes, tc_strong), &is_tc),
+    let weak_prob: Vec<f32> = test.weak.chunks(classes).map(|r| rule::softmax(r)[tc_weak]).collect();
+    let strong_auroc = match &models.strong {
+        Some(s) => auroc(&column(&logits_of(engine, s, &data.test, data)?, module_classes, tc_strong), &is_tc),
         None => None,
     };
-    let fit_data = FitData { weak: &weak_val, classes, module_tc: &module_val, labels: &val.labels, tc: tc_weak };
-    let control_rule = calibrated::fit_without_module(&fit_data, DEFAULT_L2).ok();
-    let control_pred: Option<Vec<u16>> =
-        control_rule.map(|rule| weak_test.chunks(classes).map(|row| rule.predict(row, 0.0, tc_weak) as u16).collect());
-    let accuracy = |pred: &[u16]| {
-        let right = labels.iter().zip(pred).filter(|(l, p)| l == p).count();
-        if labels.is_empty() { 0.0 } else { right as f64 / labels.len() as f64 }
-    };
-    let report = PatchReport {
+    Ok(PatchReport {
         weak_model: request.weak.to_path_buf(),
         module: request.module.to_path_buf(),
-        strong_model: strong_dir,
+        strong_model: models.strong_dir.clone(),
         dataset: data.name.clone(),
         spec,
         calibration_images,
-        test_images: test.len(),
+        test_images: labels.len(),
         weak: tc_metrics(labels, &weak_pred, tc_weak),
         ungated: tc_metrics(labels, &ungated_pred, tc_weak),
         patched: tc_metrics(labels, &patched_pred, tc_weak),
         accuracy: Accuracies {
-            weak: accuracy(&weak_pred),
-            ungated: accuracy(&ungated_pred),
-            patched: accuracy(&patched_pred),
+            weak: accuracy(labels, &weak_pred),
+            ungated: accuracy(labels, &ungated_pred),
+            patched: accuracy(labels, &patched_pred),
         },
-        control: control_pred.map(|p| Control { metrics: tc_metrics(labels, &p, tc_weak), accuracy: accuracy(&p) }),
+        control,
         auroc: TcAuroc {
             weak: auroc(&weak_prob, &is_tc),
-            module: auroc(&column(&module_test, module_classes, tc_strong), &is_tc),
+            module: auroc(&column(&test.module, module_classes, tc_strong), &is_tc),
             strong: strong_auroc,
         },
         diagnostics: diagnose(labels, &weak_pred, &ungated_pred, tc_weak, classes),
-    };
+    })
+}
+
+/// Patches the weak model with the module as `request` says, on `data` (the weak model's
+/// dataset: the paper's rule calibrates on its training split's TC images, the calibrated rule
+/// fits on its validation split, the gate decides on its validation split, the report measures
+/// its test split). Writes the patched folder and `report.json` to `out`, which must not exist
+/// yet; nothing is left there on an error.
+pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out: &Path) -> Result<PatchReport> {
+    if out.exists() {
+        return Err(Error::file(out, "already exists: choose another output folder or remove it"));
+    }
+    let models = Loaded::open(request, data)?;
+    let val = SplitLogits::of(&models, &data.val, data, engine)?;
+    let (rule, calibration_images, gate) = fit_rule(request, &models, &val, data, engine)?;
+    let applied = gate.open || request.ungated;
+    let spec = PatchSpec { tc_weak: request.tc_weak, tc_strong: request.tc_strong, rule, applied, gate };
+    let report = measure(request, &models, spec, calibration_images, &val, data, engine)?;
+    let Loaded { weak, module, .. } = models;
     let patched = PatchedModel { weak, module, spec: report.spec.clone() };
     write_folder(out, &patched, &report)?;
     Ok(report)
