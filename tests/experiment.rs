@@ -59,7 +59,12 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     assert_eq!(csv.lines().count(), 1 + reports.rq2.len());
     let columns = csv.lines().next().unwrap().split(',').count();
     assert!(csv.lines().all(|l| l.split(',').count() == columns), "every row has the header's columns:\n{csv}");
-    assert!(csv.starts_with("model,tc,kind,rule,gate_open,") && csv.contains("change_intervals_f1_1"), "{csv}");
+    assert!(
+        csv.starts_with("model,tc,kind,rule,gate_open,")
+            && csv.contains("diagnostics_change_intervals_f1_1")
+            && csv.contains("diagnostics_after_fp"),
+        "{csv}"
+    );
     let json: serde_json::Value = serde_json::from_str(&read(&rep.join("rq2.json"))).unwrap();
     let summary = json["summary"].as_array().unwrap();
     assert_eq!(summary.len(), 2 * w.rules.len() + 1, "ungated and gated per rule, and the control");

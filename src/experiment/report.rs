@@ -15,7 +15,7 @@ use crate::model::write_atomic;
 use crate::modularize::Summary;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
-use crate::patch::diagnostics::{ChangeIntervals, Changed, Interval, percentile_interval};
+use crate::patch::diagnostics::{Diagnostics, Interval, percentile_interval};
 use crate::patch::gate::SplitScore;
 use crate::patch::metrics::TcMetrics;
 use crate::patch::{Accuracies, Control, PatchReport, RuleKind, TcAuroc};
@@ -103,12 +103,9 @@ pub struct Rq2Row {
     pub accuracy: Accuracies,
     /// The control: the weak model recalibrated without the module, on test.
     pub control: Option<Control>,
-    /// Test images wrong before and right after (ungated).
-    pub fixes: Changed,
-    /// Test images right before and wrong after (ungated).
-    pub regressions: Changed,
-    /// Bootstrap 95% intervals of the ungated changes on test.
-    pub change_intervals: ChangeIntervals,
+    /// The rule's effect (ungated) on test, image by image: TC counts before and after, fixes,
+    /// regressions, images predicted as the TC by true class, bootstrap intervals.
+    pub diagnostics: Diagnostics,
     /// AUROC of the TC scores on test.
     pub auroc: TcAuroc,
 }
@@ -129,9 +126,7 @@ impl Rq2Row {
             patched: r.patched,
             accuracy: r.accuracy,
             control: r.control,
-            fixes: r.diagnostics.fixes,
-            regressions: r.diagnostics.regressions,
-            change_intervals: r.diagnostics.change_intervals,
+            diagnostics: r.diagnostics.clone(),
             auroc: r.auroc,
         }
     }
@@ -254,8 +249,8 @@ impl Rq2Summary {
             non_tc_better: non_tc.iter().filter(|&&c| c > 0.0).count(),
             non_tc_tie: non_tc.iter().filter(|&&c| c == 0.0).count(),
             non_tc_worse: non_tc.iter().filter(|&&c| c < 0.0).count(),
-            fixes: rows.iter().filter(|r| counted(r)).map(|r| r.fixes.tc + r.fixes.non_tc).sum(),
-            regressions: rows.iter().filter(|r| counted(r)).map(|r| r.regressions.tc + r.regressions.non_tc).sum(),
+            fixes: rows.iter().filter(|r| counted(r)).map(|r| r.diagnostics.fixes.total()).sum(),
+            regressions: rows.iter().filter(|r| counted(r)).map(|r| r.diagnostics.regressions.total()).sum(),
             worst_accuracy_change: acc.iter().copied().fold(0.0, f64::min),
         }
     }
@@ -441,22 +436,24 @@ impl Reports {
                     s,
                     "\n#### {model}, {} rule\n\nThe rule's effect on test (ungated); the gate column says whether \
                      the gated model uses it (validation accuracy weak -> patched).\n\n\
-                     | TC | Weak model | Gate | Precision weak | patched | Recall weak | patched | F1 weak | patched | non-TC acc weak | patched | Fixes | Regressions |\n\
-                     |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+                     | TC | Weak model | Gate | Precision weak | patched | Recall weak | patched | F1 weak | patched | non-TC acc weak | patched | TC FP weak -> patched | Fixes | Regressions |\n\
+                     |---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
                     rule.name()
                 );
                 for r in &rows {
                     let _ = writeln!(
                         s,
-                        "| {} | {} | {} ({} -> {}) | {} | {} | {} |",
+                        "| {} | {} | {} ({} -> {}) | {} | {} -> {} | {} | {} |",
                         r.tc,
                         r.kind.name(),
                         if r.gate_open { "open" } else { "closed" },
                         pct(r.gate_weak.accuracy),
                         pct(r.gate_patched.accuracy),
                         metric_cells(&r.weak, &r.ungated),
-                        r.fixes.tc + r.fixes.non_tc,
-                        r.regressions.tc + r.regressions.non_tc
+                        r.diagnostics.before.fp,
+                        r.diagnostics.after.fp,
+                        r.diagnostics.fixes.total(),
+                        r.diagnostics.regressions.total()
                     );
                 }
                 let mut kinds: Vec<WeakKind> = rows.iter().map(|r| r.kind).collect();
@@ -465,7 +462,7 @@ impl Reports {
                 for kind in kinds {
                     let of_kind: Vec<&Rq2Row> = rows.iter().copied().filter(|r| r.kind == kind).collect();
                     let (w, p) = averages(&of_kind);
-                    let _ = writeln!(s, "| avg | {} | | {} | | |", kind.name(), metric_cells(&w, &p));
+                    let _ = writeln!(s, "| avg | {} | | {} | | | |", kind.name(), metric_cells(&w, &p));
                 }
             }
         }

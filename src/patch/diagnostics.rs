@@ -49,6 +49,13 @@ pub struct Changed {
     pub non_tc: usize,
 }
 
+impl Changed {
+    /// TC and non-TC images together.
+    pub fn total(&self) -> usize {
+        self.tc + self.non_tc
+    }
+}
+
 /// A 95% interval `[low, high]`.
 pub type Interval = [f64; 2];
 
