@@ -17,7 +17,6 @@ use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
 use cnnsplitter::export::onnx::{export, write_file};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::patch::calibrated::CalibratedRule;
-use cnnsplitter::patch::gate::{Gate, SplitScore};
 use cnnsplitter::patch::{Calibration, PatchSpec, PatchedModel, Rule, patched_scores};
 use cnnsplitter::train::metrics::argmax_rows;
 use common::*;
@@ -156,15 +155,7 @@ fn composed_and_patched_exports_give_cnnsplitters_scores_in_python() {
         weak_logits.chunks(5).zip(module_logits.chunks(10)).map(|(w, m)| calibrated.logit(w, m[7])).collect();
     z.sort_by(f64::total_cmp);
     calibrated.threshold = 0.5 * (z[images_n / 2 - 1] + z[images_n / 2]);
-    let gate = Gate {
-        open: true,
-        reason: "test".into(),
-        images: 0,
-        weak: SplitScore::default(),
-        patched: SplitScore::default(),
-        without_module: None,
-        module_evidence: None,
-    };
+    let gate = common::test_gate(true);
     let rules = [
         (Rule::Paper(Calibration { min: -0.3, max: 0.9 }), true),
         (Rule::Calibrated(calibrated), true),

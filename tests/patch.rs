@@ -19,7 +19,6 @@ use cnnsplitter::model::description::ModelDescription;
 use cnnsplitter::model::weights::Weights;
 use cnnsplitter::patch::calibrated::{CalibratedRule, choose_threshold};
 use cnnsplitter::patch::diagnostics::{auroc, bootstrap_changes, diagnose};
-use cnnsplitter::patch::gate::{Gate, SplitScore};
 use cnnsplitter::patch::logistic;
 use cnnsplitter::patch::metrics::tc_metrics;
 use cnnsplitter::patch::{
@@ -45,25 +44,13 @@ fn softmax64(row: &[f32]) -> Vec<f64> {
     e.iter().map(|v| v / s).collect()
 }
 
-fn closed_gate() -> Gate {
-    Gate {
-        open: false,
-        reason: "test".into(),
-        images: 0,
-        weak: SplitScore::default(),
-        patched: SplitScore::default(),
-        without_module: None,
-        module_evidence: None,
-    }
-}
-
 #[test]
 fn the_paper_rule_replaces_the_tc_probability_by_the_calibrated_module_score() {
     // Two images, a 3-class weak model, a 4-class module; TC is weak 1 = module 2.
     let weak = [1.0f32, 2.0, 0.5, -1.0, 0.0, 3.0];
     let module = [0.0f32, 0.0, 4.0, 9.0, 1.0, 1.0, -2.0, 0.0];
     let rule = Rule::Paper(Calibration { min: -2.0, max: 6.0 });
-    let spec = PatchSpec { tc_weak: 1, tc_strong: 2, rule, applied: true, gate: closed_gate() };
+    let spec = PatchSpec { tc_weak: 1, tc_strong: 2, rule, applied: true, gate: common::test_gate(false) };
     let got = patched_scores(&weak, 3, &module, 4, &spec);
     // By hand: softmax of each weak row in f64, then p[1] = (m[2] - (-2)) / (6 - (-2)).
     let mut want = softmax64(&[1.0, 2.0, 0.5]);
@@ -97,7 +84,7 @@ fn the_calibrated_rule_thresholds_a_logistic_score_over_log_probabilities_and_th
         tc_strong: 0,
         rule: Rule::Calibrated(rule.clone()),
         applied: true,
-        gate: closed_gate(),
+        gate: common::test_gate(false),
     };
     let mut next = lcg(7);
     for _ in 0..200 {
@@ -550,6 +537,19 @@ fn a_patched_model_is_saved_reloaded_and_predicts_what_the_report_says() {
     let err = patch(&request("big", 2), &data, &engine, &other).unwrap_err();
     assert!(err.to_string().contains("32x32") || err.to_string().contains("4x4"), "{err}");
     assert!(!other.exists());
+    // Just enough validation images of the TC (10) for the rule and its 5-fold cross-validation.
+    let mut just_enough = data.clone();
+    let mut kept_tc = 0;
+    let mut few = ImageSet::empty(data.val.shape);
+    for i in 0..data.val.len() {
+        if data.val.labels[i] != TC_WEAK || kept_tc < 10 {
+            kept_tc += usize::from(data.val.labels[i] == TC_WEAK);
+            few.push_from(&data.val, i, data.val.labels[i]);
+        }
+    }
+    just_enough.val = Arc::new(few);
+    let r = patch(&request("oracle", 2), &just_enough, &engine, &tmp.path().join("few")).unwrap();
+    assert_eq!(r.calibration_images, 410);
     // Too few validation images of the TC for the calibrated rule: a clear error.
     let mut scarce = data.clone();
     scarce.val = Arc::new(data.val.select(|l| l != TC_WEAK));

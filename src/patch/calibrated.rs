@@ -26,8 +26,9 @@ pub const FOLDS: usize = 5;
 /// Likelihood-ratio statistic the module's feature must reach to count as evidence about the TC
 /// beyond the weak model: the chi-square quantile for 1 degree of freedom at p = 0.001.
 pub const EVIDENCE_THRESHOLD: f64 = 10.83;
-/// Fewest TC and fewest non-TC validation images the fit accepts.
-pub const MIN_IMAGES_PER_SIDE: usize = FOLDS;
+/// Fewest TC and fewest non-TC validation images the fit accepts (every cross-validation fold
+/// then trains on at least 8 of each).
+pub const MIN_IMAGES_PER_SIDE: usize = 2 * FOLDS;
 
 /// A fitted calibrated rule (stored in `patch.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -175,17 +176,19 @@ fn fit_logistic(data: &FitData, with_module: bool, l2: f64) -> Result<LogisticFi
 
 /// Fits the rule (logistic model and threshold) on all of `data`.
 pub fn fit(data: &FitData, l2: f64) -> Result<CalibratedRule> {
+    data.check()?;
     fit_features(data, true, l2)
 }
 
 /// The control of the calibrated rule: the same fit and threshold on the weak model's
 /// log-probabilities alone (the module's weight is 0). What it gains needs no module.
 pub fn fit_without_module(data: &FitData, l2: f64) -> Result<CalibratedRule> {
+    data.check()?;
     fit_features(data, false, l2)
 }
 
+/// The fit of [`fit`] without the size check (the cross-validation's folds are smaller).
 fn fit_features(data: &FitData, with_module: bool, l2: f64) -> Result<CalibratedRule> {
-    data.check()?;
     let model = fit_logistic(data, with_module, l2)?;
     let (x, d) = data.design(with_module);
     let z: Vec<f64> = x.chunks(d).map(|row| model.logit(row)).collect();

@@ -194,3 +194,17 @@ pub fn naive_logits(
     let per: usize = desc.input.iter().product();
     (0..n).flat_map(|i| naive_forward(desc, w, &images[i * per..(i + 1) * per], zero_inputs)).collect()
 }
+
+/// A gate that saw nothing (for patch specs built by hand; only `open` matters to scoring).
+pub fn test_gate(open: bool) -> cnnsplitter::patch::gate::Gate {
+    use cnnsplitter::patch::gate::{Gate, SplitScore};
+    Gate {
+        open,
+        reason: "test".into(),
+        images: 0,
+        weak: SplitScore::default(),
+        patched: SplitScore::default(),
+        without_module: None,
+        module_evidence: None,
+    }
+}
