@@ -294,6 +294,9 @@ fn limits_keep_a_seeded_subset_per_class_with_a_separate_cap_for_the_target_clas
     // Caps above the class sizes keep everything; a TC cap on a mix without a TC is refused.
     let loose = SplitLimits { train: ClassLimit { per_class: Some(1_000_000), tc: None }, ..Default::default() };
     assert_eq!(selection(loose).load().unwrap().train, full.train);
+    let zero = SplitLimits { val: ClassLimit { per_class: Some(0), tc: None }, ..Default::default() };
+    let err = selection(zero).load().unwrap_err().to_string();
+    assert!(err.contains("at least 1"), "{err}");
     let no_tc = DataSelection { dataset: "synthetic-s-tiny".into(), tc: None, ..selection(limits) };
     let err = no_tc.load().unwrap_err().to_string();
     assert!(err.contains("no target class"), "{err}");

@@ -365,6 +365,13 @@ impl MixSpec {
     /// override the mix's own `[limit]`, field by field.
     pub fn build(&self, data_dir: &Path, tc: Option<usize>, limits: SplitLimits) -> Result<DataSplits> {
         let limits = limits.or(self.limit);
+        let caps = [limits.train.per_class, limits.train.tc, limits.val.per_class, limits.val.tc];
+        if caps.contains(&Some(0)) {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: an image limit of 0 would empty a class; limits must be at least 1",
+                self.name
+            )));
+        }
         if (limits.train.tc.is_some() || limits.val.tc.is_some()) && !self.needs_tc() {
             return Err(Error::Invalid(format!(
                 "dataset `{}` has no target class to limit; drop the target-class image limits",
