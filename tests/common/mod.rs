@@ -208,3 +208,15 @@ pub fn test_gate(open: bool) -> cnnsplitter::patch::gate::Gate {
         module_evidence: None,
     }
 }
+
+/// A test that needs an optional runtime (ONNX Runtime, Python's onnxruntime) and cannot find
+/// it: under `CI=true` (where `.ci/run` installs it) the test fails; elsewhere it says loudly
+/// that it skipped, and the caller returns.
+pub fn missing_runtime(what: &str, fix: &str) {
+    use std::io::Write;
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is missing under CI=true, where .ci/run installs it: {fix}");
+    }
+    // Written to stderr directly, past the test harness's capture, so that it shows.
+    let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {what} is missing ({fix}); this test did not run ***\n");
+}
