@@ -39,7 +39,8 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     assert_eq!(reports.rq2.len(), w.tcs.len() * w.kinds.len() * w.rules.len());
     let r1 = &reports.rq1[0];
     assert!(r1.module_kernels < r1.model_kernels as f64 && r1.kernel_reduction > 0.0, "{r1:?}");
-    assert!((0.0..=1.0).contains(&r1.composed_accuracy) && (0.0..=1.0).contains(&r1.diff));
+    assert!((r1.accuracy_loss - (r1.model_accuracy - r1.composed_accuracy)).abs() < 1e-12, "{r1:?}");
+    assert!((r1.kernel_reduction - (1.0 - r1.module_kernels / r1.model_kernels as f64)).abs() < 1e-12, "{r1:?}");
     for r in &reports.rq2 {
         // Gated: the rule's result where the gate opened, the weak model's where it closed.
         assert_eq!(r.patched, if r.gate_open { r.ungated } else { r.weak }, "{r:?}");
@@ -165,11 +166,24 @@ fn rq3_compares_groupings_and_initialisations() {
     let mut config = tiny();
     config.rq3.groupings = vec![GroupingKind::None, GroupingKind::Importance];
     config.rq3.inits = vec![InitKind::Random];
-    config.rq3.generations = Some(1);
+    config.rq3.generations = Some(3);
     let reports = run(Rq::Rq3, &config, tmp.path(), engine.as_ref(), None, &Silent, &Quiet).unwrap().unwrap();
     assert!(reports.rq1.is_empty() && reports.rq2.is_empty());
-    let rows: Vec<_> = reports.rq3.iter().map(|r| (r.grouping, r.init, r.best_generation)).collect();
-    assert_eq!(rows, vec![(GroupingKind::None, InitKind::Random, 1), (GroupingKind::Importance, InitKind::Random, 1)]);
+    let rows: Vec<_> = reports.rq3.iter().map(|r| (r.grouping, r.init)).collect();
+    assert_eq!(rows, vec![(GroupingKind::None, InitKind::Random), (GroupingKind::Importance, InitKind::Random)]);
+    // The generation of the best modules: the last one (from 1) whose best combination changed,
+    // read off the search log.
+    for (row, dir) in reports.rq3.iter().zip(["none-random", "importance-random"]) {
+        let log = read(&tmp.path().join("rq3/Tiny").join(dir).join("search/generations.jsonl"));
+        let best: Vec<(f64, f64)> = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["accuracy"].as_f64().unwrap(), v["diff"].as_f64().unwrap()))
+            .collect();
+        assert_eq!(best.len(), 3);
+        let changed = (1..best.len()).filter(|&g| best[g] != best[g - 1]).max().map_or(0, |g| g);
+        assert_eq!(row.best_generation, changed + 1, "{dir}: {best:?}");
+    }
     // Each ablation run was configured as its row says.
     for (dir, grouping) in [("none-random", "none"), ("importance-random", "importance")] {
         let c: serde_json::Value =
@@ -177,5 +191,8 @@ fn rq3_compares_groupings_and_initialisations() {
         assert_eq!((c["grouping"]["kind"].as_str(), c["ga"]["init"].as_str()), (Some(grouping), Some("random")));
     }
     let md = read(&tmp.path().join("reports/rq3.md"));
-    assert!(md.contains("| Tiny | none | random | 1 |") && md.contains("| Tiny | importance | random | 1 |"), "{md}");
+    for r in &reports.rq3 {
+        let grouping = format!("{:?}", r.grouping).to_lowercase();
+        assert!(md.contains(&format!("| Tiny | {grouping} | random | {} |", r.best_generation)), "{md}");
+    }
 }
