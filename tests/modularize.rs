@@ -316,3 +316,74 @@ fn ties_go_to_the_lowest_class_and_identical_modules_give_one_accuracy() {
     assert!(best.accuracy < 0.8, "below every threshold, so each merge keeps ntop_min");
     assert_eq!(got.len(), 50, "Ntop falls to its minimum");
 }
+
+#[test]
+fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
+    use cnnsplitter::data::ImageSet;
+    use cnnsplitter::data::pipeline::Normalization;
+    use cnnsplitter::modularize::importance::compute;
+    let model = common::random_model("rescnn-weak@0.125", [3, 16, 16], 3, 5);
+    let desc = &model.description;
+    let mut rng = ChaCha8Rng::seed_from_u64(6);
+    let mut set = ImageSet::empty([3, 16, 16]);
+    for i in 0..40 {
+        set.pixels.extend((0..3 * 16 * 16).map(|_| rng.random::<u8>()));
+        set.labels.push((i % 3) as u16);
+    }
+    let normalization = Normalization::for_channels(3, None, None).unwrap();
+    // The naive side: every layer's output of every image, and its softmax.
+    let per = 3 * 16 * 16;
+    let mut normalized = vec![0f32; per];
+    let layers: Vec<Vec<(Vec<f32>, [usize; 3])>> = (0..set.len())
+        .map(|i| {
+            normalization.apply(set.image(i), &mut normalized);
+            common::naive_layers(desc, &model.weights, &normalized, &Default::default())
+        })
+        .collect();
+    let probs: Vec<Vec<f64>> = layers
+        .iter()
+        .map(|l| {
+            let logits = &l.last().unwrap().0;
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let e: Vec<f64> = logits.iter().map(|&v| (v as f64 - max).exp()).collect();
+            e.iter().map(|v| v / e.iter().sum::<f64>()).collect()
+        })
+        .collect();
+    let max_prob = probs.iter().flatten().copied().fold(0.0, f64::max);
+    // Confidence 0: every image counts; between: some; above every probability: a fallback.
+    for confidence in [0.0, 0.36, max_prob + 0.01] {
+        let got = compute(&model, &set, &normalization, confidence, &Silent).unwrap();
+        // The channel groups of this net are measured after the add (conv_0 + conv_2), and after
+        // the ReLUs of conv_1 and conv_3.
+        let at: Vec<&str> = got.groups.iter().map(|g| g.measured_at.as_str()).collect();
+        assert_eq!(at, ["add_2", "relu_1", "relu_3"]);
+        for (g, group) in got.groups.iter().enumerate() {
+            let layer = desc.layers.iter().position(|l| l.name == at[g]).unwrap();
+            for class in 0..3usize {
+                let of_class: Vec<usize> = (0..set.len()).filter(|&i| set.labels[i] as usize == class).collect();
+                let argmax = |p: &[f64]| (0..3).fold(0, |b, k| if p[k] > p[b] { k } else { b });
+                let confident: Vec<usize> =
+                    of_class.iter().copied().filter(|&i| probs[i][class] >= confidence).collect();
+                let right: Vec<usize> = of_class.iter().copied().filter(|&i| argmax(&probs[i]) == class).collect();
+                let used = [&confident, &right, &of_class].into_iter().find(|v| !v.is_empty()).unwrap();
+                assert_eq!(got.samples_per_class[class], used.len(), "confidence {confidence}, class {class}");
+                let (_, [c, h, w]) = layers[0][layer];
+                for ch in 0..c {
+                    let mean = used
+                        .iter()
+                        .map(|&i| {
+                            layers[i][layer].0[ch * h * w..(ch + 1) * h * w].iter().map(|&v| v as f64).sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        / used.len() as f64;
+                    let value = group.per_class[class][ch];
+                    assert!(
+                        (value - mean).abs() <= 1e-4 * mean.abs().max(1.0),
+                        "group {g} class {class} ch {ch}: {value} vs {mean}"
+                    );
+                }
+            }
+        }
+        assert_eq!(got.fallback_classes.is_empty(), confidence == 0.0);
+    }
+}

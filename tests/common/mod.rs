@@ -72,6 +72,16 @@ pub fn naive_forward(
     image: &[f32],
     zero_inputs: &HashMap<usize, (Vec<usize>, usize)>,
 ) -> Vec<f32> {
+    naive_layers(desc, w, image, zero_inputs).pop().unwrap().0
+}
+
+/// Every layer's output of [`naive_forward`], with its shape `[c, h, w]`.
+pub fn naive_layers(
+    desc: &ModelDescription,
+    w: &Weights,
+    image: &[f32],
+    zero_inputs: &HashMap<usize, (Vec<usize>, usize)>,
+) -> Vec<(Vec<f32>, [usize; 3])> {
     // An activation: data plus [c, h, w] (a vector is [n, 1, 1]).
     let mut outputs: Vec<(Vec<f32>, [usize; 3])> = Vec::new();
     for (i, layer) in desc.layers.iter().enumerate() {
@@ -180,7 +190,7 @@ pub fn naive_forward(
         };
         outputs.push(out);
     }
-    outputs.pop().unwrap().0
+    outputs
 }
 
 /// Naive logits for `n` images.
