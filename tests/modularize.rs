@@ -387,3 +387,76 @@ fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
         assert_eq!(got.fallback_classes.is_empty(), confidence == 0.0);
     }
 }
+
+#[test]
+fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_threshold() {
+    use cnnsplitter::data::ImageSet;
+    use cnnsplitter::data::pipeline::Normalization;
+    use cnnsplitter::graph::channel_groups::ChannelGroups;
+    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::grouping::Layout;
+    use cnnsplitter::modularize::importance::compute;
+    use cnnsplitter::modularize::sensitivity::{RATIOS, measure};
+    let model = common::random_model("rescnn-weak@0.125", [3, 16, 16], 3, 8);
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut set = ImageSet::empty([3, 16, 16]);
+    for i in 0..60 {
+        set.pixels.extend((0..3 * 16 * 16).map(|_| rng.random::<u8>()));
+        set.labels.push((i % 3) as u16);
+    }
+    let normalization = Normalization::for_channels(3, None, None).unwrap();
+    let images = normalization.images(&set);
+    let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
+    let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
+    let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
+    let engine = BurnEngine::default();
+    let mut evaluator = Evaluator::new(&engine, &model, &images, set.len());
+    let threshold = 0.05;
+    let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, threshold, &Silent).unwrap();
+
+    // Independently: the original model with the dropped kernels' weights and biases zeroed in
+    // every producing convolution of the segment, run whole; composed by argmax here.
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let own_logit = |dropped: &[usize], producers: &[usize], class: usize| -> Vec<f32> {
+        let mut weights = model.weights.clone();
+        for &p in producers {
+            let name = &model.description.layers[p].name;
+            let w = weights.tensors.get_mut(&format!("{name}.weight")).unwrap();
+            let per = w.data.len() / w.shape[0];
+            for &k in dropped {
+                w.data[k * per..(k + 1) * per].fill(0.0);
+            }
+            let b = weights.tensors.get_mut(&format!("{name}.bias")).unwrap();
+            for &k in dropped {
+                b.data[k] = 0.0;
+            }
+        }
+        let masked = Model::new(model.description.clone(), weights).unwrap();
+        let logits = engine.prepare(&masked).unwrap().logits(&images, set.len(), 64).unwrap();
+        logits.chunks(3).map(|r| r[class]).collect()
+    };
+    let composed = |vectors: &[Vec<f32>]| {
+        let right = (0..set.len())
+            .filter(|&i| {
+                (0..3).fold(0, |b, c| if vectors[c][i] > vectors[b][i] { c } else { b }) == set.labels[i] as usize
+            })
+            .count();
+        right as f64 / set.len() as f64
+    };
+    let base = composed(&(0..3).map(|c| own_logit(&[], &[], c)).collect::<Vec<_>>());
+    assert!((table.base_accuracy - base).abs() < 1e-12);
+    for (s, segment) in layout.segments.iter().enumerate() {
+        let producers = &groups.groups[s].producers;
+        for (r, ratio) in RATIOS.iter().enumerate() {
+            let keep = ((segment.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, segment.width);
+            let vectors: Vec<Vec<f32>> =
+                (0..3).map(|c| own_logit(&segment.importance_order[c][keep..], producers, c)).collect();
+            let want = composed(&vectors);
+            let got = table.segments[s].accuracy[r];
+            // Decoded and masked networks round differently: allow one image's near-tie to flip.
+            assert!((got - want).abs() <= 1.0 / set.len() as f64 + 1e-12, "segment {s} drop {ratio}: {got} vs {want}");
+        }
+        let row = &table.segments[s];
+        assert_eq!(row.sensitive, row.accuracy[RATIOS.len() - 1] < table.base_accuracy - threshold, "segment {s}");
+    }
+}
