@@ -8,6 +8,8 @@
 //! Runtime), [`export`] writes ONNX, [`bench`] measures. The library never prints or exits; long
 //! work reports through [`progress::Progress`].
 
+#![warn(missing_docs)]
+
 pub mod bench;
 pub mod data;
 pub mod decode;

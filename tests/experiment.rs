@@ -196,3 +196,19 @@ fn rq3_compares_groupings_and_initialisations() {
         assert!(md.contains(&format!("| Tiny | {grouping} | random | {} |", r.best_generation)), "{md}");
     }
 }
+
+#[test]
+fn csv_rows_quote_what_needs_it_and_keep_columns_when_values_are_absent() {
+    use cnnsplitter::experiment::report::csv;
+    #[derive(serde::Serialize)]
+    struct Row {
+        name: &'static str,
+        interval: [f64; 2],
+        extra: Option<f64>,
+    }
+    let rows = [
+        Row { name: "plain", interval: [0.5, 1.0], extra: None },
+        Row { name: "a, \"b\"", interval: [-1.0, 2.0], extra: Some(3.0) },
+    ];
+    assert_eq!(csv(&rows), "name,interval_0,interval_1,extra\nplain,0.5,1.0,\n\"a, \"\"b\"\"\",-1.0,2.0,3.0\n");
+}

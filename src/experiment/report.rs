@@ -563,11 +563,21 @@ pub fn csv<T: Serialize>(rows: &[T]) -> String {
             header.push(k);
         }
     }
-    let mut text = header.join(",") + "\n";
+    let mut text = header.iter().map(|k| quoted(k)).collect::<Vec<_>>().join(",") + "\n";
     for cells in &flat {
         let cell = |k: &str| cells.iter().find(|(c, _)| c == k).map_or("", |(_, v)| v.as_str());
-        text += &header.iter().map(|k| cell(k)).collect::<Vec<_>>().join(",");
+        text += &header.iter().map(|k| quoted(cell(k))).collect::<Vec<_>>().join(",");
         text.push('\n');
     }
     text
+}
+
+/// A CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or a line
+/// break; as it is otherwise.
+fn quoted(field: &str) -> String {
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
 }
