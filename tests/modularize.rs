@@ -181,7 +181,7 @@ fn config(model: &Path, data: &DataSelection, generations: usize) -> ModularizeC
         ga,
         composition: CompositionConfig { ntop_min: 10, ntop_max: 40, thresholds: vec![0.9, 0.85, 0.8] },
         stop: StopConfig { generations, patience: None },
-        search_images: 150,
+        search_images: Some(150),
         seed: 9,
     }
 }
@@ -459,4 +459,17 @@ fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_th
         let row = &table.segments[s];
         assert_eq!(row.sensitive, row.accuracy[RATIOS.len() - 1] < table.base_accuracy - threshold, "segment {s}");
     }
+}
+
+#[test]
+fn search_images_all_is_written_as_null_and_old_configs_still_read() {
+    let data = DataSelection::named("synthetic-s");
+    let config = ModularizeConfig::new("m".into(), data, Preset::ReferenceCode, 0);
+    let json = serde_json::to_value(&config).unwrap();
+    assert!(json["search_images"].is_null(), "{}", json["search_images"]);
+    // Runs written before stored "all" as the largest usize.
+    let mut old = json.clone();
+    old["search_images"] = serde_json::json!(18446744073709551615u64);
+    let read: ModularizeConfig = serde_json::from_value(old).unwrap();
+    assert_eq!(read.search_images, Some(usize::MAX));
 }

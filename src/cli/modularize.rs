@@ -67,8 +67,8 @@ pub struct ModularizeArgs {
     #[arg(long, default_value_t = 2000)]
     sensitivity_images: usize,
     /// Validation images the search scores modules on (default: all).
-    #[arg(long, default_value_t = usize::MAX, hide_default_value = true)]
-    search_images: usize,
+    #[arg(long, value_name = "N")]
+    search_images: Option<usize>,
     /// Probability a training image needs for kernel importance.
     #[arg(long, default_value_t = 0.9)]
     confidence: f64,

@@ -184,8 +184,8 @@ impl Runner<'_> {
         }
         c.stop.generations = s.generations;
         c.stop.patience = s.patience;
-        if let Some(n) = s.search_images {
-            c.search_images = n;
+        if s.search_images.is_some() {
+            c.search_images = s.search_images;
         }
         if let Some(n) = s.sensitivity_images {
             c.sensitivity_images = n;

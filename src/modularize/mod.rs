@@ -68,8 +68,9 @@ pub struct ModularizeConfig {
     pub composition: CompositionConfig,
     /// Stopping.
     pub stop: StopConfig,
-    /// Validation images the search scores modules on (all when larger than the split).
-    pub search_images: usize,
+    /// Validation images the search scores modules on (`None`, written `null`: all; all too when
+    /// larger than the split).
+    pub search_images: Option<usize>,
     /// Seed of grouping, initialisation and search.
     pub seed: u64,
 }
@@ -93,7 +94,7 @@ impl ModularizeConfig {
             ga: GaConfig::preset(preset),
             composition: CompositionConfig::default(),
             stop: StopConfig { generations: 200, patience: None },
-            search_images: usize::MAX,
+            search_images: None,
             seed,
         }
     }
@@ -275,7 +276,7 @@ pub fn run(
     let val = &data.val;
     let all_images = data.normalization.images(val);
     let per = val.image_size();
-    let m = config.search_images.min(val.len());
+    let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
     let labels = &val.labels[..m];
     let mut evaluator = Evaluator::new(engine, &model, &all_images[..m * per], m);
 
