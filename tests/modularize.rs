@@ -317,19 +317,24 @@ fn ties_go_to_the_lowest_class_and_identical_modules_give_one_accuracy() {
     assert_eq!(got.len(), 50, "Ntop falls to its minimum");
 }
 
+/// `n` random 3x16x16 images of 3 classes in turn.
+fn random_set(n: usize, seed: u64) -> cnnsplitter::data::ImageSet {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut set = cnnsplitter::data::ImageSet::empty([3, 16, 16]);
+    for i in 0..n {
+        set.pixels.extend((0..3 * 16 * 16).map(|_| rng.random::<u8>()));
+        set.labels.push((i % 3) as u16);
+    }
+    set
+}
+
 #[test]
 fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
-    use cnnsplitter::data::ImageSet;
     use cnnsplitter::data::pipeline::Normalization;
     use cnnsplitter::modularize::importance::compute;
     let model = common::random_model("rescnn-weak@0.125", [3, 16, 16], 3, 5);
     let desc = &model.description;
-    let mut rng = ChaCha8Rng::seed_from_u64(6);
-    let mut set = ImageSet::empty([3, 16, 16]);
-    for i in 0..40 {
-        set.pixels.extend((0..3 * 16 * 16).map(|_| rng.random::<u8>()));
-        set.labels.push((i % 3) as u16);
-    }
+    let set = random_set(40, 6);
     let normalization = Normalization::for_channels(3, None, None).unwrap();
     // The naive side: every layer's output of every image, and its softmax.
     let per = 3 * 16 * 16;
@@ -390,7 +395,6 @@ fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
 
 #[test]
 fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_threshold() {
-    use cnnsplitter::data::ImageSet;
     use cnnsplitter::data::pipeline::Normalization;
     use cnnsplitter::graph::channel_groups::ChannelGroups;
     use cnnsplitter::modularize::evaluator::Evaluator;
@@ -398,12 +402,7 @@ fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_th
     use cnnsplitter::modularize::importance::compute;
     use cnnsplitter::modularize::sensitivity::{RATIOS, measure};
     let model = common::random_model("rescnn-weak@0.125", [3, 16, 16], 3, 8);
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
-    let mut set = ImageSet::empty([3, 16, 16]);
-    for i in 0..60 {
-        set.pixels.extend((0..3 * 16 * 16).map(|_| rng.random::<u8>()));
-        set.labels.push((i % 3) as u16);
-    }
+    let set = random_set(60, 9);
     let normalization = Normalization::for_channels(3, None, None).unwrap();
     let images = normalization.images(&set);
     let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
