@@ -39,9 +39,19 @@ pub enum Error {
         /// The shape found.
         found: Vec<usize>,
     },
-    /// A value given by the caller (a flag, an architecture name, a mask) is invalid.
+    /// A value given by the caller (an argument, a config key, an architecture name, a mask, a
+    /// dataset that does not fit) is invalid.
     #[error("{0}")]
     Invalid(String),
+    /// The inference engine is missing or failed (ONNX Runtime's library, a session).
+    #[error("{0}")]
+    Engine(String),
+    /// A computation gave a non-finite or degenerate result (a NaN loss, a singular fit).
+    #[error("{0}")]
+    Numeric(String),
+    /// A value could not be written in a file format (TOML, ONNX protobuf, safetensors).
+    #[error("{0}")]
+    Serialize(String),
 }
 
 impl Error {

@@ -215,7 +215,7 @@ fn data_info_json_reports_format_and_splits() {
 
     let (ok, _, stderr) =
         cnnsplitter(&["data", "info", "--dataset", "svhn-w", "--data-dir", dir.path().to_str().unwrap()]);
-    assert!(!ok && stderr.contains("--tc"), "{stderr}");
+    assert!(!ok && stderr.contains("needs the target class: give `tc`"), "{stderr}");
 }
 
 #[test]

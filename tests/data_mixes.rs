@@ -131,9 +131,9 @@ fn svhn_strong_and_weak_presets_select_and_relabel_digits() {
     }
     assert_eq!(w.test.per_class(5), vec![5; 5]);
     let err = load_err("svhn-w", None, dir.path());
-    assert!(err.contains("--tc"), "{err}");
+    assert!(err.contains("needs the target class"), "{err}");
     let err = load_err("svhn-s", Some(1), dir.path());
-    assert!(err.contains("drop --tc"), "{err}");
+    assert!(err.contains("has no target class"), "{err}");
 }
 
 #[test]

@@ -287,7 +287,7 @@ fn bad_runs_fail_clearly_and_write_nothing() {
     let err =
         trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &engine(), &Silent)
             .unwrap_err();
-    assert!(err.to_string().contains("--resume"), "{err}");
+    assert!(err.to_string().contains("already holds a training run: resume it"), "{err}");
 
     // An unwritable folder.
     let err = trainer::start(
@@ -320,4 +320,18 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint() {
 /// The pure-Rust engine evaluates each epoch, so these tests do not depend on ONNX Runtime.
 fn engine() -> BurnEngine {
     BurnEngine::default()
+}
+
+#[test]
+fn a_diverging_loss_is_a_numeric_error_that_names_the_epoch_and_keeps_the_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path(), 300, "[0, 1, 2]");
+    // A learning rate this large sends the loss to infinity or NaN within the first epochs.
+    let c = config("simcnn-weak@0.125", Recipe::PoorFit, &data, 3, Some(1e12));
+    let out = tmp.path().join("run");
+    let err = trainer::start(c, &out, None, &engine(), &Silent).unwrap_err();
+    assert!(matches!(err, cnnsplitter::Error::Numeric(_)), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains("the loss became") && text.contains("epoch") && text.contains("`lr`"), "{text}");
+    assert!(out.join("config.json").is_file(), "the run folder stays for a resume with another setting");
 }

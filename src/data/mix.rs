@@ -379,10 +379,7 @@ impl MixSpec {
             )));
         }
         if self.needs_tc() && tc.is_none() {
-            return Err(Error::Invalid(format!(
-                "dataset `{}` needs the target class: add --tc K (e.g. --tc 3)",
-                self.name
-            )));
+            return Err(Error::Invalid(format!("dataset `{}` needs the target class: give `tc`, e.g. 3", self.name)));
         }
         let mut sources: BTreeMap<&str, RawDataset> = BTreeMap::new();
         for p in &self.parts {

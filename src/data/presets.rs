@@ -65,7 +65,7 @@ impl DataSelection {
         let spec = self.spec()?;
         if self.tc.is_some() && !spec.needs_tc() {
             return Err(Error::Invalid(format!(
-                "dataset `{}` has no target class; drop --tc (the -w presets take one)",
+                "dataset `{}` has no target class; give none (`tc`: the -w presets take one)",
                 spec.name
             )));
         }

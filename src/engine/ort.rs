@@ -102,7 +102,7 @@ impl OrtEngine {
     /// shared pool's size); fails, with the reason, when no runtime loads.
     pub fn new(threads: usize) -> Result<Self> {
         let _ = THREADS.set(threads.max(1));
-        environment().map_err(|e| Error::Invalid(format!("ONNX Runtime is not available: {e}")))?;
+        environment().map_err(|e| Error::Engine(format!("ONNX Runtime is not available: {e}")))?;
         Ok(OrtEngine { threads: threads.max(1) })
     }
 
@@ -113,8 +113,8 @@ impl OrtEngine {
 
     /// A session for ONNX bytes.
     pub fn session(&self, onnx: &[u8]) -> Result<Session> {
-        let env = environment().map_err(Error::Invalid)?;
-        let fail = |e: ort::Error| Error::Invalid(format!("ONNX Runtime: {e}"));
+        let env = environment().map_err(Error::Engine)?;
+        let fail = |e: ort::Error| Error::Engine(format!("ONNX Runtime: {e}"));
         Session::builder(env)
             .map_err(fail)?
             .with_optimization_level(GraphOptimizationLevel::All)
@@ -173,7 +173,7 @@ impl PreparedModel for OrtModel {
                 images.len()
             )));
         }
-        let fail = |e: ort::Error| Error::Invalid(format!("ONNX Runtime: {e}"));
+        let fail = |e: ort::Error| Error::Engine(format!("ONNX Runtime: {e}"));
         let mut session = self.session.lock().expect("session lock");
         let mut out = Vec::with_capacity(n * self.classes);
         let [c, h, w] = self.input;

@@ -326,18 +326,22 @@ pub fn run(
         ));
     }
     let out = ExperimentDir { root: dir.to_path_buf() };
-    let text = toml::to_string(config).map_err(|e| Error::Invalid(format!("cannot write the config as TOML: {e}")))?;
+    let text =
+        toml::to_string(config).map_err(|e| Error::Serialize(format!("cannot write the config as TOML: {e}")))?;
     if out.config().exists() {
         let saved = ExperimentConfig::load(&out.config())?;
         if &saved != config {
             return Err(Error::file(
                 dir,
-                "holds an experiment with another configuration: choose another --out, or give the same config to continue it",
+                "holds an experiment with another configuration: choose another experiment folder (`out`), or give the same config to continue it",
             ));
         }
     } else {
         if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
-            return Err(Error::file(dir, "is not empty and holds no experiment: choose another --out"));
+            return Err(Error::file(
+                dir,
+                "is not empty and holds no experiment: choose another experiment folder (`out`)",
+            ));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::model::write_atomic(&out.config(), text.as_bytes())?;

@@ -127,7 +127,7 @@ impl GraphBuilder {
         opset.version = OPSET;
         model.opset_import.push(opset);
         model.graph = Some(self.graph).into();
-        model.write_to_bytes().map_err(|e| Error::Invalid(format!("cannot serialize the ONNX model: {e}")))
+        model.write_to_bytes().map_err(|e| Error::Serialize(format!("cannot serialize the ONNX model: {e}")))
     }
 }
 

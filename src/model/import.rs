@@ -130,7 +130,7 @@ pub fn import(arch: &str, input: [usize; 3], classes: Option<usize>, path: &Path
             return Err(Error::file(
                 path,
                 format!(
-                    "tensor `{theirs}` has shape {:?}, but `{ours}` of {arch} needs {:?} (check --arch, --input and --classes)",
+                    "tensor `{theirs}` has shape {:?}, but `{ours}` of {arch} needs {:?} (check the architecture, input shape and class count)",
                     t.shape, spec.shape
                 ),
             ));

@@ -194,7 +194,7 @@ impl Weights {
                 (name.clone(), view)
             })
             .collect();
-        safetensors::serialize(views, None).map_err(|e| Error::Invalid(format!("safetensors: {e}")))
+        safetensors::serialize(views, None).map_err(|e| Error::Serialize(format!("safetensors: {e}")))
     }
 
     /// Parses safetensors bytes; every tensor must be f32 (f64 and f16 are converted).

@@ -235,7 +235,7 @@ pub fn run(
             if out.config().exists() {
                 return Err(Error::file(
                     dir,
-                    "already holds a modularization run: add --resume to continue it, or choose another --out",
+                    "already holds a modularization run: resume it, or choose another output folder (`out`)",
                 ));
             }
             c

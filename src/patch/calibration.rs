@@ -21,7 +21,7 @@ impl Calibration {
             return Err(Error::Invalid("no training images of the target class to calibrate the module on".into()));
         }
         if tc_logits.iter().any(|v| !v.is_finite()) {
-            return Err(Error::Invalid("the module gives a non-finite target-class logit".into()));
+            return Err(Error::Numeric("the module gives a non-finite target-class logit".into()));
         }
         let min = tc_logits.iter().copied().fold(f32::INFINITY, f32::min);
         let max = tc_logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);

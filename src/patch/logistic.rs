@@ -103,7 +103,7 @@ pub fn fit(x: &[f64], d: usize, y: &[bool], lambda: f64) -> Result<LogisticFit> 
         return Err(Error::Invalid(format!("logistic fit needs n·d features ({n} rows of {d}), got {}", x.len())));
     }
     if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Invalid("logistic fit: a feature is not finite".into()));
+        return Err(Error::Numeric("logistic fit: a feature is not finite".into()));
     }
     let positives = y.iter().filter(|&&t| t).count();
     if positives == 0 || positives == n {
@@ -155,7 +155,7 @@ pub fn fit(x: &[f64], d: usize, y: &[bool], lambda: f64) -> Result<LogisticFit> 
         }
         hess[0] += 1e-10;
         let Some(step) = solve_spd(&hess, &grad) else {
-            return Err(Error::Invalid("logistic fit: the Hessian is not positive definite".into()));
+            return Err(Error::Numeric("logistic fit: the Hessian is not positive definite".into()));
         };
         // Newton step with backtracking: the penalised objective never increases.
         let mut scale = 1.0;

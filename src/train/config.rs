@@ -97,7 +97,7 @@ impl TrainConfig {
         let lr = o.lr.unwrap_or(lr);
         let batch = o.batch.unwrap_or(128);
         if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Invalid("--epochs and --batch must be at least 1 and --lr positive".into()));
+            return Err(Error::Invalid("`epochs` and `batch` must be at least 1 and `lr` positive".into()));
         }
         let strong = recipe == Recipe::Strong;
         let poor = recipe == Recipe::PoorFit;

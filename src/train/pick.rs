@@ -50,7 +50,7 @@ pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
         return Err(Error::file(
             run_dir,
             format!(
-                "keeps no weights of epoch {epoch}: only runs trained with --recipe poor-fit keep per-epoch checkpoints"
+                "keeps no weights of epoch {epoch}: only runs trained with the poor-fit recipe keep per-epoch checkpoints"
             ),
         ));
     }

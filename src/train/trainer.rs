@@ -120,7 +120,10 @@ pub fn start(
 ) -> Result<Option<TrainReport>> {
     let run = RunDir::new(dir);
     if run.config().exists() {
-        return Err(Error::file(dir, "already holds a training run: use --resume to continue it, or another --out"));
+        return Err(Error::file(
+            dir,
+            "already holds a training run: resume it, or choose another output folder (`out`)",
+        ));
     }
     // Load and check the data before anything is written.
     let data = config.data().load()?;
@@ -221,9 +224,9 @@ impl Session<'_> {
                 let loss = loss_fn.forward(logits.clone(), y);
                 let loss_value = loss.clone().into_scalar::<f32>() as f64;
                 if !loss_value.is_finite() {
-                    return Err(Error::Invalid(format!(
+                    return Err(Error::Numeric(format!(
                         "the loss became {loss_value} at epoch {} batch {}; training stopped. The last good \
-                     checkpoint (after epoch {}) is kept in {}: try a lower --lr",
+                     checkpoint (after epoch {}) is kept in {}: try a lower learning rate (`lr`)",
                         epoch + 1,
                         b + 1,
                         state.epochs_done,
