@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 
 use cnnsplitter::data::fetch::{self, Remote};
-use cnnsplitter::data::mix::{ClassLimit, SplitLimits};
+use cnnsplitter::data::mix::SplitLimits;
 use cnnsplitter::data::presets::{DataSelection, PRESETS, preset_or_file};
 use cnnsplitter::data::{self as data_lib, ImageSet};
 
@@ -63,10 +63,7 @@ pub struct LimitArgs {
 impl LimitArgs {
     /// The library's limits.
     pub fn limits(&self) -> SplitLimits {
-        SplitLimits {
-            train: ClassLimit { per_class: self.train_per_class, tc: self.tc_train_images },
-            val: ClassLimit { per_class: self.val_per_class, tc: self.tc_val_images },
-        }
+        SplitLimits::new(self.train_per_class, self.tc_train_images, self.val_per_class, self.tc_val_images)
     }
 }
 

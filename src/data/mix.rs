@@ -147,6 +147,20 @@ pub struct SplitLimits {
 }
 
 impl SplitLimits {
+    /// At most `train_per_class` training images of each class and `tc_train` of the target
+    /// class; the same for validation.
+    pub fn new(
+        train_per_class: Option<usize>,
+        tc_train: Option<usize>,
+        val_per_class: Option<usize>,
+        tc_val: Option<usize>,
+    ) -> Self {
+        SplitLimits {
+            train: ClassLimit { per_class: train_per_class, tc: tc_train },
+            val: ClassLimit { per_class: val_per_class, tc: tc_val },
+        }
+    }
+
     /// These limits, with `fallback`'s values wherever these set none.
     pub fn or(self, fallback: SplitLimits) -> SplitLimits {
         SplitLimits { train: self.train.or(fallback.train), val: self.val.or(fallback.val) }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::data::mix::{ClassLimit, SplitLimits};
+use crate::data::mix::SplitLimits;
 use crate::error::{Error, Result};
 use crate::modularize::ga::{InitKind, Preset};
 use crate::modularize::grouping::GroupingKind;
@@ -181,10 +181,7 @@ impl WeakConfig {
 
     /// The image limits of the weak data.
     pub fn limits(&self) -> SplitLimits {
-        SplitLimits {
-            train: ClassLimit { per_class: self.train_per_class, tc: self.tc_train_images },
-            val: ClassLimit { per_class: self.val_per_class, tc: self.tc_val_images },
-        }
+        SplitLimits::new(self.train_per_class, self.tc_train_images, self.val_per_class, self.tc_val_images)
     }
 }
 

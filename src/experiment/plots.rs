@@ -210,9 +210,7 @@ pub fn write_all(reports: &Reports, dir: &Path, progress: &dyn Progress) -> Resu
     }
     let mut models: Vec<&str> = reports.rq2.iter().map(|r| r.model.as_str()).collect();
     models.dedup();
-    let mut rules: Vec<_> = reports.rq2.iter().map(|r| r.rule).collect();
-    rules.sort();
-    rules.dedup();
+    let rules = reports.rq2_rules();
     for model in models {
         for &rule in &rules {
             let rows: Vec<_> = reports.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();

@@ -363,12 +363,18 @@ impl Reports {
         s
     }
 
-    /// The RQ2 summaries: per rule, ungated then gated; then the control (the calibrated rule
-    /// without the module).
-    pub fn rq2_summaries(&self) -> Vec<Rq2Summary> {
+    /// The rules the RQ2 rows use, in `RuleKind` order.
+    pub fn rq2_rules(&self) -> Vec<RuleKind> {
         let mut rules: Vec<RuleKind> = self.rq2.iter().map(|r| r.rule).collect();
         rules.sort();
         rules.dedup();
+        rules
+    }
+
+    /// The RQ2 summaries: per rule, ungated then gated; then the control (the calibrated rule
+    /// without the module).
+    pub fn rq2_summaries(&self) -> Vec<Rq2Summary> {
+        let rules = self.rq2_rules();
         let mut out = Vec::new();
         for &rule in &rules {
             let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.rule == rule).collect();
@@ -423,9 +429,7 @@ impl Reports {
         s += "| paper (published: 90 models, CIFAR-10-W and SVHN-W) | none | +12.54 | +2.14 | +7.52 | +1.18 | | 85 of 90 better | | | |\n";
         let mut models: Vec<&str> = self.rq2.iter().map(|r| r.model.as_str()).collect();
         models.dedup();
-        let mut rules: Vec<RuleKind> = self.rq2.iter().map(|r| r.rule).collect();
-        rules.sort();
-        rules.dedup();
+        let rules = self.rq2_rules();
         for model in models {
             for &rule in &rules {
                 let rows: Vec<&Rq2Row> = self.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();

@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::patch::logistic::{self, LogisticFit};
+use crate::patch::logistic;
 
 /// Log-probabilities below this are raised to it (keeps the features finite).
 pub const LOG_PROB_FLOOR: f32 = -30.0;
@@ -169,11 +169,6 @@ pub fn choose_threshold(z: &[f64], is_tc: &[bool], other_right: &[bool]) -> f64 
     best.1
 }
 
-fn fit_logistic(data: &FitData, with_module: bool, l2: f64) -> Result<LogisticFit> {
-    let (x, d) = data.design(with_module);
-    logistic::fit(&x, d, &data.is_tc(), l2)
-}
-
 /// Fits the rule (logistic model and threshold) on all of `data`.
 pub fn fit(data: &FitData, l2: f64) -> Result<CalibratedRule> {
     data.check()?;
@@ -189,8 +184,8 @@ pub fn fit_without_module(data: &FitData, l2: f64) -> Result<CalibratedRule> {
 
 /// The fit of [`fit`] without the size check (the cross-validation's folds are smaller).
 fn fit_features(data: &FitData, with_module: bool, l2: f64) -> Result<CalibratedRule> {
-    let model = fit_logistic(data, with_module, l2)?;
     let (x, d) = data.design(with_module);
+    let model = logistic::fit(&x, d, &data.is_tc(), l2)?;
     let z: Vec<f64> = x.chunks(d).map(|row| model.logit(row)).collect();
     let mut weights = model.weights;
     weights.resize(data.classes + 1, 0.0);
@@ -246,17 +241,15 @@ pub fn cross_validated_predictions(
 }
 
 /// How much the module's TC logit adds to the weak model's log-probabilities in explaining which
-/// images are the TC: the likelihood-ratio statistic `2·(ℓ_with − ℓ_without)` of the two
-/// logistic fits on `data`. Around 1 for a module that carries no information (chi-square, 1 df).
-pub fn module_evidence(data: &FitData, l2: f64) -> Result<f64> {
-    data.check()?;
+/// images are the TC: the likelihood-ratio statistic `2·(ℓ_with − ℓ_without)` of the rules
+/// [`fit`] and [`fit_without_module`] gave on `data`. Around 1 for a module that carries no
+/// information (chi-square, 1 df).
+pub fn module_evidence(data: &FitData, with: &CalibratedRule, without: &CalibratedRule) -> f64 {
     let is_tc = data.is_tc();
-    let mut ll = [0.0; 2];
-    for (k, with_module) in [true, false].into_iter().enumerate() {
-        let model = fit_logistic(data, with_module, l2)?;
-        let (x, d) = data.design(with_module);
-        let eta: Vec<f64> = x.chunks(d).map(|row| model.logit(row)).collect();
-        ll[k] = logistic::log_likelihood(&eta, &is_tc);
-    }
-    Ok(2.0 * (ll[0] - ll[1]))
+    let log_likelihood = |rule: &CalibratedRule| {
+        let eta: Vec<f64> =
+            data.weak.chunks(data.classes).zip(data.module_tc).map(|(row, &m)| rule.logit(row, m)).collect();
+        logistic::log_likelihood(&eta, &is_tc)
+    };
+    2.0 * (log_likelihood(with) - log_likelihood(without))
 }

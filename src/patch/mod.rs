@@ -31,7 +31,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::json::{read_json, write_json};
 use crate::model::Model;
-use crate::modularize::ModularizeConfig;
+use crate::modularize::{ModularizeConfig, ModularizeDir};
 use crate::train::evaluate::logits;
 use crate::train::metrics::argmax_rows;
 use calibrated::{CalibratedRule, DEFAULT_L2, EVIDENCE_THRESHOLD, FOLDS, FitData};
@@ -132,11 +132,6 @@ pub struct PatchReport {
     pub diagnostics: Diagnostics,
 }
 
-/// Logits of `model` on `set` (none for an empty set).
-fn logits_of(engine: &dyn Engine, model: &Model, set: &ImageSet, data: &DataSplits) -> Result<Vec<f32>> {
-    if set.is_empty() { Ok(Vec::new()) } else { logits(engine, model, set, &data.normalization) }
-}
-
 /// Column `c` of a row-major `[n, classes]` matrix.
 fn column(values: &[f32], classes: usize, c: usize) -> Vec<f32> {
     values.chunks(classes).map(|r| r[c]).collect()
@@ -146,7 +141,7 @@ fn column(values: &[f32], classes: usize, c: usize) -> Vec<f32> {
 /// (`<modularize>/modules/class_NN`), if it is there.
 fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
     let root = module_dir.parent()?.parent()?;
-    let config: ModularizeConfig = read_json(&root.join("config.json")).ok()?;
+    let config: ModularizeConfig = read_json(&ModularizeDir { root: root.to_path_buf() }.config()).ok()?;
     config.model.join("model.json").is_file().then_some(config.model)
 }
 
@@ -197,32 +192,45 @@ impl Loaded {
 }
 
 /// Both models' logits on one split: the weak model's `[n, classes]`, the module's
-/// `[n, module_classes]`.
-struct SplitLogits {
+/// `[n, module_classes]`, and the module's TC column `[n]`.
+struct SplitLogits<'a> {
+    set: &'a ImageSet,
     weak: Vec<f32>,
     module: Vec<f32>,
+    module_tc: Vec<f32>,
 }
 
-impl SplitLogits {
-    fn of(models: &Loaded, set: &ImageSet, data: &DataSplits, engine: &dyn Engine) -> Result<Self> {
+impl<'a> SplitLogits<'a> {
+    fn of(
+        request: &PatchRequest,
+        models: &Loaded,
+        set: &'a ImageSet,
+        data: &DataSplits,
+        engine: &dyn Engine,
+    ) -> Result<Self> {
+        let module = logits(engine, &models.module, set, &data.normalization)?;
         Ok(SplitLogits {
-            weak: logits_of(engine, &models.weak, set, data)?,
-            module: logits_of(engine, &models.module, set, data)?,
+            set,
+            weak: logits(engine, &models.weak, set, &data.normalization)?,
+            module_tc: column(&module, models.module.description.classes, request.tc_strong),
+            module,
         })
     }
 
-    /// What the calibrated rule is fitted on (`module_tc`: the module's TC column).
-    fn fit_data<'a>(&'a self, module_tc: &'a [f32], labels: &'a [u16], classes: usize, tc: usize) -> FitData<'a> {
-        FitData { weak: &self.weak, classes, module_tc, labels, tc }
+    /// What the calibrated rule is fitted on.
+    fn fit_data(&self, classes: usize, tc: usize) -> FitData<'_> {
+        FitData { weak: &self.weak, classes, module_tc: &self.module_tc, labels: &self.set.labels, tc }
     }
 }
 
 /// Fits the requested rule and decides the gate on the validation split: the rule, the images it
-/// was calibrated on, and the gate.
+/// was calibrated on, and the gate. `control` is the calibrated rule without the module, fitted
+/// on the same split (`None` when it could not be).
 fn fit_rule(
     request: &PatchRequest,
     models: &Loaded,
     val: &SplitLogits,
+    control: Option<&CalibratedRule>,
     data: &DataSplits,
     engine: &dyn Engine,
 ) -> Result<(Rule, usize, Gate)> {
@@ -233,7 +241,8 @@ fn fit_rule(
     match request.rule {
         RuleKind::Paper => {
             let tc_train = data.train.select(|label| label as usize == tc_weak);
-            let tc_logits = column(&logits_of(engine, &models.module, &tc_train, data)?, module_classes, tc_strong);
+            let tc_logits =
+                column(&logits(engine, &models.module, &tc_train, &data.normalization)?, module_classes, tc_strong);
             let rule = Rule::Paper(Calibration::from_logits(&tc_logits)?);
             let scores = rule_scores(&val.weak, classes, &val.module, module_classes, tc_weak, tc_strong, &rule);
             let patched = argmax_rows(&scores, classes);
@@ -242,9 +251,11 @@ fn fit_rule(
             Ok((rule, tc_train.len(), gate))
         }
         RuleKind::Calibrated => {
-            let module_tc = column(&val.module, module_classes, tc_strong);
-            let fit_data = val.fit_data(&module_tc, labels, classes, tc_weak);
+            let fit_data = val.fit_data(classes, tc_weak);
             let rule: CalibratedRule = calibrated::fit(&fit_data, DEFAULT_L2)?;
+            let Some(control) = control else {
+                return Err(Error::Numeric("the calibrated rule without the module could not be fitted".into()));
+            };
             let cross_validated = |with_module| {
                 calibrated::cross_validated_predictions(
                     &fit_data,
@@ -254,39 +265,37 @@ fn fit_rule(
                     with_module,
                 )
             };
-            let (out_of_fold, control) = (cross_validated(true)?, cross_validated(false)?);
-            let evidence = Some((calibrated::module_evidence(&fit_data, DEFAULT_L2)?, EVIDENCE_THRESHOLD));
+            let (out_of_fold, control_out_of_fold) = (cross_validated(true)?, cross_validated(false)?);
+            let evidence = Some((calibrated::module_evidence(&fit_data, &rule, control), EVIDENCE_THRESHOLD));
             let measured = format!("{FOLDS}-fold out-of-fold");
-            let gate = Gate::decide(labels, &weak_pred, &out_of_fold, tc_weak, evidence, Some(&control), &measured);
+            let without_module = Some(control_out_of_fold.as_slice());
+            let gate = Gate::decide(labels, &weak_pred, &out_of_fold, tc_weak, evidence, without_module, &measured);
             Ok((Rule::Calibrated(rule), data.val.len(), gate))
         }
     }
 }
 
-/// Measures the weak model, the rule (ungated), the folder (gated) and the control on the test
-/// split.
+/// Measures the weak model, the rule (ungated), the folder (gated) and the control (the
+/// calibrated rule without the module) on the test split.
 fn measure(
     request: &PatchRequest,
     models: &Loaded,
     spec: PatchSpec,
     calibration_images: usize,
-    val: &SplitLogits,
+    control: Option<&CalibratedRule>,
     data: &DataSplits,
     engine: &dyn Engine,
 ) -> Result<PatchReport> {
     let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
     let (classes, module_classes) = (models.weak.description.classes, models.module.description.classes);
-    let test = SplitLogits::of(models, &data.test, data, engine)?;
+    let test = SplitLogits::of(request, models, &data.test, data, engine)?;
     let labels = &data.test.labels;
     let ungated_scores = rule_scores(&test.weak, classes, &test.module, module_classes, tc_weak, tc_strong, &spec.rule);
     let weak_pred = argmax_rows(&test.weak, classes);
     let ungated_pred = argmax_rows(&ungated_scores, classes);
     let patched_pred = if spec.applied { ungated_pred.clone() } else { weak_pred.clone() };
 
-    // The control: the calibrated rule fitted without the module, when validation allows a fit.
-    let val_module_tc = column(&val.module, module_classes, tc_strong);
-    let val_fit = val.fit_data(&val_module_tc, &data.val.labels, classes, tc_weak);
-    let control = calibrated::fit_without_module(&val_fit, DEFAULT_L2).ok().map(|rule| {
+    let control = control.map(|rule| {
         let p: Vec<u16> = test.weak.chunks(classes).map(|row| rule.predict(row, 0.0, tc_weak) as u16).collect();
         Control { metrics: tc_metrics(labels, &p, tc_weak), accuracy: accuracy(labels, &p) }
     });
@@ -294,7 +303,9 @@ fn measure(
     let is_tc: Vec<bool> = labels.iter().map(|&l| l as usize == tc_weak).collect();
     let weak_prob: Vec<f32> = test.weak.chunks(classes).map(|r| rule::softmax(r)[tc_weak]).collect();
     let strong_auroc = match &models.strong {
-        Some(s) => auroc(&column(&logits_of(engine, s, &data.test, data)?, module_classes, tc_strong), &is_tc),
+        Some(s) => {
+            auroc(&column(&logits(engine, s, &data.test, &data.normalization)?, module_classes, tc_strong), &is_tc)
+        }
         None => None,
     };
     Ok(PatchReport {
@@ -316,7 +327,7 @@ fn measure(
         control,
         auroc: TcAuroc {
             weak: auroc(&weak_prob, &is_tc),
-            module: auroc(&column(&test.module, module_classes, tc_strong), &is_tc),
+            module: auroc(&test.module_tc, &is_tc),
             strong: strong_auroc,
         },
         diagnostics: diagnose(labels, &weak_pred, &ungated_pred, tc_weak, classes),
@@ -333,11 +344,14 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
         return Err(Error::file(out, "already exists: choose another output folder or remove it"));
     }
     let models = Loaded::open(request, data)?;
-    let val = SplitLogits::of(&models, &data.val, data, engine)?;
-    let (rule, calibration_images, gate) = fit_rule(request, &models, &val, data, engine)?;
+    let val = SplitLogits::of(request, &models, &data.val, data, engine)?;
+    // The control, fitted once: the gate of the calibrated rule and the report both use it.
+    let classes = models.weak.description.classes;
+    let control = calibrated::fit_without_module(&val.fit_data(classes, request.tc_weak), DEFAULT_L2).ok();
+    let (rule, calibration_images, gate) = fit_rule(request, &models, &val, control.as_ref(), data, engine)?;
     let applied = gate.open || request.ungated;
     let spec = PatchSpec { tc_weak: request.tc_weak, tc_strong: request.tc_strong, rule, applied, gate };
-    let report = measure(request, &models, spec, calibration_images, &val, data, engine)?;
+    let report = measure(request, &models, spec, calibration_images, control.as_ref(), data, engine)?;
     let Loaded { weak, module, .. } = models;
     let patched = PatchedModel { weak, module, spec: report.spec.clone() };
     write_folder(out, &patched, &report)?;

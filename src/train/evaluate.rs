@@ -7,9 +7,13 @@ use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::train::metrics::{Metrics, argmax_rows};
 
-/// Logits `[n, classes]` of `model` on every image of `set`, normalised with `normalization`.
+/// Logits `[n, classes]` of `model` on every image of `set`, normalised with `normalization`
+/// (none for an empty set).
 pub fn logits(engine: &dyn Engine, model: &Model, set: &ImageSet, normalization: &Normalization) -> Result<Vec<f32>> {
     check_fit(model, set)?;
+    if set.is_empty() {
+        return Ok(Vec::new());
+    }
     let images = normalization.images(set);
     engine.prepare(model)?.logits(&images, set.len(), DEFAULT_BATCH)
 }
