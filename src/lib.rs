@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+pub mod artifact;
 pub mod bench;
 pub mod data;
 pub mod decode;

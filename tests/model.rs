@@ -274,3 +274,47 @@ fn same_seed_gives_the_same_weights() {
     assert!((std / want - 1.0).abs() < 0.05, "std {std} vs {want}");
     assert!(a.weights.tensors["conv_4.bias"].data.iter().all(|&b| b == 0.0));
 }
+
+/// `Artifact::open` tells the four folder types apart by the files each owns, and a folder that
+/// is none of them is an error naming it.
+#[test]
+fn artifact_open_tells_folder_types_apart() {
+    use cnnsplitter::artifact::Artifact;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = random_model("simcnn-weak@0.125", [1, 16, 16], 3, 1);
+    let at = |name: &str| tmp.path().join(name);
+
+    model.save(&at("model")).unwrap();
+    model.save(&at("run")).unwrap();
+    std::fs::write(at("run").join("config.json"), "{}").unwrap();
+    std::fs::write(at("run").join("train.jsonl"), "").unwrap();
+    std::fs::create_dir_all(at("fresh-run/checkpoint")).unwrap();
+    std::fs::write(at("fresh-run").join("config.json"), "{}").unwrap();
+    std::fs::create_dir_all(at("modularization")).unwrap();
+    std::fs::write(at("modularization").join("config.json"), "{}").unwrap();
+    std::fs::write(at("modularization").join("importance.json"), "{}").unwrap();
+    model.save(&at("patched").join("weak")).unwrap();
+    std::fs::write(at("patched").join("patch.json"), "{}").unwrap();
+    std::fs::create_dir_all(at("empty")).unwrap();
+
+    let kind = |name: &str| Artifact::open(&at(name)).map(|a| a.kind());
+    assert_eq!(kind("model").unwrap(), "model");
+    assert_eq!(kind("run").unwrap(), "training run");
+    assert_eq!(kind("fresh-run").unwrap(), "training run");
+    assert_eq!(kind("modularization").unwrap(), "modularization");
+    assert_eq!(kind("patched").unwrap(), "patched model");
+
+    // A single model loads from a model folder and a run with a kept model, not from the others.
+    assert_eq!(Artifact::open(&at("model")).unwrap().load_model().unwrap().description, model.description);
+    assert_eq!(Artifact::open(&at("run")).unwrap().load_model().unwrap().description, model.description);
+    for (name, says) in
+        [("fresh-run", "no finished epoch"), ("modularization", "modules/class_00"), ("patched", "its weak model")]
+    {
+        let e = Artifact::open(&at(name)).unwrap().load_model().unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(says), "{name}: {e}");
+    }
+    for (name, says) in [("empty", "none of model.json"), ("missing", "does not exist")] {
+        let e = Artifact::open(&at(name)).unwrap_err().to_string();
+        assert!(e.contains(name) && e.contains(says), "{name}: {e}");
+    }
+}

@@ -59,5 +59,8 @@ pub fn print_reports(reports: &Reports, out: &std::path::Path) {
     if !reports.rq3.is_empty() {
         println!("\n{}", reports.rq3_markdown());
     }
-    println!("reports (Markdown, JSON, CSV, plots) in {}", out.join("reports").display());
+    println!(
+        "reports (Markdown, JSON, CSV, plots) in {}",
+        cnnsplitter::experiment::ExperimentDir::new(out).reports().display()
+    );
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use cnnsplitter::Model;
-use cnnsplitter::export::composite::{load_modules, to_onnx_composed, to_onnx_patched};
+use cnnsplitter::artifact::Artifact;
+use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
 use cnnsplitter::export::onnx::{INPUT, OPSET, OUTPUT, to_onnx, write_file};
 use cnnsplitter::patch::PatchedModel;
 
@@ -22,16 +22,20 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let (bytes, what, input, classes) = if PatchedModel::is_patched(&args.model) {
-        let p = PatchedModel::load(&args.model)?;
-        (to_onnx_patched(&p)?, "patched model", p.weak.description.input, p.weak.description.classes)
-    } else if args.model.join("modules").is_dir() {
-        let modules = load_modules(&args.model)?;
-        let input = modules[0].description.input;
-        (to_onnx_composed(&modules)?, "composed model", input, modules.len())
-    } else {
-        let m = Model::load(&args.model)?;
-        (to_onnx(&m)?, "model", m.description.input, m.description.classes)
+    let (bytes, what, input, classes) = match Artifact::open(&args.model)? {
+        Artifact::Patched(dir) => {
+            let p = PatchedModel::load(&dir.root)?;
+            (to_onnx_patched(&p)?, "patched model", p.weak.description.input, p.weak.description.classes)
+        }
+        Artifact::Modularization(dir) => {
+            let modules = dir.load_modules()?;
+            let input = modules[0].description.input;
+            (to_onnx_composed(&modules)?, "composed model", input, modules.len())
+        }
+        single => {
+            let m = single.load_model()?;
+            (to_onnx(&m)?, "model", m.description.input, m.description.classes)
+        }
     };
     write_file(&bytes, &args.onnx)?;
     let [c, h, w] = input;

@@ -5,10 +5,11 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
+use cnnsplitter::artifact::Artifact;
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::model::count::count;
 use cnnsplitter::model::description::ModelDescription;
-use cnnsplitter::model::{DESCRIPTION_FILE, Model, zoo};
+use cnnsplitter::model::{DESCRIPTION_FILE, zoo};
 
 #[derive(Args)]
 pub struct InspectArgs {
@@ -29,7 +30,7 @@ pub fn run(args: InspectArgs) -> Result<()> {
     let path = Path::new(&args.target);
     let desc = if path.is_dir() {
         // A model folder: check the weights too, so a broken folder is reported here.
-        Model::load(path)?.description
+        Artifact::open(path)?.load_model()?.description
     } else if path.is_file() && path.file_name().is_some_and(|n| n == DESCRIPTION_FILE) {
         ModelDescription::load(path)?
     } else {

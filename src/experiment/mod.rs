@@ -9,10 +9,11 @@
 //! `rq3/<model>/<grouping>-<init>/`, and `reports/`.
 
 pub mod config;
+pub mod dir;
 pub mod plots;
 pub mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,14 +23,15 @@ use crate::error::{Error, Result};
 use crate::json::read_json;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
-use crate::modularize::{self, GenerationObserver, ModularizeConfig, Summary};
-use crate::patch::{PatchReport, PatchRequest, RuleKind, patch};
+use crate::modularize::{self, GenerationObserver, ModularizeConfig, ModularizeDir, Summary};
+use crate::patch::{PatchReport, PatchRequest, patch};
 use crate::progress::Progress;
 use crate::train::config::{Recipe, TrainConfig};
-use crate::train::pick::{Fit, pick};
+use crate::train::pick::{Fit, pick, pick_file};
 use crate::train::run_dir::RunDir;
 use crate::train::trainer;
 use config::{ExperimentConfig, ModelConfig, WeakKind};
+pub use dir::ExperimentDir;
 use report::{Reports, Rq1Row, Rq2Row, Rq3Row};
 
 /// Which research question to run.
@@ -43,43 +45,6 @@ pub enum Rq {
     Rq2,
     /// Grouping × initialisation: generation of the best modules, composed accuracy (Table 7).
     Rq3,
-}
-
-/// The paths of an experiment folder.
-pub struct ExperimentDir {
-    /// The folder.
-    pub root: PathBuf,
-}
-
-impl ExperimentDir {
-    /// `config.toml`: the configuration the experiment runs with.
-    pub fn config(&self) -> PathBuf {
-        self.root.join("config.toml")
-    }
-    /// The strong model's training run.
-    pub fn strong(&self, model: &str) -> PathBuf {
-        self.root.join("strong").join(model)
-    }
-    /// The strong model's modularization.
-    pub fn modules(&self, model: &str) -> PathBuf {
-        self.root.join("modules").join(model)
-    }
-    /// A weak model's folder (`poor-fit` is the run the under/overfit models come from).
-    pub fn weak(&self, model: &str, tc: usize, kind: &str) -> PathBuf {
-        self.root.join("weak").join(model).join(format!("tc{tc}")).join(kind)
-    }
-    /// A patched model's folder.
-    pub fn patched(&self, model: &str, tc: usize, kind: WeakKind, rule: RuleKind) -> PathBuf {
-        self.root.join("patched").join(model).join(format!("tc{tc}")).join(kind.name()).join(rule.name())
-    }
-    /// An RQ3 ablation run.
-    pub fn ablation(&self, model: &str, grouping: GroupingKind, init: InitKind) -> PathBuf {
-        self.root.join("rq3").join(model).join(format!("{}-{}", grouping_name(grouping), init_name(init)))
-    }
-    /// `reports/`.
-    pub fn reports(&self) -> PathBuf {
-        self.root.join("reports")
-    }
 }
 
 /// Lower-case name of a grouping.
@@ -152,25 +117,23 @@ impl Runner<'_> {
         }
     }
 
-    /// Trains (or resumes) the run in `dir` unless it has finished.
-    fn train(&mut self, label: &str, dir: &Path, make: impl FnOnce() -> Result<TrainConfig>) -> Step<()> {
-        let run = RunDir::new(dir);
+    /// Trains (or resumes) the run `run` unless it has finished.
+    fn train(&mut self, label: &str, run: &RunDir, make: impl FnOnce() -> Result<TrainConfig>) -> Step<()> {
         self.stage(run.report().exists(), label, |r| {
             if run.config().exists() {
-                trainer::resume(dir, r.threads, None, r.engine, r.progress)?;
+                trainer::resume(&run.root, r.threads, None, r.engine, r.progress)?;
             } else {
-                trainer::start(make()?, dir, None, r.engine, r.progress)?;
+                trainer::start(make()?, &run.root, None, r.engine, r.progress)?;
             }
             Ok(())
         })
     }
 
     /// Modularizes (or resumes) into `dir` unless it has finished.
-    fn modularize(&mut self, label: &str, dir: &Path, config: ModularizeConfig) -> Step<()> {
-        let done = dir.join("summary.json").exists();
-        self.stage(done, label, |r| {
-            let config = if dir.join("config.json").exists() { None } else { Some(config) };
-            modularize::run(config, dir, r.engine, None, r.progress, r.observer)?;
+    fn modularize(&mut self, label: &str, dir: &ModularizeDir, config: ModularizeConfig) -> Step<()> {
+        self.stage(dir.summary().exists(), label, |r| {
+            let config = if dir.config().exists() { None } else { Some(config) };
+            modularize::run(config, &dir.root, r.engine, None, r.progress, r.observer)?;
             Ok(())
         })
     }
@@ -178,7 +141,7 @@ impl Runner<'_> {
     fn search_config(&self, model: &ModelConfig) -> ModularizeConfig {
         let s = &self.config.modularize;
         let data = self.data(&self.config.strong.dataset, None);
-        let mut c = ModularizeConfig::new(self.dir.strong(&model.name), data, s.preset, self.config.seed);
+        let mut c = ModularizeConfig::new(self.dir.strong(&model.name).root, data, s.preset, self.config.seed);
         if let Some(p) = s.population {
             c.ga = c.ga.with_population(p);
         }
@@ -219,30 +182,30 @@ impl Runner<'_> {
             let data = DataSelection { limits: w.limits(), ..self.data(&w.dataset, Some(tc)) };
             if w.kinds.contains(&WeakKind::Simple) {
                 let label = format!("training simple weak model {} ({}) for TC {tc}", model.name, model.weak_arch);
-                self.train(&label, &self.dir.weak(&model.name, tc, "simple"), || {
+                self.train(&label, &self.dir.weak_run(&model.name, tc, WeakKind::Simple), || {
                     TrainConfig::new(&model.weak_arch, Recipe::Simple, &data, &w.simple.overrides(), seed, threads)
                 })?;
             }
             if w.kinds.iter().any(|k| *k != WeakKind::Simple) {
                 let arch = model.poor_fit_arch.as_deref().unwrap_or(&model.arch);
                 let label = format!("training poor-fit model {} ({arch}) for TC {tc}", model.name);
-                let run = self.dir.weak(&model.name, tc, "poor-fit");
+                let run = self.dir.poor_fit_run(&model.name, tc);
                 self.train(&label, &run, || {
                     TrainConfig::new(arch, Recipe::PoorFit, &data, &w.poor_fit.overrides(), seed, threads)
                 })?;
                 for (kind, fit) in [(WeakKind::Underfit, Fit::Underfit), (WeakKind::Overfit, Fit::Overfit)] {
-                    let out = self.dir.weak(&model.name, tc, kind.name());
+                    let out = self.dir.weak(&model.name, tc, kind);
                     if w.kinds.contains(&kind) {
                         let label = format!("picking the {} model {} for TC {tc}", kind.name(), model.name);
-                        self.stage(out.join("pick.json").exists(), &label, |_| pick(&run, fit, &out).map(|_| ()))?;
+                        self.stage(pick_file(&out).exists(), &label, |_| pick(&run.root, fit, &out).map(|_| ()))?;
                     }
                 }
             }
             let mut loaded = None;
-            let strong = self.dir.strong(&model.name);
-            let module = self.dir.modules(&model.name).join("modules").join(format!("class_{:02}", w.strong_label(i)));
+            let strong = self.dir.strong(&model.name).root;
+            let module = self.dir.modules(&model.name).module(w.strong_label(i));
             for &kind in &w.kinds {
-                let weak_dir = self.dir.weak(&model.name, tc, kind.name());
+                let weak_dir = self.dir.weak(&model.name, tc, kind);
                 for &rule in &w.rules {
                     let out = self.dir.patched(&model.name, tc, kind, rule);
                     let label =
@@ -256,12 +219,12 @@ impl Runner<'_> {
                         rule,
                         ungated: false,
                     };
-                    self.stage(out.join("report.json").exists(), &label, |r| {
+                    self.stage(out.report().exists(), &label, |r| {
                         let splits = match loaded.take() {
                             Some(d) => d,
                             None => data.load()?,
                         };
-                        let done = patch(&request, &splits, r.engine, &out);
+                        let done = patch(&request, &splits, r.engine, &out.root);
                         loaded = Some(splits);
                         done.map(|_| ())
                     })?;
@@ -325,7 +288,7 @@ pub fn run(
             "rq2 needs a [weak] section in the experiment config (dataset, tcs, tc_label, kinds)".into(),
         ));
     }
-    let out = ExperimentDir { root: dir.to_path_buf() };
+    let out = ExperimentDir::new(dir);
     let text =
         toml::to_string(config).map_err(|e| Error::Serialize(format!("cannot write the config as TOML: {e}")))?;
     if out.config().exists() {
@@ -365,16 +328,16 @@ fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Rep
     for model in &config.models {
         if matches!(rq, Rq::Rq1 | Rq::Rq2) {
             let modules = dir.modules(&model.name);
-            let summary: Summary = read_json(&modules.join("summary.json"))?;
+            let summary: Summary = read_json(&modules.summary())?;
             reports.rq1.push(Rq1Row::new(&model.name, dataset, &summary));
-            reports.searches.push((model.name.clone(), modularize::ModularizeDir { root: modules }.generations()));
+            reports.searches.push((model.name.clone(), modules.generations()));
         }
         if rq == Rq::Rq2 {
             let w = config.weak.as_ref().expect("checked by the runner");
             for &tc in &w.tcs {
                 for &kind in &w.kinds {
                     for &rule in &w.rules {
-                        let r: PatchReport = read_json(&dir.patched(&model.name, tc, kind, rule).join("report.json"))?;
+                        let r: PatchReport = read_json(&dir.patched(&model.name, tc, kind, rule).report())?;
                         reports.rq2.push(Rq2Row::new(&model.name, tc, kind, &r));
                     }
                 }
@@ -383,7 +346,7 @@ fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Rep
         if rq == Rq::Rq3 {
             for &grouping in &config.rq3.groupings {
                 for &init in &config.rq3.inits {
-                    let s: Summary = read_json(&dir.ablation(&model.name, grouping, init).join("summary.json"))?;
+                    let s: Summary = read_json(&dir.ablation(&model.name, grouping, init).summary())?;
                     reports.rq3.push(Rq3Row::new(&model.name, grouping, init, &s));
                 }
             }

@@ -3,8 +3,6 @@
 //! module's calibrated score). Input `input` `[batch, C, H, W]`, output `logits`
 //! `[batch, classes]` (scores, for a patched model), as for a single model.
 
-use std::path::Path;
-
 use crate::error::{Error, Result};
 use crate::export::onnx::{Attr, GraphBuilder, INPUT, OUTPUT, add_model};
 use crate::model::Model;
@@ -109,20 +107,4 @@ pub fn to_onnx_patched(p: &PatchedModel) -> Result<Vec<u8>> {
     g.node("patch/add", "Add", &["patch/kept", "patch/placed"], &[OUTPUT], vec![]);
     g.graph.output.push(GraphBuilder::value_info(OUTPUT, &[None, Some(classes)]));
     g.finish("patched")
-}
-
-/// The modules of a modularization folder (`modules/class_NN`), in class order.
-pub fn load_modules(dir: &Path) -> Result<Vec<Model>> {
-    let mut modules = Vec::new();
-    loop {
-        let path = dir.join("modules").join(format!("class_{:02}", modules.len()));
-        if !path.is_dir() {
-            break;
-        }
-        modules.push(Model::load(&path)?);
-    }
-    if modules.is_empty() {
-        return Err(Error::file(dir, "holds no modules/class_00: is it a finished `modularize` folder?"));
-    }
-    Ok(modules)
 }

@@ -7,6 +7,7 @@
 
 pub mod bitset;
 pub mod composition;
+pub mod dir;
 pub mod evaluator;
 pub mod ga;
 pub mod grouping;
@@ -33,6 +34,7 @@ use crate::model::{Model, write_atomic};
 use crate::progress::Progress;
 use bitset::Bits;
 use composition::{CompositionConfig, composed_accuracy};
+pub use dir::ModularizeDir;
 use evaluator::Evaluator;
 use ga::{GaConfig, initial_population};
 use grouping::{GroupingConfig, Layout};
@@ -107,46 +109,6 @@ impl ModularizeConfig {
             data_dir: self.data_dir.clone(),
             limits: self.limits,
         }
-    }
-}
-
-/// Paths of a modularization folder.
-pub struct ModularizeDir {
-    /// The folder.
-    pub root: PathBuf,
-}
-
-impl ModularizeDir {
-    fn path(&self, name: &str) -> PathBuf {
-        self.root.join(name)
-    }
-    /// `config.json`.
-    pub fn config(&self) -> PathBuf {
-        self.path("config.json")
-    }
-    /// `importance.json`.
-    pub fn importance(&self) -> PathBuf {
-        self.path("importance.json")
-    }
-    /// `sensitivity.json`.
-    pub fn sensitivity(&self) -> PathBuf {
-        self.path("sensitivity.json")
-    }
-    /// `search/state.json`.
-    pub fn state(&self) -> PathBuf {
-        self.root.join("search").join("state.json")
-    }
-    /// `search/generations.jsonl`.
-    pub fn generations(&self) -> PathBuf {
-        self.root.join("search").join("generations.jsonl")
-    }
-    /// `modules/class_NN`.
-    pub fn module(&self, class: usize) -> PathBuf {
-        self.root.join("modules").join(format!("class_{class:02}"))
-    }
-    /// `summary.json`.
-    pub fn summary(&self) -> PathBuf {
-        self.path("summary.json")
     }
 }
 
@@ -229,7 +191,7 @@ pub fn run(
     progress: &dyn Progress,
     observer: &dyn GenerationObserver,
 ) -> Result<Option<Summary>> {
-    let out = ModularizeDir { root: dir.to_path_buf() };
+    let out = ModularizeDir::new(dir);
     let config = match config {
         Some(c) => {
             if out.config().exists() {
@@ -242,7 +204,7 @@ pub fn run(
         }
         None => read_json(&out.config())?,
     };
-    let model = Model::load(&config.model)?;
+    let model = crate::artifact::Artifact::open(&config.model)?.load_model()?;
     let data = config.data().load()?;
     if data.classes() != model.description.classes || data.shape() != model.description.input {
         return Err(Error::Invalid(format!(
@@ -393,7 +355,7 @@ fn finish(
             genome: (0..genome.len()).map(|i| if genome.get(i) { '1' } else { '0' }).collect(),
             kept,
         };
-        write_json(&dir.join("keep.json"), &record)?;
+        write_json(&out.keep(c), &record)?;
     }
     let accuracy = |vectors: &[Vec<f32>], labels: &[u16]| {
         let r: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();

@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use crate::artifact::Artifact;
 use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::engine::Engine;
@@ -20,12 +21,11 @@ pub enum Classifier {
 }
 
 impl Classifier {
-    /// Loads `dir` as a patched model when it holds `patch.json`, else as a model.
+    /// Loads `dir` as a patched model when it is one ([`Artifact::open`]), else as a model.
     pub fn load(dir: &Path) -> Result<Self> {
-        if PatchedModel::is_patched(dir) {
-            Ok(Classifier::Patched(Box::new(PatchedModel::load(dir)?)))
-        } else {
-            Ok(Classifier::Plain(Model::load(dir)?))
+        match Artifact::open(dir)? {
+            Artifact::Patched(p) => Ok(Classifier::Patched(Box::new(PatchedModel::load(&p.root)?))),
+            other => Ok(Classifier::Plain(other.load_model()?)),
         }
     }
 

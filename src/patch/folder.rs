@@ -1,6 +1,7 @@
-//! A patched-model folder: `patch.json` ([`PatchSpec`]), `weak/` and `module/` (model folders).
+//! A patched-model folder ([`PatchedDir`]): `patch.json` ([`PatchSpec`]), `weak/` and `module/`
+//! (model folders).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +15,46 @@ use crate::patch::gate::Gate;
 use crate::patch::rule::{Rule, softmax};
 use crate::train::evaluate::logits;
 
-/// File of a patched-model folder that holds its [`PatchSpec`].
-pub const PATCH_FILE: &str = "patch.json";
+/// The paths of a patched-model folder.
+///
+/// ```text
+/// DIR/patch.json   class mapping, rule and gate (PatchSpec)
+/// DIR/weak/        the weak model (a model folder)
+/// DIR/module/      the strong model's module for the TC (a model folder)
+/// DIR/report.json  the patching report (written by `patch`)
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct PatchedDir {
+    /// The folder.
+    pub root: PathBuf,
+}
+
+impl PatchedDir {
+    /// The patched-model folder at `root`.
+    pub fn new(root: &Path) -> Self {
+        PatchedDir { root: root.to_path_buf() }
+    }
+    /// Whether `dir` holds a patched model (`patch.json`).
+    pub fn is_patched(dir: &Path) -> bool {
+        PatchedDir::new(dir).spec().is_file()
+    }
+    /// `patch.json`.
+    pub fn spec(&self) -> PathBuf {
+        self.root.join("patch.json")
+    }
+    /// `weak/`.
+    pub fn weak(&self) -> PathBuf {
+        self.root.join("weak")
+    }
+    /// `module/`.
+    pub fn module(&self) -> PathBuf {
+        self.root.join("module")
+    }
+    /// `report.json`.
+    pub fn report(&self) -> PathBuf {
+        self.root.join("report.json")
+    }
+}
 
 /// How a module patches a weak model (`patch.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,16 +120,12 @@ pub struct PatchedModel {
 }
 
 impl PatchedModel {
-    /// Whether `dir` holds a patched model.
-    pub fn is_patched(dir: &Path) -> bool {
-        dir.join(PATCH_FILE).is_file()
-    }
-
     /// Loads a patched-model folder.
     pub fn load(dir: &Path) -> Result<Self> {
-        let spec: PatchSpec = read_json(&dir.join(PATCH_FILE))?;
-        let weak = Model::load(&dir.join("weak"))?;
-        let module = Model::load(&dir.join("module"))?;
+        let paths = PatchedDir::new(dir);
+        let spec: PatchSpec = read_json(&paths.spec())?;
+        let weak = Model::load(&paths.weak())?;
+        let module = Model::load(&paths.module())?;
         let rule_fits = match &spec.rule {
             Rule::Paper(_) => true,
             Rule::Calibrated(r) => r.weights.len() == weak.description.classes + 1,
@@ -100,16 +135,17 @@ impl PatchedModel {
             || spec.tc_strong >= module.description.classes
             || !rule_fits
         {
-            return Err(Error::file(dir.join(PATCH_FILE), "does not fit the weak model and module beside it"));
+            return Err(Error::file(paths.spec(), "does not fit the weak model and module beside it"));
         }
         Ok(PatchedModel { weak, module, spec })
     }
 
     /// Saves the folder (see the module docs).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        self.weak.save(&dir.join("weak"))?;
-        self.module.save(&dir.join("module"))?;
-        write_json(&dir.join(PATCH_FILE), &self.spec)
+        let paths = PatchedDir::new(dir);
+        self.weak.save(&paths.weak())?;
+        self.module.save(&paths.module())?;
+        write_json(&paths.spec(), &self.spec)
     }
 
     /// Patched scores `[n, weak_classes]` of every image of `set` (see [`patched_scores`]).

@@ -38,7 +38,7 @@ use calibrated::{CalibratedRule, DEFAULT_L2, EVIDENCE_THRESHOLD, FOLDS, FitData}
 pub use calibration::Calibration;
 pub use classifier::Classifier;
 use diagnostics::{Diagnostics, auroc, diagnose};
-pub use folder::{PATCH_FILE, PatchSpec, PatchedModel, patched_scores, rule_scores};
+pub use folder::{PatchSpec, PatchedDir, PatchedModel, patched_scores, rule_scores};
 use gate::Gate;
 use metrics::{TcMetrics, accuracy, tc_metrics};
 pub use rule::{Rule, RuleKind};
@@ -141,8 +141,8 @@ fn column(values: &[f32], classes: usize, c: usize) -> Vec<f32> {
 /// (`<modularize>/modules/class_NN`), if it is there.
 fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
     let root = module_dir.parent()?.parent()?;
-    let config: ModularizeConfig = read_json(&ModularizeDir { root: root.to_path_buf() }.config()).ok()?;
-    config.model.join("model.json").is_file().then_some(config.model)
+    let config: ModularizeConfig = read_json(&ModularizeDir::new(root).config()).ok()?;
+    config.model.join(crate::model::DESCRIPTION_FILE).is_file().then_some(config.model)
 }
 
 /// The models of a request, loaded and checked against each other and the data.
@@ -364,7 +364,7 @@ fn write_folder(out: &Path, patched: &PatchedModel, report: &PatchReport) -> Res
     let mut tmp = out.to_path_buf();
     tmp.as_mut_os_string().push(".partial");
     let _ = std::fs::remove_dir_all(&tmp);
-    let written = patched.save(&tmp).and_then(|_| write_json(&tmp.join("report.json"), report));
+    let written = patched.save(&tmp).and_then(|_| write_json(&PatchedDir::new(&tmp).report(), report));
     if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))) {
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);

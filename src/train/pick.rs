@@ -1,7 +1,7 @@
 //! Picks the poor-fit models from a run: the *overfitting* model (best validation epoch) and
 //! the *underfitting* model (half that epoch).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
@@ -35,6 +35,11 @@ pub struct Picked {
     pub validation_accuracy: f64,
 }
 
+/// `pick.json` in the picked model's folder `model_dir`.
+pub fn pick_file(model_dir: &Path) -> PathBuf {
+    model_dir.join("pick.json")
+}
+
 /// Copies the chosen epoch's model from run `run_dir` to the model folder `out`.
 pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
     let state = load_state(run_dir)?;
@@ -64,6 +69,6 @@ pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
         validation_accuracy: record.validation_accuracy,
     };
     model.save(out)?;
-    write_atomic(&out.join("pick.json"), serde_json::to_string_pretty(&picked).expect("serializable").as_bytes())?;
+    write_atomic(&pick_file(out), serde_json::to_string_pretty(&picked).expect("serializable").as_bytes())?;
     Ok(picked)
 }

@@ -153,12 +153,12 @@ pub fn resume(
     }
     let data = config.data().load()?;
     let last = run.last();
-    let (model, sgd, state) = if last.join("state.json").exists() {
-        let model = Model::load(&last)?;
+    let (model, sgd, state) = if last.state().exists() {
+        let model = Model::load(&last.root)?;
         let mut sgd = Sgd::new(settings(&config));
-        let buffers = Weights::load(&last.join("optimizer.safetensors"))?;
+        let buffers = Weights::load(&last.optimizer())?;
         sgd.restore(&buffers.tensors, &Device::flex());
-        (model, sgd, read_json::<TrainState>(&last.join("state.json"))?)
+        (model, sgd, read_json::<TrainState>(&last.state())?)
     } else {
         (initial_model(&config, &data)?, Sgd::new(settings(&config)), TrainState::default())
     };
@@ -337,21 +337,21 @@ pub fn underfit_epoch(best: usize) -> usize {
 
 fn save_checkpoint(run: &RunDir, model: &Model, sgd: &Sgd, state: &TrainState) -> Result<()> {
     let last = run.last();
-    let partial = last.with_extension("partial");
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let partial = last.sibling("partial");
+    if partial.root.exists() {
+        std::fs::remove_dir_all(&partial.root).map_err(|e| Error::io(&partial.root, e))?;
     }
-    model.save(&partial)?;
+    model.save(&partial.root)?;
     let buffers = Weights { tensors: sgd.state() };
-    write_atomic(&partial.join("optimizer.safetensors"), &buffers.to_safetensors()?)?;
-    write_json(&partial.join("state.json"), state)?;
-    let old = last.with_extension("old");
-    if last.exists() {
-        std::fs::rename(&last, &old).map_err(|e| Error::io(&last, e))?;
+    write_atomic(&partial.optimizer(), &buffers.to_safetensors()?)?;
+    write_json(&partial.state(), state)?;
+    let old = last.sibling("old");
+    if last.root.exists() {
+        std::fs::rename(&last.root, &old.root).map_err(|e| Error::io(&last.root, e))?;
     }
-    std::fs::rename(&partial, &last).map_err(|e| Error::io(&last, e))?;
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    std::fs::rename(&partial.root, &last.root).map_err(|e| Error::io(&last.root, e))?;
+    if old.root.exists() {
+        std::fs::remove_dir_all(&old.root).map_err(|e| Error::io(&old.root, e))?;
     }
     Ok(())
 }
@@ -385,7 +385,7 @@ fn finish(
 
 /// The progress of the run in `dir` (from its last checkpoint).
 pub fn load_state(dir: &Path) -> Result<TrainState> {
-    read_json(&RunDir::new(dir).last().join("state.json"))
+    read_json(&RunDir::new(dir).last().state())
 }
 
 /// The configuration of the run in `dir`.
@@ -395,5 +395,5 @@ pub fn load_config(dir: &Path) -> Result<TrainConfig> {
 
 /// Momentum buffers, for tests: the optimizer state saved in the last checkpoint.
 pub fn load_optimizer_state(dir: &Path) -> Result<BTreeMap<String, crate::model::weights::HostTensor>> {
-    Ok(Weights::load(&RunDir::new(dir).last().join("optimizer.safetensors"))?.tensors)
+    Ok(Weights::load(&RunDir::new(dir).last().optimizer())?.tensors)
 }
