@@ -11,89 +11,175 @@ use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
 use crate::model::description::{LayerKind, ModelDescription};
 use crate::model::shape::infer_shapes;
-use crate::model::weights::{HostTensor, ParamRole, Weights, param_specs};
+use crate::model::weights::{HostTensor, ParamRole, ParamSpec, Weights, param_specs};
 
-/// Checks that `masks` has one mask per group, of the group's width, each keeping a channel.
-/// The error names the group's producer layers.
-pub fn check_masks(desc: &ModelDescription, groups: &ChannelGroups, masks: &[Vec<bool>]) -> Result<()> {
-    if masks.len() != groups.groups.len() {
-        return Err(Error::Invalid(format!(
-            "model `{}` has {} channel groups, but {} keep-masks were given",
-            desc.name,
-            groups.groups.len(),
-            masks.len()
-        )));
-    }
-    for (g, (group, mask)) in groups.groups.iter().zip(masks).enumerate() {
-        let label = groups.group_label(desc, g);
-        if mask.len() != group.width {
-            return Err(Error::layer(
-                label,
-                format!("keep-mask has {} entries, but the layer has {} kernels", mask.len(), group.width),
-            ));
-        }
-        if !mask.iter().any(|&k| k) {
-            return Err(Error::layer(label, "keep-mask removes every kernel: a layer must keep at least one kernel"));
-        }
-    }
-    Ok(())
+/// One keep-mask per channel group of a model (`true` keeps the channel), checked: one mask per
+/// group, each of the group's width, each keeping at least one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepMasks {
+    masks: Vec<Vec<bool>>,
 }
 
-/// Builds the smaller model that keeps, for group `g`, the channels where `masks[g]` is true.
-pub fn decode(model: &Model, masks: &[Vec<bool>]) -> Result<Model> {
-    let desc = &model.description;
-    let groups = ChannelGroups::derive(desc)?;
-    check_masks(desc, &groups, masks)?;
-    let kept: Vec<Vec<usize>> =
-        masks.iter().map(|m| m.iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect()).collect();
-
-    let new_desc = with_group_widths(desc, &groups, |g| kept[g].len());
-
-    let shapes = infer_shapes(desc)?;
-    let mut weights = Weights::default();
-    for spec in param_specs(desc, &shapes) {
-        let tensor = model.weights.get(&spec.name)?;
-        let channels = groups.layers[spec.layer];
-        let rows = channels.output.map(|g| kept[g].as_slice());
-        let cols = channels.input.map(|g| kept[g].as_slice());
-        let sliced = match spec.role {
-            ParamRole::ConvWeight => select_axes(tensor, rows, cols, 1),
-            ParamRole::LinearWeight => select_axes(tensor, None, cols, channels.flat_positions.unwrap_or(1)),
-            // A BatchNorm's parameters follow its input channels; a bias follows the output rows.
-            ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean | ParamRole::RunningVar => {
-                select_axes(tensor, cols, None, 1)
+impl KeepMasks {
+    /// Checks `masks` against `groups` of `desc`; the error names the group's producer layers.
+    pub fn new(desc: &ModelDescription, groups: &ChannelGroups, masks: Vec<Vec<bool>>) -> Result<Self> {
+        if masks.len() != groups.groups.len() {
+            return Err(Error::Invalid(format!(
+                "model `{}` has {} channel groups, but {} keep-masks were given",
+                desc.name,
+                groups.groups.len(),
+                masks.len()
+            )));
+        }
+        for (g, (group, mask)) in groups.groups.iter().zip(&masks).enumerate() {
+            let label = groups.group_label(desc, g);
+            if mask.len() != group.width {
+                return Err(Error::layer(
+                    label,
+                    format!("keep-mask has {} entries, but the layer has {} kernels", mask.len(), group.width),
+                ));
             }
-            ParamRole::Bias => select_axes(tensor, rows, None, 1),
-        };
-        weights.tensors.insert(spec.name, sliced);
+            if !mask.iter().any(|&k| k) {
+                return Err(Error::layer(
+                    label,
+                    "keep-mask removes every kernel: a layer must keep at least one kernel",
+                ));
+            }
+        }
+        Ok(KeepMasks { masks })
     }
-    Model::new(new_desc, weights)
+
+    /// Number of groups.
+    pub fn len(&self) -> usize {
+        self.masks.len()
+    }
+
+    /// Whether there are no groups.
+    pub fn is_empty(&self) -> bool {
+        self.masks.is_empty()
+    }
+
+    /// Group `g`'s mask.
+    pub fn group(&self, g: usize) -> &[bool] {
+        &self.masks[g]
+    }
+
+    /// The channels group `g` keeps, in order.
+    pub fn kept(&self, g: usize) -> Vec<usize> {
+        self.masks[g].iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect()
+    }
+
+    /// Whether these masks were made for `groups` (same count and widths).
+    fn fits(&self, groups: &ChannelGroups) -> bool {
+        self.masks.len() == groups.groups.len()
+            && self.masks.iter().zip(&groups.groups).all(|(m, g)| m.len() == g.width)
+    }
 }
 
-/// The reference that [`decode`] must agree with: the original, full-size network in which every
-/// removed channel is zeroed at each consumer's input (the matching input slices of consuming
-/// convolutions and column blocks of consuming linear layers are set to zero).
-pub fn zero_removed_inputs(model: &Model, masks: &[Vec<bool>]) -> Result<Model> {
-    let desc = &model.description;
-    let groups = ChannelGroups::derive(desc)?;
-    check_masks(desc, &groups, masks)?;
-    let mut weights = model.weights.clone();
-    for (group, mask) in groups.groups.iter().zip(masks) {
-        let removed = mask.iter().enumerate().filter(|(_, k)| !**k).map(|(c, _)| c);
-        for c in removed {
-            let consumers = group.conv_consumers.iter().map(|&l| (l, 1)).chain(group.linear_consumers.iter().copied());
-            for (layer, block) in consumers {
-                let name = format!("{}.weight", desc.layers[layer].name);
-                let t = weights.tensors.get_mut(&name).expect("checked weights");
-                let d1 = t.shape[1];
-                let inner: usize = t.shape.iter().skip(2).product();
-                for row in t.data.chunks_mut(d1 * inner) {
-                    row[c * block * inner..(c + 1) * block * inner].fill(0.0);
+/// Kernel removal for one model: its channel groups and parameter specs derived once, then any
+/// number of keep-masks decoded (the search decodes thousands of modules of one model).
+pub struct Decoder<'a> {
+    model: &'a Model,
+    groups: ChannelGroups,
+    specs: Vec<ParamSpec>,
+}
+
+impl<'a> Decoder<'a> {
+    /// The decoder of `model`.
+    pub fn new(model: &'a Model) -> Result<Self> {
+        let groups = ChannelGroups::derive(&model.description)?;
+        let specs = param_specs(&model.description, &infer_shapes(&model.description)?);
+        Ok(Decoder { model, groups, specs })
+    }
+
+    /// The model's channel groups.
+    pub fn groups(&self) -> &ChannelGroups {
+        &self.groups
+    }
+
+    /// `masks` checked against this model ([`KeepMasks::new`]).
+    pub fn keep_masks(&self, masks: Vec<Vec<bool>>) -> Result<KeepMasks> {
+        KeepMasks::new(&self.model.description, &self.groups, masks)
+    }
+
+    fn check(&self, masks: &KeepMasks) -> Result<()> {
+        if masks.fits(&self.groups) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!(
+                "keep-masks were made for another model than `{}`",
+                self.model.description.name
+            )))
+        }
+    }
+
+    /// The smaller model that keeps, for group `g`, the channels `masks` keeps.
+    pub fn decode(&self, masks: &KeepMasks) -> Result<Model> {
+        self.check(masks)?;
+        let desc = &self.model.description;
+        let kept: Vec<Vec<usize>> = (0..masks.len()).map(|g| masks.kept(g)).collect();
+        let new_desc = with_group_widths(desc, &self.groups, |g| kept[g].len());
+        let mut weights = Weights::default();
+        for spec in &self.specs {
+            let tensor = self.model.weights.get(&spec.name)?;
+            let channels = self.groups.layers[spec.layer];
+            let rows = channels.output.map(|g| kept[g].as_slice());
+            let cols = channels.input.map(|g| kept[g].as_slice());
+            let sliced = match spec.role {
+                ParamRole::ConvWeight => select_axes(tensor, rows, cols, 1),
+                ParamRole::LinearWeight => select_axes(tensor, None, cols, channels.flat_positions.unwrap_or(1)),
+                // A BatchNorm's parameters follow its input channels; a bias follows the output rows.
+                ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean | ParamRole::RunningVar => {
+                    select_axes(tensor, cols, None, 1)
+                }
+                ParamRole::Bias => select_axes(tensor, rows, None, 1),
+            };
+            weights.tensors.insert(spec.name.clone(), sliced);
+        }
+        Model::new(new_desc, weights)
+    }
+
+    /// The reference that [`Decoder::decode`] must agree with: the original, full-size network in
+    /// which every removed channel is zeroed at each consumer's input (the matching input slices
+    /// of consuming convolutions and column blocks of consuming linear layers are set to zero).
+    pub fn zero_removed_inputs(&self, masks: &KeepMasks) -> Result<Model> {
+        self.check(masks)?;
+        let desc = &self.model.description;
+        let mut weights = self.model.weights.clone();
+        for (g, group) in self.groups.groups.iter().enumerate() {
+            let removed = masks.group(g).iter().enumerate().filter(|(_, k)| !**k).map(|(c, _)| c);
+            for c in removed {
+                let consumers =
+                    group.conv_consumers.iter().map(|&l| (l, 1)).chain(group.linear_consumers.iter().copied());
+                for (layer, block) in consumers {
+                    let name = format!("{}.weight", desc.layers[layer].name);
+                    let t = weights
+                        .tensors
+                        .get_mut(&name)
+                        .ok_or_else(|| Error::layer(&desc.layers[layer].name, "has no weight tensor"))?;
+                    let d1 = t.shape[1];
+                    let inner: usize = t.shape.iter().skip(2).product();
+                    for row in t.data.chunks_mut(d1 * inner) {
+                        row[c * block * inner..(c + 1) * block * inner].fill(0.0);
+                    }
                 }
             }
         }
+        Model::new(desc.clone(), weights)
     }
-    Model::new(desc.clone(), weights)
+}
+
+/// Builds the smaller model that keeps, for group `g`, the channels where `masks[g]` is true
+/// (a one-off [`Decoder`]; masks checked as [`KeepMasks::new`] says).
+pub fn decode(model: &Model, masks: &[Vec<bool>]) -> Result<Model> {
+    let decoder = Decoder::new(model)?;
+    decoder.decode(&decoder.keep_masks(masks.to_vec())?)
+}
+
+/// [`Decoder::zero_removed_inputs`] for one set of masks.
+pub fn zero_removed_inputs(model: &Model, masks: &[Vec<bool>]) -> Result<Model> {
+    let decoder = Decoder::new(model)?;
+    decoder.zero_removed_inputs(&decoder.keep_masks(masks.to_vec())?)
 }
 
 /// Random keep-masks like the PyTorch reference's pruned networks: each group keeps

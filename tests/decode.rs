@@ -206,3 +206,28 @@ fn padding_channel_groups_to_a_multiple_leaves_outputs_unchanged() {
         assert_eq!(pad_channels(&padded, 8).unwrap(), padded, "{arch}: padding twice changes nothing");
     }
 }
+
+/// One `Decoder` reused over many masks gives what a fresh decode of each gives, and masks
+/// checked for one model are refused by another model's decoder.
+#[test]
+fn a_reused_decoder_equals_fresh_decodes_and_refuses_other_models_masks() {
+    use cnnsplitter::decode::Decoder;
+    let model = random_model("rescnn@0.25", [3, 32, 32], 10, 21);
+    let decoder = Decoder::new(&model).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    for keep in [0.2, 0.5, 0.9] {
+        let raw = random_keep_masks(decoder.groups(), keep, &mut rng);
+        let masks = decoder.keep_masks(raw.clone()).unwrap();
+        assert_eq!(decoder.decode(&masks).unwrap(), decode(&model, &raw).unwrap(), "keep {keep}");
+        assert_eq!(decoder.zero_removed_inputs(&masks).unwrap(), zero_removed_inputs(&model, &raw).unwrap());
+        for (g, mask) in raw.iter().enumerate() {
+            let expected: Vec<usize> = (0..mask.len()).filter(|&c| mask[c]).collect();
+            assert_eq!(masks.kept(g), expected);
+        }
+    }
+    let other = random_model("simcnn@0.25", [3, 32, 32], 10, 22);
+    let other_decoder = Decoder::new(&other).unwrap();
+    let theirs = other_decoder.keep_masks(ChannelGroups::derive(&other.description).unwrap().keep_all()).unwrap();
+    let err = decoder.decode(&theirs).unwrap_err().to_string();
+    assert!(err.contains("another model"), "{err}");
+}

@@ -409,7 +409,7 @@ fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_th
     let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
     let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
     let engine = BurnEngine::default();
-    let mut evaluator = Evaluator::new(&engine, &model, &images, set.len());
+    let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap();
     let threshold = 0.05;
     let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, threshold, &Silent).unwrap();
 

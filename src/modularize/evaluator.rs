@@ -4,16 +4,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::decode::decode;
+use crate::decode::{Decoder, KeepMasks};
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::Result;
 use crate::model::Model;
 use crate::modularize::bitset::Bits;
+use crate::modularize::grouping::Layout;
 
 /// Runs modules of one model over fixed images and remembers their own-class logits.
 pub struct Evaluator<'a> {
     engine: &'a dyn Engine,
-    model: &'a Model,
+    decoder: Decoder<'a>,
+    layout: &'a Layout,
     images: &'a [f32],
     n: usize,
     cache: HashMap<(usize, Bits), Arc<Vec<f32>>>,
@@ -24,9 +26,17 @@ pub struct Evaluator<'a> {
 }
 
 impl<'a> Evaluator<'a> {
-    /// An evaluator of `model`'s modules on `n` normalised images `[n, C, H, W]`.
-    pub fn new(engine: &'a dyn Engine, model: &'a Model, images: &'a [f32], n: usize) -> Self {
-        Evaluator { engine, model, images, n, cache: HashMap::new(), forward_passes: 0, cache_hits: 0 }
+    /// An evaluator of `model`'s modules (genomes laid out by `layout`) on `n` normalised images
+    /// `[n, C, H, W]`.
+    pub fn new(
+        engine: &'a dyn Engine,
+        model: &'a Model,
+        layout: &'a Layout,
+        images: &'a [f32],
+        n: usize,
+    ) -> Result<Self> {
+        let decoder = Decoder::new(model)?;
+        Ok(Evaluator { engine, decoder, layout, images, n, cache: HashMap::new(), forward_passes: 0, cache_hits: 0 })
     }
 
     /// Number of images.
@@ -34,21 +44,26 @@ impl<'a> Evaluator<'a> {
         self.n
     }
 
-    /// Logit `class` of the module that keeps `masks` (one per channel group), for every image;
-    /// `key` identifies the module in the cache.
-    pub fn own_logits(&mut self, class: usize, key: &Bits, masks: &[Vec<bool>]) -> Result<Arc<Vec<f32>>> {
-        if let Some(v) = self.cache.get(&(class, key.clone())) {
+    /// `masks` checked against the model ([`Decoder::keep_masks`]).
+    pub fn keep_masks(&self, masks: Vec<Vec<bool>>) -> Result<KeepMasks> {
+        self.decoder.keep_masks(masks)
+    }
+
+    /// Logit `class` of class `class`'s module for `genome`, for every image (cached).
+    pub fn own_logits(&mut self, class: usize, genome: &Bits) -> Result<Arc<Vec<f32>>> {
+        if let Some(v) = self.cache.get(&(class, genome.clone())) {
             self.cache_hits += 1;
             return Ok(v.clone());
         }
-        let v = Arc::new(self.run(class, masks)?);
-        self.cache.insert((class, key.clone()), v.clone());
+        let masks = self.keep_masks(self.layout.masks(class, genome))?;
+        let v = Arc::new(self.run(class, &masks)?);
+        self.cache.insert((class, genome.clone()), v.clone());
         Ok(v)
     }
 
     /// Runs the module of `masks` without the cache and returns its logit `class` per image.
-    pub fn run(&mut self, class: usize, masks: &[Vec<bool>]) -> Result<Vec<f32>> {
-        let module = decode(self.model, masks)?;
+    pub fn run(&mut self, class: usize, masks: &KeepMasks) -> Result<Vec<f32>> {
+        let module = self.decoder.decode(masks)?;
         let classes = module.description.classes;
         let logits = self.engine.prepare(&module)?.logits(self.images, self.n, DEFAULT_BATCH)?;
         self.forward_passes += 1;

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::mix::{DataSplits, SplitLimits};
 use crate::data::presets::DataSelection;
 use crate::data::synthetic::mix_seed;
-use crate::decode::decode;
+use crate::decode::Decoder;
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
@@ -240,14 +240,14 @@ pub fn run(
     let per = val.image_size();
     let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
     let labels = &val.labels[..m];
-    let mut evaluator = Evaluator::new(engine, &model, &all_images[..m * per], m);
+    let mut evaluator = Evaluator::new(engine, &model, &layout, &all_images[..m * per], m)?;
 
     // Stage 2: layer sensitivity.
     let sensitivity: Sensitivity = if out.sensitivity().exists() {
         read_json(&out.sensitivity())?
     } else {
         let k = config.sensitivity_images.min(val.len());
-        let mut small = Evaluator::new(engine, &model, &all_images[..k * per], k);
+        let mut small = Evaluator::new(engine, &model, &layout, &all_images[..k * per], k)?;
         let s = sensitivity::measure(
             &layout,
             &labels_of_segments,
@@ -325,10 +325,10 @@ fn finish(
     let mut test_vectors = Vec::with_capacity(n);
     let conv_names: Vec<(usize, String)> =
         model.description.conv_indices().into_iter().map(|i| (i, model.description.layers[i].name.clone())).collect();
-    let groups = ChannelGroups::derive(&model.description)?;
+    let decoder = Decoder::new(model)?;
     for (c, genome) in genomes.iter().enumerate() {
-        let masks = layout.masks(c, genome);
-        let module = decode(model, &masks)?;
+        let masks = decoder.keep_masks(layout.masks(c, genome))?;
+        let module = decoder.decode(&masks)?;
         let counted = count(&module.description)?;
         kernels.push(counted.kernels);
         macs.push(counted.macs);
@@ -343,8 +343,8 @@ fn finish(
         let kept = conv_names
             .iter()
             .map(|(i, name)| {
-                let kept = match groups.layers[*i].output {
-                    Some(g) => (0..masks[g].len()).filter(|&k| masks[g][k]).collect(),
+                let kept = match decoder.groups().layers[*i].output {
+                    Some(g) => masks.kept(g),
                     None => (0..model.weights.get(&format!("{name}.weight"))?.shape[0]).collect(),
                 };
                 Ok((name.clone(), kept))

@@ -122,7 +122,7 @@ impl SearchContext<'_, '_> {
         for c in 0..n {
             let row = state.populations[c]
                 .iter()
-                .map(|genome| self.evaluator.own_logits(c, genome, &self.layout.masks(c, genome)))
+                .map(|genome| self.evaluator.own_logits(c, genome))
                 .collect::<Result<Vec<_>>>()?;
             vectors.push(row);
         }

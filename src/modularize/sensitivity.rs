@@ -48,7 +48,8 @@ pub fn measure(
     progress: &dyn Progress,
 ) -> Result<Sensitivity> {
     let full: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
-    let base_vectors = (0..classes).map(|n| evaluator.run(n, &full)).collect::<Result<Vec<_>>>()?;
+    let keep_all = evaluator.keep_masks(full.clone())?;
+    let base_vectors = (0..classes).map(|n| evaluator.run(n, &keep_all)).collect::<Result<Vec<_>>>()?;
     let refs: Vec<&[f32]> = base_vectors.iter().map(|v| v.as_slice()).collect();
     let base_accuracy = composed_accuracy(&refs, labels);
     progress.start("layer sensitivity", (layout.segments.len() * RATIOS.len()) as u64);
@@ -64,6 +65,7 @@ pub fn measure(
                 for &k in &segment.importance_order[n][..keep] {
                     masks[s][k] = true;
                 }
+                let masks = evaluator.keep_masks(masks)?;
                 vectors.push(evaluator.run(n, &masks)?);
             }
             let refs: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
