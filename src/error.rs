@@ -60,6 +60,25 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    /// An [`Error::Invalid`] unless `value` lies in `[low, high]` (NaN never does); the message
+    /// names the setting `name`.
+    pub fn check_range(name: &str, value: f64, low: f64, high: f64) -> Result<()> {
+        if (low..=high).contains(&value) {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("`{name}` must lie in [{low}, {high}] (it is {value})")))
+        }
+    }
+
+    /// An [`Error::Invalid`] unless `value >= low`; the message names the setting `name`.
+    pub fn check_at_least(name: &str, value: usize, low: usize) -> Result<()> {
+        if value >= low {
+            Ok(())
+        } else {
+            Err(Error::Invalid(format!("`{name}` must be at least {low} (it is {value})")))
+        }
+    }
+
     /// An [`Error::File`] for `path`.
     pub fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
         Error::File { path: path.into(), message: message.into() }

@@ -124,6 +124,17 @@ fn bad_configs_and_folders_are_clear_errors() {
     assert!(ExperimentConfig::from_toml(&typo, origin).unwrap_err().to_string().contains("tc_lable"));
     let mismatch = TINY.replace("tc_label = 4", "tc_label = 4\nstrong_labels = [1]");
     assert!(ExperimentConfig::from_toml(&mismatch, origin).unwrap_err().to_string().contains("strong_labels"));
+    // The search's settings pass the library's one check at load, before any stage runs.
+    for (from, to, says) in [
+        ("population = 4", "population = 1", "[modularize] `population` must be at least 2"),
+        ("generations = 2", "generations = 0", "[modularize] `generations` must be at least 1"),
+        ("search_images = 200", "search_images = 0", "[modularize] `search_images` must be at least 1"),
+        ("sensitivity_images = 200", "sensitivity_images = 200\n[rq3]\ngenerations = 0", "[rq3] `generations`"),
+    ] {
+        assert!(TINY.contains(from), "{from}");
+        let err = ExperimentConfig::from_toml(&TINY.replace(from, to), origin).unwrap_err().to_string();
+        assert!(err.contains("my.toml") && err.contains(says), "{to}: {err}");
+    }
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("something.txt"), "x").unwrap();

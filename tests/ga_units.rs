@@ -179,3 +179,41 @@ fn the_dynamic_fitness_weight_rises_while_accuracy_is_below_target() {
     let (acc, diff) = FitnessRule::Fixed { alpha: 0.8 }.weights(Some(0.1));
     assert!((acc - 0.8).abs() < 1e-12 && (diff - 0.2).abs() < 1e-12, "fixed: alpha and 1 - alpha");
 }
+
+/// One check of the search's settings: the defaults pass, each out-of-range setting is refused
+/// with its name (NaN too), and the CLI and experiment configs use this same check.
+#[test]
+fn modularize_settings_are_checked_in_one_place_and_errors_name_the_setting() {
+    use cnnsplitter::data::presets::DataSelection;
+    use cnnsplitter::modularize::ModularizeConfig;
+    let data = DataSelection { dataset: "synthetic".into(), tc: None, data_dir: None, limits: Default::default() };
+    let base = ModularizeConfig::new("model".into(), data, Preset::ReferenceCode, 0);
+    base.validate().unwrap();
+    ModularizeConfig { ga: GaConfig::preset(Preset::Paper), ..base.clone() }.validate().unwrap();
+    type Edit = fn(&mut ModularizeConfig);
+    let cases: [(&str, Edit); 14] = [
+        ("confidence", |c| c.confidence = 1.5),
+        ("confidence", |c| c.confidence = f64::NAN),
+        ("sensitivity_threshold", |c| c.sensitivity_threshold = -0.1),
+        ("sensitivity_images", |c| c.sensitivity_images = 0),
+        ("search_images", |c| c.search_images = Some(0)),
+        ("population", |c| c.ga.population = 1),
+        ("parents", |c| c.ga.parents = 0),
+        ("elites", |c| c.ga.elites = c.ga.population + 1),
+        ("reset share", |c| c.ga.mutation = Mutation::Reset { share: 2.0 }),
+        ("flip probability", |c| c.ga.mutation = Mutation::Flip { probability: -0.5 }),
+        ("alpha", |c| c.ga.fitness = FitnessRule::Fixed { alpha: 1.01 }),
+        ("thresholds", |c| c.composition.thresholds = vec![0.9, 1.2]),
+        ("ntop_max", |c| c.composition.ntop_min = c.composition.ntop_max + 1),
+        ("generations", |c| c.stop.generations = 0),
+    ];
+    for (name, edit) in cases {
+        let mut c = base.clone();
+        edit(&mut c);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains(&format!("`{name}`")), "{name}: {err}");
+    }
+    let mut none = base.clone();
+    none.composition.thresholds.clear();
+    assert!(none.validate().unwrap_err().to_string().contains("`thresholds`"));
+}

@@ -26,7 +26,7 @@ pub struct ModularizeArgs {
     #[arg(long, value_enum, default_value = "reference-code")]
     preset: Preset,
     /// Generations at most (T).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = StopConfig::default().generations)]
     generations: usize,
     /// Stop after this many generations without a better best combination.
     #[arg(long)]
@@ -42,13 +42,14 @@ pub struct ModularizeArgs {
     /// best combination's).
     #[arg(long)]
     elites: Option<usize>,
-    /// Share of positions reset to a random bit (reference-code mutation; default 0.05).
+    /// Share of positions (0 to 1) reset to a random bit (reference-code mutation; default 0.05).
     #[arg(long, conflicts_with = "flip")]
     reset: Option<f64>,
-    /// Probability of flipping each bit (paper mutation; default 0.1).
+    /// Probability (0 to 1) of flipping each bit (paper mutation; default 0.1).
     #[arg(long)]
     flip: Option<f64>,
-    /// Fixed accuracy weight alpha of the fitness (paper: 0.9); replaces the dynamic weight.
+    /// Fixed accuracy weight alpha (0 to 1) of the fitness (paper: 0.9); replaces the dynamic
+    /// weight.
     #[arg(long)]
     alpha: Option<f64>,
     /// Initialisation: sensitivity (default) or random.
@@ -58,28 +59,29 @@ pub struct ModularizeArgs {
     #[arg(long, value_enum, default_value = "importance")]
     grouping: GroupingKind,
     /// Segments with fewer kernels get 10 groups, others 100.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = GroupingConfig::default().threshold)]
     group_threshold: usize,
-    /// Accuracy loss at 90% drop up to which a layer counts as insensitive.
-    #[arg(long, default_value_t = 0.05)]
+    /// Accuracy loss at 90% drop up to which a layer counts as insensitive (0 to 1).
+    #[arg(long, default_value_t = ModularizeConfig::SENSITIVITY_THRESHOLD)]
     sensitivity_threshold: f64,
     /// Validation images for the sensitivity table.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = ModularizeConfig::SENSITIVITY_IMAGES)]
     sensitivity_images: usize,
     /// Validation images the search scores modules on (default: all).
     #[arg(long, value_name = "N")]
     search_images: Option<usize>,
-    /// Probability a training image needs for kernel importance.
-    #[arg(long, default_value_t = 0.9)]
+    /// Probability a training image needs for kernel importance (0 to 1).
+    #[arg(long, default_value_t = ModularizeConfig::CONFIDENCE)]
     confidence: f64,
     /// Fewest composed models kept per merge of the pruning-based evaluation.
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = CompositionConfig::default().ntop_min)]
     ntop_min: usize,
     /// Most composed models kept per merge.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = CompositionConfig::default().ntop_max)]
     ntop_max: usize,
-    /// Accuracy thresholds of the merge levels CM(2), CM(4), CM(8), ... (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "0.95,0.95,0.85,0.8")]
+    /// Accuracy thresholds (0 to 1) of the merge levels CM(2), CM(4), CM(8), ... (comma-separated;
+    /// the last applies to deeper levels).
+    #[arg(long, value_delimiter = ',', default_values_t = CompositionConfig::default().thresholds)]
     thresholds: Vec<f64>,
     /// Seed of grouping, initialisation and search.
     #[arg(long, default_value_t = 0)]
@@ -140,12 +142,6 @@ fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
     }
     if let Some(init) = args.init {
         ga.init = init;
-    }
-    if ga.population < 2 || ga.parents < 1 || ga.elites > ga.population {
-        bail!("--population must be at least 2, --parents at least 1, and --elites at most --population");
-    }
-    if args.thresholds.is_empty() || args.ntop_min > args.ntop_max {
-        bail!("give at least one --thresholds value and --ntop-min <= --ntop-max");
     }
     let data = args.data.selection();
     Ok(ModularizeConfig {

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::data::mix::SplitLimits;
+use crate::data::presets::DataSelection;
 use crate::error::{Error, Result};
+use crate::modularize::ModularizeConfig;
 use crate::modularize::ga::{InitKind, Preset};
 use crate::modularize::grouping::GroupingKind;
+use crate::modularize::search::StopConfig;
 use crate::patch::RuleKind;
 use crate::train::config::{Overrides, Recipe};
 
@@ -214,7 +217,27 @@ fn default_preset() -> Preset {
 }
 
 fn default_generations() -> usize {
-    200
+    StopConfig::default().generations
+}
+
+impl SearchSettings {
+    /// The modularization of the strong model in `model` on `data`: the library's defaults
+    /// ([`ModularizeConfig::new`]) with these settings over them.
+    pub fn modularize_config(&self, model: PathBuf, data: DataSelection, seed: u64) -> ModularizeConfig {
+        let mut c = ModularizeConfig::new(model, data, self.preset, seed);
+        if let Some(p) = self.population {
+            c.ga = c.ga.with_population(p);
+        }
+        c.stop.generations = self.generations;
+        c.stop.patience = self.patience;
+        if self.search_images.is_some() {
+            c.search_images = self.search_images;
+        }
+        if let Some(n) = self.sensitivity_images {
+            c.sensitivity_images = n;
+        }
+        c
+    }
 }
 
 impl Default for SearchSettings {
@@ -307,8 +330,18 @@ impl ExperimentConfig {
                 return Err(format!("[weak] `{key}` must be at least 1 (leave it out to keep every image)"));
             }
         }
-        if self.modularize.generations == 0 || self.modularize.population.is_some_and(|p| p < 2) {
-            return Err("[modularize] needs generations >= 1 and population >= 2".into());
+        // The search's settings as the runner will use them, checked by the library's one check.
+        let data = DataSelection {
+            dataset: self.strong.dataset.clone(),
+            tc: None,
+            data_dir: None,
+            limits: Default::default(),
+        };
+        let mut search = self.modularize.modularize_config(PathBuf::new(), data, self.seed);
+        search.validate().map_err(|e| format!("[modularize] {e}"))?;
+        if let Some(g) = self.rq3.generations {
+            search.stop.generations = g;
+            search.validate().map_err(|e| format!("[rq3] {e}"))?;
         }
         Ok(())
     }

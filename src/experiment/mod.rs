@@ -139,21 +139,8 @@ impl Runner<'_> {
     }
 
     fn search_config(&self, model: &ModelConfig) -> ModularizeConfig {
-        let s = &self.config.modularize;
         let data = self.data(&self.config.strong.dataset, None);
-        let mut c = ModularizeConfig::new(self.dir.strong(&model.name).root, data, s.preset, self.config.seed);
-        if let Some(p) = s.population {
-            c.ga = c.ga.with_population(p);
-        }
-        c.stop.generations = s.generations;
-        c.stop.patience = s.patience;
-        if s.search_images.is_some() {
-            c.search_images = s.search_images;
-        }
-        if let Some(n) = s.sensitivity_images {
-            c.sensitivity_images = n;
-        }
-        c
+        self.config.modularize.modularize_config(self.dir.strong(&model.name).root, data, self.config.seed)
     }
 
     fn train_strong(&mut self, model: &ModelConfig) -> Step<()> {

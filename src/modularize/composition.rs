@@ -9,6 +9,7 @@
 //! accuracy ≥ the level's threshold, clamped to `[ntop_min, ntop_max]`. Only cached logit vectors
 //! are used, never a new forward pass.
 
+use crate::error::{Error, Result};
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -28,6 +29,23 @@ pub struct CompositionConfig {
 impl Default for CompositionConfig {
     fn default() -> Self {
         CompositionConfig { ntop_min: 50, ntop_max: 500, thresholds: vec![0.95, 0.95, 0.85, 0.8] }
+    }
+}
+
+impl CompositionConfig {
+    /// Checks `1 <= ntop_min <= ntop_max` and at least one threshold, each in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        Error::check_at_least("ntop_min", self.ntop_min, 1)?;
+        if self.ntop_min > self.ntop_max {
+            return Err(Error::Invalid(format!(
+                "`ntop_min` ({}) must not exceed `ntop_max` ({})",
+                self.ntop_min, self.ntop_max
+            )));
+        }
+        if self.thresholds.is_empty() {
+            return Err(Error::Invalid("`thresholds` needs at least one accuracy threshold".into()));
+        }
+        self.thresholds.iter().try_for_each(|&t| Error::check_range("thresholds", t, 0.0, 1.0))
     }
 }
 

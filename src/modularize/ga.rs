@@ -5,6 +5,7 @@ use rand::Rng;
 use rand::seq::index::sample;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::modularize::bitset::Bits;
 use crate::modularize::grouping::Layout;
 
@@ -162,6 +163,32 @@ impl GaConfig {
         self.elites = if base.elites <= 1 { base.elites } else { share(base.elites) };
         self.elites = self.elites.min(population.saturating_sub(1));
         self
+    }
+}
+
+impl GaConfig {
+    /// Checks `population >= 2`, `1 <= parents <= population`, `elites <= population`, the
+    /// mutation's share or probability and the fitness weights in [0, 1].
+    pub fn validate(&self) -> Result<()> {
+        Error::check_at_least("population", self.population, 2)?;
+        Error::check_at_least("parents", self.parents, 1)?;
+        if self.parents > self.population || self.elites > self.population {
+            return Err(Error::Invalid(format!(
+                "`parents` ({}) and `elites` ({}) must not exceed `population` ({})",
+                self.parents, self.elites, self.population
+            )));
+        }
+        match self.mutation {
+            Mutation::Reset { share } => Error::check_range("reset share", share, 0.0, 1.0)?,
+            Mutation::Flip { probability } => Error::check_range("flip probability", probability, 0.0, 1.0)?,
+        }
+        match self.fitness {
+            FitnessRule::Fixed { alpha } => Error::check_range("alpha", alpha, 0.0, 1.0),
+            FitnessRule::Dynamic { gamma, diff_weight } => {
+                Error::check_range("gamma", gamma, 0.0, 1.0)?;
+                Error::check_range("diff_weight", diff_weight, 0.0, 1.0)
+            }
+        }
     }
 }
 

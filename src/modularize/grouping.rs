@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::description::ModelDescription;
 use crate::modularize::bitset::Bits;
@@ -46,6 +47,15 @@ pub struct GroupingConfig {
 impl Default for GroupingConfig {
     fn default() -> Self {
         GroupingConfig { kind: GroupingKind::Importance, threshold: 256, small_groups: 10, large_groups: 100, seed: 0 }
+    }
+}
+
+impl GroupingConfig {
+    /// Checks that the threshold and both group counts are at least 1.
+    pub fn validate(&self) -> Result<()> {
+        Error::check_at_least("group threshold", self.threshold, 1)?;
+        Error::check_at_least("small_groups", self.small_groups, 1)?;
+        Error::check_at_least("large_groups", self.large_groups, 1)
     }
 }
 

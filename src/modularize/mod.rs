@@ -78,6 +78,28 @@ pub struct ModularizeConfig {
 }
 
 impl ModularizeConfig {
+    /// Default probability a training image needs to count for kernel importance.
+    pub const CONFIDENCE: f64 = 0.9;
+    /// Default accuracy loss at 90% drop up to which a layer counts as insensitive.
+    pub const SENSITIVITY_THRESHOLD: f64 = 0.05;
+    /// Default number of validation images of the sensitivity table.
+    pub const SENSITIVITY_IMAGES: usize = 2000;
+
+    /// Checks every setting's range (the one place: the CLI, experiment configs and resumed
+    /// runs all pass here); the error names the setting.
+    pub fn validate(&self) -> Result<()> {
+        Error::check_range("confidence", self.confidence, 0.0, 1.0)?;
+        Error::check_range("sensitivity_threshold", self.sensitivity_threshold, 0.0, 1.0)?;
+        Error::check_at_least("sensitivity_images", self.sensitivity_images, 1)?;
+        if let Some(n) = self.search_images {
+            Error::check_at_least("search_images", n, 1)?;
+        }
+        self.grouping.validate()?;
+        self.ga.validate()?;
+        self.composition.validate()?;
+        self.stop.validate()
+    }
+
     /// The default settings (those of `cnnsplitter modularize` without flags) for `model` on
     /// `data` with GA preset `preset`: importance grouping (10/100 groups, threshold 256),
     /// sensitivity threshold 0.05 on 2,000 images, confidence 0.9, Ntop 50..500, thresholds
@@ -89,13 +111,13 @@ impl ModularizeConfig {
             tc: data.tc,
             data_dir: data.data_dir,
             limits: data.limits,
-            confidence: 0.9,
+            confidence: Self::CONFIDENCE,
             grouping: GroupingConfig { seed, ..GroupingConfig::default() },
-            sensitivity_threshold: 0.05,
-            sensitivity_images: 2000,
+            sensitivity_threshold: Self::SENSITIVITY_THRESHOLD,
+            sensitivity_images: Self::SENSITIVITY_IMAGES,
             ga: GaConfig::preset(preset),
             composition: CompositionConfig::default(),
-            stop: StopConfig { generations: 200, patience: None },
+            stop: StopConfig::default(),
             search_images: None,
             seed,
         }
@@ -200,9 +222,14 @@ pub fn run(
                     "already holds a modularization run: resume it, or choose another output folder (`out`)",
                 ));
             }
+            c.validate()?;
             c
         }
-        None => read_json(&out.config())?,
+        None => {
+            let c: ModularizeConfig = read_json(&out.config())?;
+            c.validate().map_err(|e| Error::file(out.config(), e.to_string()))?;
+            c
+        }
     };
     let model = crate::artifact::Artifact::open(&config.model)?.load_model()?;
     let data = config.data().load()?;

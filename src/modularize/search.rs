@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::synthetic::mix_seed;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::modularize::bitset::{Bits, mean_pairwise_distance};
 use crate::modularize::composition::{CompositionConfig, search as compose};
 use crate::modularize::evaluator::Evaluator;
@@ -29,6 +29,21 @@ pub struct StopConfig {
     pub generations: usize,
     /// Stop after this many generations without a better best combination.
     pub patience: Option<usize>,
+}
+
+impl Default for StopConfig {
+    /// 200 generations, no early stopping.
+    fn default() -> Self {
+        StopConfig { generations: 200, patience: None }
+    }
+}
+
+impl StopConfig {
+    /// Checks `generations >= 1` and `patience >= 1` where given.
+    pub fn validate(&self) -> Result<()> {
+        Error::check_at_least("generations", self.generations, 1)?;
+        self.patience.map_or(Ok(()), |p| Error::check_at_least("patience", p, 1))
+    }
 }
 
 /// The best composed model found so far.
