@@ -12,6 +12,7 @@
 
 pub mod artifact;
 pub mod bench;
+pub mod choice;
 pub mod data;
 pub mod decode;
 pub mod engine;

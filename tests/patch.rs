@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use cnnsplitter::Model;
+use cnnsplitter::choice::Choice;
 use cnnsplitter::data::ImageSet;
 use cnnsplitter::data::mix::DataSplits;
 use cnnsplitter::data::pipeline::Normalization;

@@ -41,7 +41,7 @@ enum BenchMode {
         #[arg(long)]
         json: bool,
         /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-        #[arg(long, value_enum, default_value = "auto")]
+        #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
         engine: EngineChoice,
     },
     /// Images/s of training steps (forward, backward, Nesterov SGD) on random 3x32x32 images.
@@ -129,7 +129,7 @@ enum BenchMode {
         #[arg(long)]
         json: bool,
         /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-        #[arg(long, value_enum, default_value = "auto")]
+        #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
         engine: EngineChoice,
     },
 }

@@ -26,7 +26,7 @@ pub struct DemoArgs {
     #[arg(long)]
     tiny: bool,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
 }
 

@@ -17,7 +17,7 @@ use super::progress_bar::Bars;
 pub struct ExperimentArgs {
     /// rq1: modularize the strong models (Tables 1, 2). rq2: also train the weak models and
     /// patch them (Tables 3-6, with RQ1's tables). rq3: grouping x initialisation (Table 7).
-    #[arg(value_enum)]
+    #[arg(value_parser = super::choice::<Rq>())]
     rq: Rq,
     /// Experiment config (TOML): see experiments/*.toml (cifar10, svhn, mnist, synthetic, demo).
     #[arg(long)]
@@ -27,7 +27,7 @@ pub struct ExperimentArgs {
     #[arg(long)]
     out: PathBuf,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
     /// Stop after starting this many stages, as if killed (to try resuming).
     #[arg(long, value_name = "N", hide = true)]

@@ -14,7 +14,18 @@ mod progress_bar;
 mod train;
 
 use anyhow::{Context, Result, bail};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+use cnnsplitter::choice::Choice;
+
+/// A value parser offering the values of a library [`Choice`] with their help.
+pub fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
+    let values = T::ALL.iter().map(|(_, name, help)| {
+        let aliases = T::ALIASES.iter().filter(|(_, n)| n == name).map(|(alias, _)| *alias);
+        PossibleValue::new(*name).help(*help).aliases(aliases)
+    });
+    PossibleValuesParser::new(values).map(|name| T::parse(&name).expect("clap offers only listed names"))
+}
 
 /// Split trained CNNs into per-class modules by removing convolution kernels, recompose them,
 /// and patch weak models with them.

@@ -23,7 +23,7 @@ pub struct ModularizeArgs {
     #[command(flatten)]
     data: DataArgs,
     /// GA settings to start from: reference-code (what produced the published numbers) or paper.
-    #[arg(long, value_enum, default_value = "reference-code")]
+    #[arg(long, value_parser = super::choice::<Preset>(), default_value = "reference-code")]
     preset: Preset,
     /// Generations at most (T).
     #[arg(long, default_value_t = StopConfig::default().generations)]
@@ -53,10 +53,10 @@ pub struct ModularizeArgs {
     #[arg(long)]
     alpha: Option<f64>,
     /// Initialisation: sensitivity (default) or random.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::<InitKind>())]
     init: Option<InitKind>,
     /// Kernel grouping: importance (default), random or none (one bit per kernel).
-    #[arg(long, value_enum, default_value = "importance")]
+    #[arg(long, value_parser = super::choice::<GroupingKind>(), default_value = "importance")]
     grouping: GroupingKind,
     /// Segments with fewer kernels get 10 groups, others 100.
     #[arg(long, default_value_t = GroupingConfig::default().threshold)]
@@ -87,7 +87,7 @@ pub struct ModularizeArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
     /// Stop after this many generations of this session (continue with --resume).
     #[arg(long, value_name = "G")]

@@ -42,7 +42,7 @@ pub struct PatchArgs {
     /// TC logit, fitted on the validation split, threshold chosen there for overall accuracy.
     /// paper: the module's TC logit, min-max calibrated on the TC's training images, replaces
     /// the weak model's TC probability.
-    #[arg(long, value_enum, default_value = "calibrated")]
+    #[arg(long, value_parser = super::choice::<RuleKind>(), default_value = "calibrated")]
     rule: RuleKind,
     /// Apply the rule even when the gate is closed (the gate, decided on the validation split,
     /// is still reported). Without it, a closed gate keeps the weak model's predictions.
@@ -53,7 +53,7 @@ pub struct PatchArgs {
     #[arg(long, value_name = "DIR")]
     strong: Option<PathBuf>,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
     /// Folder for the patched model (runnable by `eval`) and report.json; must not exist.
     #[arg(long)]

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use cnnsplitter::choice::Choice;
+use cnnsplitter::data::mix::Split;
 use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::patch::Classifier;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
@@ -26,7 +28,7 @@ pub struct TrainArgs {
     /// strong: Nesterov SGD, wd 1e-4, LR x0.1 at 30%/60% of the epochs, augmentation, best-val
     /// model. simple: SGD momentum 0.9, wd 1e-4, constant LR, augmentation (for weak nets).
     /// poor-fit: no dropout, plain SGD, no wd, no augmentation, keeps epochs for `pick`.
-    #[arg(long, value_enum, default_value = "strong")]
+    #[arg(long, value_parser = super::choice::<Recipe>(), default_value = "strong")]
     recipe: Recipe,
     /// Epochs (default: strong 200, simple 100, poor-fit 100).
     #[arg(long)]
@@ -44,7 +46,7 @@ pub struct TrainArgs {
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
     /// Engine of the final evaluation: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
     /// Stop after this many epochs of this session (continue later with --resume).
     #[arg(long, value_name = "N")]
@@ -91,14 +93,14 @@ pub struct EvalArgs {
     model: PathBuf,
     #[command(flatten)]
     data: DataArgs,
-    /// Split to evaluate: train, val or test.
-    #[arg(long, default_value = "test")]
-    split: String,
+    /// Split to evaluate.
+    #[arg(long, value_parser = super::choice::<Split>(), default_value = "test")]
+    split: Split,
     /// Print one JSON object (accuracy, per_class, confusion).
     #[arg(long)]
     json: bool,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
 }
 
@@ -114,7 +116,7 @@ pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
             data.classes()
         );
     }
-    let set = data.split(&args.split)?;
+    let set = data.split(args.split);
     let engine = super::engine(args.engine, threads)?;
     let scores = model.scores(engine.as_ref(), set, &data.normalization)?;
     let m = Metrics::new(&set.labels, &argmax_rows(&scores, model.classes()), &data.class_names);
@@ -126,7 +128,7 @@ pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
         "{} on {} ({} split, {} images): accuracy {:.4}",
         args.model.display(),
         data.name,
-        args.split,
+        args.split.name(),
         m.count,
         m.accuracy
     );

@@ -38,8 +38,9 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
 use crate::data::pipeline::Normalization;
-use crate::data::{ImageSet, RawDataset, locate, read, synthetic};
+use crate::data::{ImageSet, RawDataset, Source, locate, read, synthetic};
 use crate::error::{Error, Result};
 
 /// A declarative dataset: parts, split rule, and input handling.
@@ -177,7 +178,7 @@ impl SplitLimits {
 #[serde(deny_unknown_fields)]
 pub struct PartSpec {
     /// Source dataset: `cifar10`, `cifar100`, `svhn`, `mnist` or `synthetic`.
-    pub source: String,
+    pub source: Source,
     /// Classes to keep, by index, by name, or `"tc"` (the `--tc` value); all when absent.
     #[serde(default)]
     pub classes: Option<Vec<ClassRef>>,
@@ -195,14 +196,44 @@ pub struct PartSpec {
     pub coarse: bool,
 }
 
-/// A class by index, by name, or the target class.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
+/// A class by index, by name, or the target class (`"tc"` in TOML).
+#[derive(Debug, Clone, PartialEq)]
 pub enum ClassRef {
     /// A class index of the source.
     Index(usize),
-    /// `"tc"` for the target class given with `--tc`, or a class name of the source.
+    /// The target class, given when the mix is built (`tc`).
+    Tc,
+    /// A class name of the source.
     Name(String),
+}
+
+/// How a [`ClassRef`] is written: an index or a string.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum ClassRefText {
+    Index(usize),
+    Name(String),
+}
+
+impl Serialize for ClassRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            ClassRef::Index(i) => ClassRefText::Index(*i),
+            ClassRef::Tc => ClassRefText::Name("tc".into()),
+            ClassRef::Name(n) => ClassRefText::Name(n.clone()),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(match ClassRefText::deserialize(d)? {
+            ClassRefText::Index(i) => ClassRef::Index(i),
+            ClassRefText::Name(n) if n == "tc" => ClassRef::Tc,
+            ClassRefText::Name(n) => ClassRef::Name(n),
+        })
+    }
 }
 
 /// How images are assigned to splits.
@@ -270,6 +301,27 @@ impl Default for SyntheticSpec {
     }
 }
 
+/// One split of a built dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// Training images.
+    Train,
+    /// Validation images (held out of training).
+    Val,
+    /// Test images.
+    Test,
+}
+
+impl Choice for Split {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Split::Train, "train", "the training split"),
+        (Split::Val, "val", "the validation split (held out of training)"),
+        (Split::Test, "test", "the test split"),
+    ];
+    const ALIASES: &'static [(&'static str, &'static str)] = &[("validation", "val")];
+}
+
 /// A dataset ready for training and evaluation.
 #[derive(Debug, Clone)]
 pub struct DataSplits {
@@ -300,13 +352,12 @@ impl DataSplits {
         self.train.shape
     }
 
-    /// The split called `train`, `val` (or `validation`) or `test`.
-    pub fn split(&self, name: &str) -> Result<&Arc<ImageSet>> {
-        match name {
-            "train" => Ok(&self.train),
-            "val" | "validation" => Ok(&self.val),
-            "test" => Ok(&self.test),
-            other => Err(Error::Invalid(format!("unknown split `{other}`; expected train, val or test"))),
+    /// One split.
+    pub fn split(&self, split: Split) -> &Arc<ImageSet> {
+        match split {
+            Split::Train => &self.train,
+            Split::Val => &self.val,
+            Split::Test => &self.test,
         }
     }
 }
@@ -328,7 +379,7 @@ impl MixSpec {
 
     /// Whether any part refers to the target class.
     pub fn needs_tc(&self) -> bool {
-        self.parts.iter().flat_map(|p| p.classes.iter().flatten()).any(|c| matches!(c, ClassRef::Name(n) if n == "tc"))
+        self.parts.iter().flat_map(|p| p.classes.iter().flatten()).any(|c| *c == ClassRef::Tc)
     }
 
     fn check(&self) -> Result<()> {
@@ -336,12 +387,6 @@ impl MixSpec {
             return Err(Error::Invalid(format!("dataset `{}` has no [[part]]", self.name)));
         }
         for p in &self.parts {
-            if !["cifar10", "cifar100", "svhn", "mnist", "synthetic"].contains(&p.source.as_str()) {
-                return Err(Error::Invalid(format!(
-                    "dataset `{}`: unknown source `{}`; expected cifar10, cifar100, svhn, mnist or synthetic",
-                    self.name, p.source
-                )));
-            }
             if let (Some(c), Some(l)) = (&p.classes, &p.labels)
                 && c.len() != l.len()
             {
@@ -395,10 +440,10 @@ impl MixSpec {
         if self.needs_tc() && tc.is_none() {
             return Err(Error::Invalid(format!("dataset `{}` needs the target class: give `tc`, e.g. 3", self.name)));
         }
-        let mut sources: BTreeMap<&str, RawDataset> = BTreeMap::new();
+        let mut sources: BTreeMap<Source, RawDataset> = BTreeMap::new();
         for p in &self.parts {
-            if !sources.contains_key(p.source.as_str()) {
-                sources.insert(&p.source, self.load_source(&p.source, data_dir)?);
+            if let std::collections::btree_map::Entry::Vacant(slot) = sources.entry(p.source) {
+                slot.insert(self.load_source(p.source, data_dir)?);
             }
         }
         let shape = sources.values().next().and_then(|s| s.splits.first()).map(|(_, s)| s.shape).unwrap_or([3, 32, 32]);
@@ -413,17 +458,17 @@ impl MixSpec {
         let mut next_label = 0usize;
         let mut tc_label = None;
         for part in &self.parts {
-            let source = &sources[part.source.as_str()];
+            let source = &sources[&part.source];
             let assignment = self.assign(source);
             let names = if part.coarse { coarse_names(source)? } else { source.class_names.clone() };
             let kept: Vec<usize> = match &part.classes {
                 None => (0..names.len()).collect(),
-                Some(list) => list.iter().map(|c| resolve_class(c, &names, tc, &part.source)).collect::<Result<_>>()?,
+                Some(list) => list.iter().map(|c| resolve_class(c, &names, tc, part.source)).collect::<Result<_>>()?,
             };
             let labels: Vec<usize> =
                 part.labels.clone().unwrap_or_else(|| (next_label..next_label + kept.len()).collect());
             next_label = labels.iter().max().map_or(next_label, |m| m + 1);
-            if let Some(at) = part.classes.iter().flatten().position(|c| matches!(c, ClassRef::Name(n) if n == "tc")) {
+            if let Some(at) = part.classes.iter().flatten().position(|c| *c == ClassRef::Tc) {
                 tc_label = Some(labels[at] as u16);
             }
             for (&k, &l) in kept.iter().zip(&labels) {
@@ -479,8 +524,8 @@ impl MixSpec {
         })
     }
 
-    fn load_source(&self, source: &str, data_dir: &Path) -> Result<RawDataset> {
-        if source == "synthetic" {
+    fn load_source(&self, source: Source, data_dir: &Path) -> Result<RawDataset> {
+        if source == Source::Synthetic {
             let s = &self.synthetic;
             return Ok(RawDataset {
                 format: crate::data::Format::Synthetic,
@@ -549,10 +594,12 @@ impl MixSpec {
     }
 }
 
-fn resolve_class(c: &ClassRef, names: &[String], tc: Option<usize>, source: &str) -> Result<usize> {
+fn resolve_class(c: &ClassRef, names: &[String], tc: Option<usize>, source: Source) -> Result<usize> {
     let index = match c {
         ClassRef::Index(i) => *i,
-        ClassRef::Name(n) if n == "tc" => tc.expect("checked before"),
+        ClassRef::Tc => {
+            tc.ok_or_else(|| Error::Invalid(format!("source `{source}`: the target class \"tc\" needs `tc`")))?
+        }
         ClassRef::Name(n) => names
             .iter()
             .position(|x| x == n)

@@ -17,8 +17,9 @@ pub mod synthetic;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 
 /// Images of one shape with their class labels.
@@ -141,15 +142,47 @@ pub enum Format {
 }
 
 impl Format {
-    /// The dataset this format holds (`cifar10`, `cifar100`, `svhn`, `mnist`, `synthetic`).
-    pub fn dataset(self) -> &'static str {
+    /// The dataset this format holds.
+    pub fn dataset(self) -> Source {
         match self {
-            Format::Cifar10Binary | Format::Cifar10Python => "cifar10",
-            Format::Cifar100Binary | Format::Cifar100Python => "cifar100",
-            Format::SvhnMat => "svhn",
-            Format::MnistIdx => "mnist",
-            Format::Synthetic => "synthetic",
+            Format::Cifar10Binary | Format::Cifar10Python => Source::Cifar10,
+            Format::Cifar100Binary | Format::Cifar100Python => Source::Cifar100,
+            Format::SvhnMat => Source::Svhn,
+            Format::MnistIdx => Source::Mnist,
+            Format::Synthetic => Source::Synthetic,
         }
+    }
+}
+
+/// A source dataset a mix takes images from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// CIFAR-10.
+    Cifar10,
+    /// CIFAR-100 (fine labels, or the 20 coarse ones).
+    Cifar100,
+    /// SVHN cropped digits.
+    Svhn,
+    /// MNIST.
+    Mnist,
+    /// The built-in synthetic shapes (generated, never read).
+    Synthetic,
+}
+
+impl Choice for Source {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Source::Cifar10, "cifar10", "CIFAR-10"),
+        (Source::Cifar100, "cifar100", "CIFAR-100"),
+        (Source::Svhn, "svhn", "SVHN cropped digits"),
+        (Source::Mnist, "mnist", "MNIST"),
+        (Source::Synthetic, "synthetic", "the built-in synthetic shapes"),
+    ];
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -211,9 +244,9 @@ pub fn detect_format(dir: &Path) -> Option<Format> {
     }
 }
 
-/// Finds the folder holding `dataset` (`cifar10`, `cifar100`, `svhn`, `mnist`): `dir` itself or
-/// one of the sub-folders the published archives unpack to.
-pub fn locate(dataset: &str, dir: &Path) -> Result<(PathBuf, Format)> {
+/// Finds the folder holding `dataset`: `dir` itself or one of the sub-folders the published
+/// archives unpack to.
+pub fn locate(dataset: Source, dir: &Path) -> Result<(PathBuf, Format)> {
     let candidates = std::iter::once(dir.to_path_buf()).chain(KNOWN_SUBDIRS.iter().map(|s| dir.join(s)));
     for candidate in candidates {
         if let Some(format) = detect_format(&candidate)
@@ -233,15 +266,15 @@ pub fn locate(dataset: &str, dir: &Path) -> Result<(PathBuf, Format)> {
     ))
 }
 
-fn expected_files(dataset: &str) -> &'static str {
+fn expected_files(dataset: Source) -> &'static str {
     match dataset {
-        "cifar10" => "data_batch_1..5.bin + test_batch.bin (binary) or data_batch_1..5 + test_batch (python)",
-        "cifar100" => "train.bin + test.bin (binary) or train + test + meta (python)",
-        "svhn" => "train_32x32.mat and test_32x32.mat",
-        "mnist" => {
+        Source::Cifar10 => "data_batch_1..5.bin + test_batch.bin (binary) or data_batch_1..5 + test_batch (python)",
+        Source::Cifar100 => "train.bin + test.bin (binary) or train + test + meta (python)",
+        Source::Svhn => "train_32x32.mat and test_32x32.mat",
+        Source::Mnist => {
             "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte (or .gz)"
         }
-        _ => "a known dataset format",
+        Source::Synthetic => "nothing: the synthetic dataset is generated",
     }
 }
 

@@ -62,7 +62,7 @@ pub trait PreparedModel: Send {
 }
 
 /// Which engine a command uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
     /// ONNX Runtime when its library is found, else burn (with a one-line hint).
@@ -99,4 +99,12 @@ pub fn select(choice: EngineChoice, threads: usize) -> Result<Selected> {
             }),
         },
     }
+}
+
+impl crate::choice::Choice for EngineChoice {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (EngineChoice::Auto, "auto", "ONNX Runtime when its library is found, else burn (with a one-line hint)"),
+        (EngineChoice::Burn, "burn", "burn's pure-Rust CPU backend (always available)"),
+        (EngineChoice::Ort, "ort", "ONNX Runtime (an error when its library is not found)"),
+    ];
 }

@@ -13,8 +13,8 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::choice::Choice;
 use crate::experiment::config::WeakKind;
-use crate::experiment::{grouping_name, init_name};
 use crate::modularize::ModularizeDir;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
@@ -69,11 +69,7 @@ impl ExperimentDir {
     }
     /// An RQ3 ablation run.
     pub fn ablation(&self, model: &str, grouping: GroupingKind, init: InitKind) -> ModularizeDir {
-        ModularizeDir::new(&self.root.join("rq3").join(model).join(format!(
-            "{}-{}",
-            grouping_name(grouping),
-            init_name(init)
-        )))
+        ModularizeDir::new(&self.root.join("rq3").join(model).join(format!("{}-{}", grouping.name(), init.name())))
     }
     /// `reports/`.
     pub fn reports(&self) -> PathBuf {

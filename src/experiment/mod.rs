@@ -17,12 +17,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::choice::Choice;
 use crate::data::presets::DataSelection;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::json::read_json;
-use crate::modularize::ga::InitKind;
-use crate::modularize::grouping::GroupingKind;
 use crate::modularize::{self, GenerationObserver, ModularizeConfig, ModularizeDir, Summary};
 use crate::patch::{PatchReport, PatchRequest, patch};
 use crate::progress::Progress;
@@ -35,7 +34,7 @@ pub use dir::ExperimentDir;
 use report::{Reports, Rq1Row, Rq2Row, Rq3Row};
 
 /// Which research question to run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Rq {
     /// Modularization: model vs. composed accuracy, Diff, kernels and MACs (Tables 1, 2).
@@ -45,23 +44,6 @@ pub enum Rq {
     Rq2,
     /// Grouping × initialisation: generation of the best modules, composed accuracy (Table 7).
     Rq3,
-}
-
-/// Lower-case name of a grouping.
-pub fn grouping_name(g: GroupingKind) -> &'static str {
-    match g {
-        GroupingKind::None => "none",
-        GroupingKind::Random => "random",
-        GroupingKind::Importance => "importance",
-    }
-}
-
-/// Lower-case name of an initialisation.
-pub fn init_name(i: InitKind) -> &'static str {
-    match i {
-        InitKind::Random => "random",
-        InitKind::Sensitivity => "sensitivity",
-    }
 }
 
 /// Runs the stages, counting those it starts; `stop_after` stops the session (as if killed)
@@ -231,8 +213,7 @@ impl Runner<'_> {
                 if let Some(g) = c.rq3.generations {
                     search.stop.generations = g;
                 }
-                let label =
-                    format!("RQ3: {} with {} grouping, {} init", model.name, grouping_name(grouping), init_name(init));
+                let label = format!("RQ3: {} with {} grouping, {} init", model.name, grouping.name(), init.name());
                 self.modularize(&label, &self.dir.ablation(&model.name, grouping, init), search)?;
             }
         }
@@ -340,4 +321,16 @@ fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Rep
         }
     }
     Ok(reports)
+}
+
+impl crate::choice::Choice for Rq {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (Rq::Rq1, "rq1", "modularization: model vs. composed accuracy, Diff, kernels and MACs (Tables 1, 2)"),
+        (
+            Rq::Rq2,
+            "rq2",
+            "patching: weak vs. patched TC precision, recall, F1 and non-TC accuracy (Tables 3-6); includes RQ1's stages and report",
+        ),
+        (Rq::Rq3, "rq3", "grouping × initialisation: generation of the best modules, composed accuracy (Table 7)"),
+    ];
 }

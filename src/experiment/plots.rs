@@ -11,6 +11,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
+use crate::choice::Choice;
 use crate::error::{Error, Result};
 use crate::experiment::report::Reports;
 use crate::model::write_atomic;

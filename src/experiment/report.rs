@@ -7,9 +7,10 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::choice::Choice;
 use crate::error::Result;
 use crate::experiment::config::WeakKind;
-use crate::experiment::{ExperimentDir, grouping_name, init_name, plots};
+use crate::experiment::{ExperimentDir, plots};
 use crate::json::write_json;
 use crate::model::write_atomic;
 use crate::modularize::Summary;
@@ -483,8 +484,8 @@ impl Reports {
                 s,
                 "| {} | {} | {} | {} | {:.4} | {:.4} | {:.4} |",
                 r.model,
-                grouping_name(r.grouping),
-                init_name(r.init),
+                r.grouping.name(),
+                r.init.name(),
                 r.best_generation,
                 r.composed_validation,
                 r.composed_test,

@@ -10,7 +10,7 @@ use crate::modularize::bitset::Bits;
 use crate::modularize::grouping::Layout;
 
 /// A named set of GA settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Preset {
     /// What produced the published numbers: truncation selection of 50, 20 elites, 80 children of
@@ -88,7 +88,7 @@ impl FitnessRule {
 }
 
 /// How the first population is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum InitKind {
     /// Per segment, drop a share drawn from [0.1, 0.5] (sensitive) or [0.5, 0.9] (insensitive),
@@ -340,4 +340,30 @@ pub fn mutate(g: &mut Bits, mutation: Mutation, rng: &mut impl Rng) {
             }
         }
     }
+}
+
+impl crate::choice::Choice for Preset {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Preset::ReferenceCode,
+            "reference-code",
+            "what produced the published numbers: truncation selection, 20% elites, rank-adjacent parents, 5% of positions reset, the dynamic accuracy weight",
+        ),
+        (
+            Preset::Paper,
+            "paper",
+            "the paper's text: fitness-proportional parents, random pairs, each bit flipped with probability 0.1, fitness 0.9·Acc + 0.1·Diff",
+        ),
+    ];
+}
+
+impl crate::choice::Choice for InitKind {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            InitKind::Sensitivity,
+            "sensitivity",
+            "per segment, drop a share drawn from [0.1, 0.5] (sensitive) or [0.5, 0.9] (insensitive), keeping important groups more often",
+        ),
+        (InitKind::Random, "random", "every bit a fair coin"),
+    ];
 }

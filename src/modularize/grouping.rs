@@ -18,7 +18,7 @@ use crate::modularize::bitset::Bits;
 use crate::modularize::importance::Importance;
 
 /// How kernels are grouped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GroupingKind {
     /// Contiguous groups of the importance order (the paper's).
@@ -189,4 +189,12 @@ impl Layout {
         }
         b
     }
+}
+
+impl crate::choice::Choice for GroupingKind {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (GroupingKind::Importance, "importance", "contiguous groups of the importance order (the paper's)"),
+        (GroupingKind::Random, "random", "contiguous groups of a random order (ablation)"),
+        (GroupingKind::None, "none", "one bit per kernel (ablation)"),
+    ];
 }

@@ -7,7 +7,7 @@ use crate::patch::calibration::Calibration;
 use crate::patch::logistic::sigmoid;
 
 /// Which rule combines the weak model and the module.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RuleKind {
     /// The paper's: the module's TC logit, min-max calibrated on the TC's training images,
@@ -16,16 +16,6 @@ pub enum RuleKind {
     /// Beyond the paper: a logistic model of "is the TC" over the weak model's log-softmax and
     /// the module's TC logit, fitted on the validation split, thresholded for overall accuracy.
     Calibrated,
-}
-
-impl RuleKind {
-    /// Lower-case name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RuleKind::Paper => "paper",
-            RuleKind::Calibrated => "calibrated",
-        }
-    }
 }
 
 /// A fitted rule (in `patch.json`, tagged by `kind`).
@@ -69,4 +59,19 @@ pub fn softmax(row: &[f32]) -> Vec<f32> {
     let exp: Vec<f32> = row.iter().map(|v| (v - max).exp()).collect();
     let sum: f32 = exp.iter().sum();
     exp.iter().map(|e| e / sum).collect()
+}
+
+impl crate::choice::Choice for RuleKind {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            RuleKind::Paper,
+            "paper",
+            "the paper's: the module's TC logit, min-max calibrated on the TC's training images, replaces the weak model's TC probability",
+        ),
+        (
+            RuleKind::Calibrated,
+            "calibrated",
+            "a logistic model over the weak log-softmax and the module's TC logit, fitted on validation, thresholded for overall accuracy",
+        ),
+    ];
 }

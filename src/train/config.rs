@@ -11,7 +11,7 @@ use crate::model::zoo::ArchSpec;
 use crate::train::schedule::StepSchedule;
 
 /// The paper's training recipes (SPEC §2, §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Recipe {
     /// SGD, Nesterov momentum 0.9, weight decay 1e-4, LR x0.1 at 30% and 60% of the epochs,
@@ -131,4 +131,24 @@ impl TrainConfig {
             limits: self.limits,
         }
     }
+}
+
+impl crate::choice::Choice for Recipe {
+    const ALL: &'static [(Self, &'static str, &'static str)] = &[
+        (
+            Recipe::Strong,
+            "strong",
+            "SGD, Nesterov momentum 0.9, weight decay 1e-4, LR x0.1 at 30% and 60% of the epochs, augmentation; keeps the best-validation checkpoint",
+        ),
+        (
+            Recipe::Simple,
+            "simple",
+            "for overly simple weak models: SGD, momentum 0.9, weight decay 1e-4, constant LR, augmentation; keeps the best-validation checkpoint",
+        ),
+        (
+            Recipe::PoorFit,
+            "poor-fit",
+            "the full architecture without dropout, plain SGD, no weight decay, no augmentation; keeps the checkpoints `pick` takes the overfitting and underfitting models from",
+        ),
+    ];
 }
