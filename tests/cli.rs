@@ -88,7 +88,7 @@ fn patch_then_eval_the_patched_model_and_experiment_errors() {
     use cnnsplitter::Model;
     use cnnsplitter::data::presets::DataSelection;
     use cnnsplitter::engine::burn::BurnEngine;
-    use cnnsplitter::train::evaluate::logits;
+    use cnnsplitter::eval::logits;
 
     let dir = tempfile::tempdir().unwrap();
     let p = |name: &str| dir.path().join(name).to_string_lossy().into_owned();

@@ -14,12 +14,13 @@ use cnnsplitter::Model;
 use cnnsplitter::decode::{decode, random_keep_masks};
 use cnnsplitter::engine::Engine;
 use cnnsplitter::engine::ort::{OrtEngine, environment};
-use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
+use cnnsplitter::eval::metrics::argmax_rows;
+use cnnsplitter::export::composite::to_onnx_composed;
 use cnnsplitter::export::onnx::{export, write_file};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::patch::calibrated::CalibratedRule;
+use cnnsplitter::patch::export::to_onnx_patched;
 use cnnsplitter::patch::{Calibration, PatchSpec, PatchedModel, Rule, patched_scores};
-use cnnsplitter::train::metrics::argmax_rows;
 use common::*;
 
 fn ort_engine() -> Option<OrtEngine> {

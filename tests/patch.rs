@@ -16,6 +16,8 @@ use cnnsplitter::data::ImageSet;
 use cnnsplitter::data::mix::DataSplits;
 use cnnsplitter::data::pipeline::Normalization;
 use cnnsplitter::engine::burn::BurnEngine;
+use cnnsplitter::eval::logits;
+use cnnsplitter::eval::metrics::{Metrics, argmax_rows};
 use cnnsplitter::model::description::ModelDescription;
 use cnnsplitter::model::weights::Weights;
 use cnnsplitter::patch::calibrated::{CalibratedRule, choose_threshold};
@@ -25,8 +27,6 @@ use cnnsplitter::patch::metrics::tc_metrics;
 use cnnsplitter::patch::{
     Calibration, Classifier, PatchReport, PatchRequest, PatchSpec, Rule, RuleKind, patch, patched_scores,
 };
-use cnnsplitter::train::evaluate::logits;
-use cnnsplitter::train::metrics::{Metrics, argmax_rows};
 
 /// A small deterministic generator for test inputs.
 fn lcg(seed: u64) -> impl FnMut(u64) -> u64 {

@@ -6,9 +6,10 @@ use anyhow::Result;
 use clap::Args;
 
 use cnnsplitter::artifact::Artifact;
-use cnnsplitter::export::composite::{to_onnx_composed, to_onnx_patched};
+use cnnsplitter::export::composite::to_onnx_composed;
 use cnnsplitter::export::onnx::{INPUT, OPSET, OUTPUT, to_onnx, write_file};
 use cnnsplitter::patch::PatchedModel;
+use cnnsplitter::patch::export::to_onnx_patched;
 
 #[derive(Args)]
 pub struct ExportArgs {

@@ -8,9 +8,9 @@ use clap::Args;
 use cnnsplitter::choice::Choice;
 use cnnsplitter::data::mix::Split;
 use cnnsplitter::engine::EngineChoice;
+use cnnsplitter::eval::metrics::{Metrics, argmax_rows};
 use cnnsplitter::patch::Classifier;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
-use cnnsplitter::train::metrics::{Metrics, argmax_rows};
 use cnnsplitter::train::pick::{Fit, pick};
 use cnnsplitter::train::trainer::{self, TrainReport};
 

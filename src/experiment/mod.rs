@@ -21,7 +21,7 @@ use crate::choice::Choice;
 use crate::data::presets::DataSelection;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::json::read_json;
+use crate::files::read_json;
 use crate::modularize::{self, GenerationObserver, ModularizeConfig, ModularizeDir, Summary};
 use crate::patch::{PatchReport, PatchRequest, patch};
 use crate::progress::Progress;
@@ -275,7 +275,7 @@ pub fn run(
             ));
         }
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        crate::model::write_atomic(&out.config(), text.as_bytes())?;
+        crate::files::write_atomic(&out.config(), text.as_bytes())?;
     }
     let threads = rayon::current_num_threads();
     let mut runner = Runner { config, dir: out, engine, progress, observer, stop_after, started: 0, threads };

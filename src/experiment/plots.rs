@@ -11,12 +11,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::choice::Choice;
 use crate::error::{Error, Result};
-use crate::experiment::report::Reports;
-use crate::model::write_atomic;
-use crate::modularize::search::GenerationRecord;
-use crate::progress::Progress;
+use crate::files::write_atomic;
 
 const SIZE: (u32, u32) = (900, 520);
 
@@ -32,7 +28,7 @@ const FONT_CANDIDATES: &[&str] = &[
 ];
 
 /// Registers a TrueType font as `sans-serif` once; `false` when none was found.
-fn font_ready() -> bool {
+pub fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
         let env = std::env::var_os("CNNSPLITTER_FONT").map(PathBuf::from);
@@ -182,50 +178,4 @@ pub fn line_chart(stem: &Path, title: &str, x_desc: &str, lines: &[Line]) -> Res
 /// A two-bar chart as `<stem>.svg` and `<stem>.png`.
 pub fn bar_chart(stem: &Path, title: &str, bars: &Bars) -> Result<()> {
     render(stem, |a| draw_bars(a, title, bars), |a| draw_bars(a, title, bars))
-}
-
-/// Every plot of `reports` into `dir`: `search_<model>` and `patch_<model>_<rule>`.
-pub fn write_all(reports: &Reports, dir: &Path, progress: &dyn Progress) -> Result<()> {
-    if !font_ready() {
-        progress.note("no TrueType font found for the plots (set CNNSPLITTER_FONT=/path/to/font.ttf); plots skipped");
-        return Ok(());
-    }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    for (model, log) in &reports.searches {
-        let text = std::fs::read_to_string(log).map_err(|e| Error::io(log, e))?;
-        let records: Vec<GenerationRecord> = text
-            .lines()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| serde_json::from_str(l).map_err(|e| Error::file(log, format!("has a bad line: {e}"))))
-            .collect::<Result<_>>()?;
-        let series = |label: &str, f: fn(&GenerationRecord) -> f64| Line {
-            label: label.to_string(),
-            points: records.iter().map(|r| ((r.generation + 1) as f64, f(r))).collect(),
-        };
-        let lines = [
-            series("best fitness", |r| r.best_fitness),
-            series("accuracy", |r| r.accuracy),
-            series("Diff", |r| r.diff),
-        ];
-        line_chart(&dir.join(format!("search_{model}")), &format!("{model}: the search"), "generation", &lines)?;
-    }
-    let mut models: Vec<&str> = reports.rq2.iter().map(|r| r.model.as_str()).collect();
-    models.dedup();
-    let rules = reports.rq2_rules();
-    for model in models {
-        for &rule in &rules {
-            let rows: Vec<_> = reports.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();
-            if rows.is_empty() {
-                continue;
-            }
-            let bars = Bars {
-                categories: rows.iter().map(|r| format!("TC {} {}", r.tc, r.kind.name())).collect(),
-                labels: ["weak".into(), "patched (gated)".into()],
-                values: rows.iter().map(|r| [r.weak.f1, r.patched.f1]).collect(),
-            };
-            let title = format!("{model}: TC F1, weak vs. patched ({} rule, gated)", rule.name());
-            bar_chart(&dir.join(format!("patch_{model}_{}", rule.name())), &title, &bars)?;
-        }
-    }
-    Ok(())
 }

@@ -1,21 +1,21 @@
 //! The experiment's tables, laid out like the paper's, as Markdown, JSON and CSV.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::choice::Choice;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::experiment::config::WeakKind;
 use crate::experiment::{ExperimentDir, plots};
-use crate::json::write_json;
-use crate::model::write_atomic;
+use crate::files::{read_jsonl, write_atomic, write_json};
 use crate::modularize::Summary;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
+use crate::modularize::search::GenerationRecord;
 use crate::patch::diagnostics::{Diagnostics, Interval, percentile_interval};
 use crate::patch::gate::SplitScore;
 use crate::patch::metrics::TcMetrics;
@@ -512,7 +512,7 @@ impl Reports {
             write_atomic(&root.join(format!("{name}.md")), (header + &markdown).as_bytes())?;
             write_atomic(&root.join(format!("{name}.csv")), csv.as_bytes())?;
         }
-        plots::write_all(self, &root.join("plots"), progress)
+        write_plots(self, &root.join("plots"), progress)
     }
 
     fn json(&self, name: &str) -> serde_json::Value {
@@ -585,4 +585,45 @@ fn quoted(field: &str) -> String {
     } else {
         field.to_string()
     }
+}
+
+/// Every plot of `reports` into `dir`: `search_<model>` and `patch_<model>_<rule>`.
+fn write_plots(reports: &Reports, dir: &Path, progress: &dyn Progress) -> Result<()> {
+    if !plots::font_ready() {
+        progress.note("no TrueType font found for the plots (set CNNSPLITTER_FONT=/path/to/font.ttf); plots skipped");
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for (model, log) in &reports.searches {
+        let records: Vec<GenerationRecord> = read_jsonl(log)?;
+        let series = |label: &str, f: fn(&GenerationRecord) -> f64| plots::Line {
+            label: label.to_string(),
+            points: records.iter().map(|r| ((r.generation + 1) as f64, f(r))).collect(),
+        };
+        let lines = [
+            series("best fitness", |r| r.best_fitness),
+            series("accuracy", |r| r.accuracy),
+            series("Diff", |r| r.diff),
+        ];
+        plots::line_chart(&dir.join(format!("search_{model}")), &format!("{model}: the search"), "generation", &lines)?;
+    }
+    let mut models: Vec<&str> = reports.rq2.iter().map(|r| r.model.as_str()).collect();
+    models.dedup();
+    let rules = reports.rq2_rules();
+    for model in models {
+        for &rule in &rules {
+            let rows: Vec<_> = reports.rq2.iter().filter(|r| r.model == model && r.rule == rule).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let bars = plots::Bars {
+                categories: rows.iter().map(|r| format!("TC {} {}", r.tc, r.kind.name())).collect(),
+                labels: ["weak".into(), "patched (gated)".into()],
+                values: rows.iter().map(|r| [r.weak.f1, r.patched.f1]).collect(),
+            };
+            let title = format!("{model}: TC F1, weak vs. patched ({} rule, gated)", rule.name());
+            plots::bar_chart(&dir.join(format!("patch_{model}_{}", rule.name())), &title, &bars)?;
+        }
+    }
+    Ok(())
 }

@@ -17,8 +17,9 @@ use onnx_protobuf::{
 };
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
+use crate::model::Model;
 use crate::model::description::{LayerKind, Source};
-use crate::model::{Model, write_atomic};
 
 /// The ONNX opset the exporter writes.
 pub const OPSET: i64 = 17;

@@ -5,11 +5,7 @@
 //! Channel and feature counts of inputs are not stored: they are inferred from the input shape
 //! (see [`crate::model::shape`]), so removing kernels only changes `out_channels` of convolutions.
 
-use std::path::Path;
-
 use serde::{Deserialize, Serialize};
-
-use crate::error::{Error, Result};
 
 /// A whole network: input shape, class count and layers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,27 +189,8 @@ impl ModelDescription {
         }
     }
 
-    /// Parses a description from JSON text and checks it (unique names, shapes, class count).
-    pub fn from_json(text: &str) -> Result<Self> {
-        let desc: ModelDescription =
-            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("invalid model description: {e}")))?;
-        desc.validate()?;
-        Ok(desc)
-    }
-
     /// Pretty JSON text of the description.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("a description always serializes")
-    }
-
-    /// Reads and checks a description JSON file.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        Self::from_json(&text).map_err(|e| e.in_file(path))
-    }
-
-    /// Checks names, layer parameters, shapes and the class count.
-    pub fn validate(&self) -> Result<()> {
-        crate::model::shape::infer_shapes(self).map(|_| ())
     }
 }

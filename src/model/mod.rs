@@ -9,9 +9,10 @@ pub mod shape;
 pub mod weights;
 pub mod zoo;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use description::ModelDescription;
 use weights::Weights;
 
@@ -68,15 +69,4 @@ impl Model {
         write_atomic(&dir.join(DESCRIPTION_FILE), self.description.to_json().as_bytes())?;
         Ok(())
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
 }

@@ -1,11 +1,35 @@
 //! Shape inference and checks: every layer's input and output shape for one image.
 
 use std::collections::HashSet;
+use std::path::Path;
 
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::model::description::{LayerKind, ModelDescription, Source};
+
+/// Checked descriptions: one is accepted only when its shapes infer (the checks live here, with
+/// the shape inference they run).
+impl ModelDescription {
+    /// Parses a description from JSON text and checks it (unique names, shapes, class count).
+    pub fn from_json(text: &str) -> Result<Self> {
+        let desc: ModelDescription =
+            serde_json::from_str(text).map_err(|e| Error::Invalid(format!("invalid model description: {e}")))?;
+        desc.validate()?;
+        Ok(desc)
+    }
+
+    /// Reads and checks a description JSON file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_json(&text).map_err(|e| e.in_file(path))
+    }
+
+    /// Checks names, layer parameters, shapes and the class count.
+    pub fn validate(&self) -> Result<()> {
+        infer_shapes(self).map(|_| ())
+    }
+}
 
 /// The shape of one image's activation between layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

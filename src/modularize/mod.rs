@@ -27,10 +27,11 @@ use crate::data::synthetic::mix_seed;
 use crate::decode::Decoder;
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
+use crate::eval::metrics::{self, argmax_rows};
+use crate::files::{read_json, write_json, write_jsonl};
 use crate::graph::channel_groups::ChannelGroups;
-use crate::json::{read_json, write_json};
+use crate::model::Model;
 use crate::model::count::count;
-use crate::model::{Model, write_atomic};
 use crate::progress::Progress;
 use bitset::Bits;
 use composition::{CompositionConfig, composed_accuracy};
@@ -321,9 +322,7 @@ pub fn run(
         progress.finish();
         observer.generation(&record, config.stop.generations);
         write_json(&out.state(), &state)?;
-        let log: String =
-            state.history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect();
-        write_atomic(&out.generations(), log.as_bytes())?;
+        write_jsonl(&out.generations(), &state.history)?;
         ran += 1;
     }
 
@@ -391,8 +390,7 @@ fn finish(
     let full = engine.prepare(model)?;
     let model_acc = |images: &[f32], set: &crate::data::ImageSet| -> Result<f64> {
         let logits = full.logits(images, set.len(), DEFAULT_BATCH)?;
-        let preds = crate::train::metrics::argmax_rows(&logits, n);
-        Ok(preds.iter().zip(&set.labels).filter(|(p, l)| p == l).count() as f64 / set.len().max(1) as f64)
+        Ok(metrics::accuracy(&set.labels, &argmax_rows(&logits, n)))
     };
     let sets: Vec<Bits> = genomes.iter().enumerate().map(|(c, g)| layout.kernel_set(c, g)).collect();
     let set_refs: Vec<&Bits> = sets.iter().collect();

@@ -7,9 +7,9 @@ use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::eval::logits;
 use crate::model::Model;
 use crate::patch::PatchedModel;
-use crate::train::evaluate::logits;
 
 /// Anything that scores images: a plain model or a patched one.
 #[derive(Debug, Clone)]

@@ -9,11 +9,11 @@ use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::json::{read_json, write_json};
+use crate::eval::logits;
+use crate::files::{read_json, write_json};
 use crate::model::Model;
 use crate::patch::gate::Gate;
 use crate::patch::rule::{Rule, softmax};
-use crate::train::evaluate::logits;
 
 /// The paths of a patched-model folder.
 ///

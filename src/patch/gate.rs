@@ -3,7 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::patch::metrics::{accuracy, tc_metrics};
+use crate::eval::metrics::accuracy;
+use crate::patch::metrics::tc_metrics;
 
 /// Accuracy over all classes, TC F1 and non-TC accuracy of some predictions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]

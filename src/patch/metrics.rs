@@ -35,9 +35,3 @@ pub fn tc_metrics(labels: &[u16], predictions: &[u16], tc: usize) -> TcMetrics {
     let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
     TcMetrics { precision, recall, f1, non_tc_accuracy: ratio(non_tc_right, non_tc) }
 }
-
-/// Accuracy of `predictions` against `labels` (0 when there are none).
-pub fn accuracy(labels: &[u16], predictions: &[u16]) -> f64 {
-    let right = labels.iter().zip(predictions).filter(|(l, p)| l == p).count();
-    if labels.is_empty() { 0.0 } else { right as f64 / labels.len() as f64 }
-}

@@ -15,6 +15,7 @@ pub mod calibrated;
 pub mod calibration;
 pub mod classifier;
 pub mod diagnostics;
+pub mod export;
 pub mod folder;
 pub mod gate;
 pub mod logistic;
@@ -29,18 +30,18 @@ use crate::data::ImageSet;
 use crate::data::mix::DataSplits;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::json::{read_json, write_json};
+use crate::eval::logits;
+use crate::eval::metrics::{accuracy, argmax_rows};
+use crate::files::{read_json, write_dir_atomic, write_json};
 use crate::model::Model;
 use crate::modularize::{ModularizeConfig, ModularizeDir};
-use crate::train::evaluate::logits;
-use crate::train::metrics::argmax_rows;
 use calibrated::{CalibratedRule, DEFAULT_L2, EVIDENCE_THRESHOLD, FOLDS, FitData};
 pub use calibration::Calibration;
 pub use classifier::Classifier;
 use diagnostics::{Diagnostics, auroc, diagnose};
 pub use folder::{PatchSpec, PatchedDir, PatchedModel, patched_scores, rule_scores};
 use gate::Gate;
-use metrics::{TcMetrics, accuracy, tc_metrics};
+use metrics::{TcMetrics, tc_metrics};
 pub use rule::{Rule, RuleKind};
 
 /// Seed of the calibrated rule's cross-validation folds.
@@ -358,16 +359,10 @@ pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out
     Ok(report)
 }
 
-/// Writes the patched folder and its report into a sibling temporary folder, then moves it into
-/// place; removes the temporary folder on an error.
+/// Writes the patched folder and its report, whole or not at all.
 fn write_folder(out: &Path, patched: &PatchedModel, report: &PatchReport) -> Result<()> {
-    let mut tmp = out.to_path_buf();
-    tmp.as_mut_os_string().push(".partial");
-    let _ = std::fs::remove_dir_all(&tmp);
-    let written = patched.save(&tmp).and_then(|_| write_json(&PatchedDir::new(&tmp).report(), report));
-    if let Err(e) = written.and_then(|_| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    Ok(())
+    write_dir_atomic(out, |tmp| {
+        patched.save(tmp)?;
+        write_json(&PatchedDir::new(tmp).report(), report)
+    })
 }

@@ -1,9 +1,7 @@
 //! Training: recipes (strong, simple, poor-fit), SGD, schedules, the resumable training loop
-//! with checkpoints, evaluation metrics, and picking the poor-fit checkpoints.
+//! with checkpoints, and picking the poor-fit checkpoints.
 
 pub mod config;
-pub mod evaluate;
-pub mod metrics;
 pub mod pick;
 pub mod run_dir;
 pub mod schedule;

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::model::{Model, write_atomic};
+use crate::files::write_json;
+use crate::model::Model;
 use crate::train::run_dir::RunDir;
 use crate::train::trainer::{load_state, underfit_epoch};
 
@@ -69,6 +70,6 @@ pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
         validation_accuracy: record.validation_accuracy,
     };
     model.save(out)?;
-    write_atomic(&pick_file(out), serde_json::to_string_pretty(&picked).expect("serializable").as_bytes())?;
+    write_json(&pick_file(out), &picked)?;
     Ok(picked)
 }

@@ -23,15 +23,15 @@ use crate::data::pipeline::{Augmentation, Batcher};
 use crate::data::synthetic::mix_seed;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::json::{read_json, write_json};
+use crate::eval::metrics::{Metrics, argmax_rows};
+use crate::eval::{check_fit, evaluate};
+use crate::files::{read_json, write_atomic, write_json, write_jsonl};
+use crate::model::Model;
 use crate::model::description::LayerKind;
 use crate::model::net::{Net, images_tensor, to_host_2d};
 use crate::model::weights::Weights;
-use crate::model::{Model, write_atomic};
 use crate::progress::Progress;
 use crate::train::config::TrainConfig;
-use crate::train::evaluate::{check_fit, evaluate};
-use crate::train::metrics::{Metrics, argmax_rows};
 use crate::train::run_dir::RunDir;
 use crate::train::sgd::{Sgd, SgdSettings};
 
@@ -87,7 +87,7 @@ pub struct TrainReport {
     /// Accuracy on the test split.
     pub test_accuracy: f64,
     /// Per-class precision / recall / F1 on the test split.
-    pub per_class: Vec<crate::train::metrics::ClassMetrics>,
+    pub per_class: Vec<crate::eval::metrics::ClassMetrics>,
     /// Full test metrics (with the confusion matrix).
     pub test: Metrics,
     /// Wall seconds of training (all sessions of the run).
@@ -287,9 +287,7 @@ impl Session<'_> {
             state.epochs_done = epoch + 1;
             state.history.push(record);
             save_checkpoint(run, &current, &sgd, &state)?;
-            let log: String =
-                state.history.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect();
-            write_atomic(&run.log(), log.as_bytes())?;
+            write_jsonl(&run.log(), &state.history)?;
         }
         if state.epochs_done < config.epochs {
             return Ok(None);

@@ -1,11 +1,14 @@
-//! Evaluation of a model on a split: predictions through an inference engine, then metrics.
+//! Evaluation, shared by training, modularization and patching: batched logits of a model on
+//! an image set through an inference engine, predictions (argmax) and metrics.
+
+pub mod metrics;
 
 use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
 use crate::model::Model;
-use crate::train::metrics::{Metrics, argmax_rows};
+use metrics::{Metrics, argmax_rows};
 
 /// Logits `[n, classes]` of `model` on every image of `set`, normalised with `normalization`
 /// (none for an empty set).

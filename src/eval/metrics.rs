@@ -79,3 +79,9 @@ pub fn argmax_rows(logits: &[f32], classes: usize) -> Vec<u16> {
         })
         .collect()
 }
+
+/// Accuracy of `predictions` against `labels` (0 when there are none).
+pub fn accuracy(labels: &[u16], predictions: &[u16]) -> f64 {
+    let right = labels.iter().zip(predictions).filter(|(l, p)| l == p).count();
+    if labels.is_empty() { 0.0 } else { right as f64 / labels.len() as f64 }
+}

@@ -1,0 +1,65 @@
+//! Files of run folders: atomic writes of files and whole folders, JSON and JSONL; every error
+//! names the file.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, Result};
+
+/// Writes `bytes` to `path` through a temporary sibling file (`<name>.partial`) renamed into
+/// place, so a reader never sees a half-written file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = PathBuf::from(path);
+    tmp.as_mut_os_string().push(".partial");
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Creates the folder `out` whole: `fill` writes into a temporary sibling folder
+/// (`<name>.partial`), which is then renamed to `out`; on an error the temporary folder is
+/// removed and nothing is left at `out`.
+pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut tmp = out.to_path_buf();
+    tmp.as_mut_os_string().push(".partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let written = fill(&tmp).and_then(|_| std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
+/// Writes `value` as pretty JSON to `path` (creating its folder) through a temporary file.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    write_atomic(path, serde_json::to_string_pretty(value).expect("serializable").as_bytes())
+}
+
+/// Writes `rows` as JSON Lines (one compact object per line) to `path`, atomically.
+pub fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<()> {
+    let text: String = rows.iter().map(|r| serde_json::to_string(r).expect("serializable") + "\n").collect();
+    write_atomic(path, text.as_bytes())
+}
+
+/// Reads a JSON Lines file written by [`write_jsonl`]; the error names the file and the line.
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::file(path, format!("line {}: {e}", i + 1))))
+        .collect()
+}
+
+/// Reads a JSON file written by [`write_json`]; the error names the file and what is wrong.
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_str(&text).map_err(|e| Error::file(path, format!("is not a valid file of this run: {e}")))
+}
