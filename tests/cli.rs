@@ -247,9 +247,21 @@ fn train_eval_and_pick_from_the_command_line() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("--resume"), "{stdout}");
-    let (ok, stdout, stderr) = cnnsplitter(&["train", "--resume", run_s]);
+    let log = dir.path().join("events.jsonl");
+    let (ok, stdout, stderr) = cnnsplitter(&["train", "--resume", run_s, "--log-json", log.to_str().unwrap()]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("test"), "{stdout}");
+    assert!(stderr.contains("epoch   3/3"), "the epoch event shows as a line: {stderr}");
+    // --log-json: the resumed session's epoch event, with the figures train.jsonl holds for it.
+    let events: Vec<serde_json::Value> =
+        std::fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let epochs: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "epoch_done").collect();
+    assert_eq!(epochs.len(), 1, "{events:?}");
+    assert_eq!(epochs[0]["epochs"], 3);
+    assert!(epochs[0]["at_s"].as_f64().is_some_and(|t| t >= 0.0));
+    let logged = std::fs::read_to_string(run.join("train.jsonl")).unwrap();
+    let third: serde_json::Value = serde_json::from_str(logged.lines().nth(2).unwrap()).unwrap();
+    assert_eq!(epochs[0]["record"], third);
     let (ok, stdout, stderr) = cnnsplitter(&["eval", run_s, "--dataset", toml, "--split", "val", "--json"]);
     assert!(ok, "{stderr}");
     let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();

@@ -19,8 +19,8 @@ use cnnsplitter::modularize::composition::{CompositionConfig, composed_accuracy,
 use cnnsplitter::modularize::ga::{GaConfig, Mutation, Preset, crossover, mutate};
 use cnnsplitter::modularize::grouping::GroupingConfig;
 use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
-use cnnsplitter::modularize::{GenerationObserver, ModularizeConfig, run};
-use cnnsplitter::progress::Silent;
+use cnnsplitter::modularize::{ModularizeConfig, run};
+use cnnsplitter::progress::{Event, Progress, Silent};
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
 use cnnsplitter::train::trainer;
 
@@ -186,11 +186,14 @@ fn config(model: &Path, data: &DataSelection, generations: usize) -> ModularizeC
     }
 }
 
+/// Keeps the generation records of the search's events.
 struct Collect(std::sync::Mutex<Vec<GenerationRecord>>);
 
-impl GenerationObserver for Collect {
-    fn generation(&self, r: &GenerationRecord, _: usize) {
-        self.0.lock().unwrap().push(r.clone());
+impl Progress for Collect {
+    fn event(&self, event: &Event<'_>) {
+        if let Event::GenerationDone { record, .. } = event {
+            self.0.lock().unwrap().push((*record).clone());
+        }
     }
 }
 
@@ -205,11 +208,13 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let engine = BurnEngine::default();
     let seen = Collect(Default::default());
     let a = tmp.path().join("a");
-    let summary = run(Some(config(&model_dir, &data, 5)), &a, &engine, None, &Silent, &seen).unwrap().unwrap();
+    let summary = run(Some(config(&model_dir, &data, 5)), &a, &engine, None, &seen).unwrap().unwrap();
 
     // With fixed weights and the best combination kept alive, the best never gets worse.
     let records = seen.0.lock().unwrap().clone();
     assert_eq!(records.len(), 5);
+    let logged: Vec<GenerationRecord> = cnnsplitter::files::read_jsonl(&a.join("search/generations.jsonl")).unwrap();
+    assert_eq!(records, logged, "the events carry what the search log holds");
     for w in records.windows(2) {
         let score = |r: &GenerationRecord| 0.9 * r.accuracy + 0.1 * r.diff;
         assert!(score(&w[1]) >= score(&w[0]) - 1e-12, "{:?} then {:?}", w[0], w[1]);
@@ -247,15 +252,11 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
 
     // Same seed, same modules; stopped after 2 generations and resumed, same modules too.
     let b = tmp.path().join("b");
-    run(Some(config(&model_dir, &data, 5)), &b, &engine, None, &Silent, &Collect(Default::default())).unwrap();
+    run(Some(config(&model_dir, &data, 5)), &b, &engine, None, &Silent).unwrap();
     assert_eq!(modules(&a, 5), modules(&b, 5));
     let c = tmp.path().join("c");
-    assert!(
-        run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent, &Collect(Default::default()))
-            .unwrap()
-            .is_none()
-    );
-    run(None, &c, &engine, None, &Silent, &Collect(Default::default())).unwrap().unwrap();
+    assert!(run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent).unwrap().is_none());
+    run(None, &c, &engine, None, &Silent).unwrap().unwrap();
     assert_eq!(modules(&a, 5), modules(&c, 5));
     let unit = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
     assert_eq!(unit(&a), unit(&c));

@@ -11,7 +11,6 @@ use cnnsplitter::experiment::config::ExperimentConfig;
 use cnnsplitter::experiment::{Rq, run};
 
 use super::experiment::print_reports;
-use super::modularize::Lines;
 use super::progress_bar::Bars;
 
 const DEMO: &str = include_str!("../../experiments/demo.toml");
@@ -44,7 +43,7 @@ pub fn run_demo(args: DemoArgs, threads: usize) -> Result<()> {
     let engine = super::engine(args.engine, threads)?;
     let bars = Bars::default();
     let reports =
-        run(Rq::Rq2, &config, &args.out, engine.as_ref(), None, &bars, &Lines)?.expect("the demo runs without a stop");
+        run(Rq::Rq2, &config, &args.out, engine.as_ref(), None, &bars)?.expect("the demo runs without a stop");
     print_reports(&reports, &args.out);
     println!("demo finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

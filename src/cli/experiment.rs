@@ -10,7 +10,6 @@ use cnnsplitter::experiment::config::ExperimentConfig;
 use cnnsplitter::experiment::report::Reports;
 use cnnsplitter::experiment::{Rq, run};
 
-use super::modularize::Lines;
 use super::progress_bar::Bars;
 
 #[derive(Args)]
@@ -38,7 +37,7 @@ pub fn run_cmd(args: ExperimentArgs, threads: usize) -> Result<()> {
     let config = ExperimentConfig::load(&args.config)?;
     let engine = super::engine(args.engine, threads)?;
     let bars = Bars::default();
-    match run(args.rq, &config, &args.out, engine.as_ref(), args.stop_after, &bars, &Lines)? {
+    match run(args.rq, &config, &args.out, engine.as_ref(), args.stop_after, &bars)? {
         None => println!(
             "stopped as asked; continue with the same command (finished stages in {} are kept)",
             args.out.display()

@@ -35,6 +35,10 @@ struct Cli {
     /// Compute threads (default: all cores).
     #[arg(long, global = true, value_name = "N")]
     threads: Option<usize>,
+    /// Also append every progress event (stages, epochs, generations, the sensitivity table,
+    /// notes) to FILE as JSON Lines, each with `event` (its kind) and `at_s` (seconds since start).
+    #[arg(long, global = true, value_name = "FILE")]
+    log_json: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -77,6 +81,9 @@ pub fn run() -> Result<()> {
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if let Some(path) = &cli.log_json {
+        progress_bar::log_events_to(path)?;
     }
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("could not start the thread pool")?;
     match cli.command {

@@ -9,8 +9,8 @@ use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::modularize::composition::CompositionConfig;
 use cnnsplitter::modularize::ga::{FitnessRule, GaConfig, InitKind, Mutation, Preset};
 use cnnsplitter::modularize::grouping::{GroupingConfig, GroupingKind};
-use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
-use cnnsplitter::modularize::{GenerationObserver, ModularizeConfig, run};
+use cnnsplitter::modularize::search::StopConfig;
+use cnnsplitter::modularize::{ModularizeConfig, run};
 
 use super::data::DataArgs;
 use super::progress_bar::Bars;
@@ -100,26 +100,6 @@ pub struct ModularizeArgs {
     resume: Option<PathBuf>,
 }
 
-/// Prints one line per generation.
-pub struct Lines;
-
-impl GenerationObserver for Lines {
-    fn generation(&self, r: &GenerationRecord, total: usize) {
-        eprintln!(
-            "generation {:>3}/{total}  fitness {:.4}  acc {:.4}  diff {:.4}  kernels {:.0}  survivors {}  runs {}  cached {}  {:.1} s",
-            r.generation + 1,
-            r.best_fitness,
-            r.accuracy,
-            r.diff,
-            r.kernels,
-            r.survivors,
-            r.forward_passes,
-            r.cache_hits,
-            r.seconds
-        );
-    }
-}
-
 fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
     let mut ga = GaConfig::preset(args.preset);
     if let Some(v) = args.population {
@@ -179,7 +159,7 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         (None, Some(model), Some(out)) => (Some(config(&args, model.clone())?), out.clone()),
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
-    let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars, &Lines)? else {
+    let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars)? else {
         println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
         return Ok(());
     };

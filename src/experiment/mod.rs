@@ -22,9 +22,9 @@ use crate::data::presets::DataSelection;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::files::read_json;
-use crate::modularize::{self, GenerationObserver, ModularizeConfig, ModularizeDir, Summary};
+use crate::modularize::{self, ModularizeConfig, ModularizeDir, Summary};
 use crate::patch::{PatchReport, PatchRequest, patch};
-use crate::progress::Progress;
+use crate::progress::{Event, Progress};
 use crate::train::config::{Recipe, TrainConfig};
 use crate::train::pick::{Fit, pick, pick_file};
 use crate::train::run_dir::RunDir;
@@ -53,7 +53,6 @@ struct Runner<'a> {
     dir: ExperimentDir,
     engine: &'a dyn Engine,
     progress: &'a dyn Progress,
-    observer: &'a dyn GenerationObserver,
     stop_after: Option<usize>,
     started: usize,
     threads: usize,
@@ -85,7 +84,7 @@ impl Runner<'_> {
             return Err(StepError::Stopped);
         }
         self.started += 1;
-        self.progress.note(&format!("== {label}"));
+        self.progress.event(&Event::Stage { label });
         work(self)?;
         Ok(())
     }
@@ -115,7 +114,7 @@ impl Runner<'_> {
     fn modularize(&mut self, label: &str, dir: &ModularizeDir, config: ModularizeConfig) -> Step<()> {
         self.stage(dir.summary().exists(), label, |r| {
             let config = if dir.config().exists() { None } else { Some(config) };
-            modularize::run(config, &dir.root, r.engine, None, r.progress, r.observer)?;
+            modularize::run(config, &dir.root, r.engine, None, r.progress)?;
             Ok(())
         })
     }
@@ -249,7 +248,6 @@ pub fn run(
     engine: &dyn Engine,
     stop_after: Option<usize>,
     progress: &dyn Progress,
-    observer: &dyn GenerationObserver,
 ) -> Result<Option<Reports>> {
     if rq == Rq::Rq2 && config.weak.is_none() {
         return Err(Error::Invalid(
@@ -278,7 +276,7 @@ pub fn run(
         crate::files::write_atomic(&out.config(), text.as_bytes())?;
     }
     let threads = rayon::current_num_threads();
-    let mut runner = Runner { config, dir: out, engine, progress, observer, stop_after, started: 0, threads };
+    let mut runner = Runner { config, dir: out, engine, progress, stop_after, started: 0, threads };
     match runner.run(rq) {
         Ok(()) => {}
         Err(StepError::Stopped) => return Ok(None),

@@ -32,7 +32,7 @@ use crate::files::{read_json, write_json, write_jsonl};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
 use crate::model::count::count;
-use crate::progress::Progress;
+use crate::progress::{Event, Progress};
 use bitset::Bits;
 use composition::{CompositionConfig, composed_accuracy};
 pub use dir::ModularizeDir;
@@ -40,7 +40,7 @@ use evaluator::Evaluator;
 use ga::{GaConfig, initial_population};
 use grouping::{GroupingConfig, Layout};
 use importance::Importance;
-use search::{GenerationRecord, SearchContext, SearchState, StopConfig, initial_state};
+use search::{SearchContext, SearchState, StopConfig, initial_state};
 use sensitivity::Sensitivity;
 
 /// Everything that decides a modularization run (saved as `config.json`).
@@ -198,12 +198,6 @@ pub struct KeepRecord {
     pub kept: Vec<(String, Vec<usize>)>,
 }
 
-/// Notified after every generation (for the command line's output).
-pub trait GenerationObserver {
-    /// A generation finished.
-    fn generation(&self, record: &GenerationRecord, total: usize);
-}
-
 /// Starts (`config` given) or resumes (`None`) the run in `dir`. With `stop_after = Some(g)` the
 /// session stops after g generations (as if killed) and returns `None`.
 pub fn run(
@@ -212,7 +206,6 @@ pub fn run(
     engine: &dyn Engine,
     stop_after: Option<usize>,
     progress: &dyn Progress,
-    observer: &dyn GenerationObserver,
 ) -> Result<Option<Summary>> {
     let out = ModularizeDir::new(dir);
     let config = match config {
@@ -285,7 +278,7 @@ pub fn run(
             config.sensitivity_threshold,
             progress,
         )?;
-        progress.note(&s.table());
+        progress.event(&Event::SensitivityTable { table: &s });
         write_json(&out.sensitivity(), &s)?;
         s
     };
@@ -320,7 +313,7 @@ pub fn run(
         progress.start(&format!("generation {}/{}", state.generation + 1, config.stop.generations), 0);
         let record = ctx.step(&mut state)?;
         progress.finish();
-        observer.generation(&record, config.stop.generations);
+        progress.event(&Event::GenerationDone { generations: config.stop.generations, record: &record });
         write_json(&out.state(), &state)?;
         write_jsonl(&out.generations(), &state.history)?;
         ran += 1;

@@ -30,7 +30,7 @@ use crate::model::Model;
 use crate::model::description::LayerKind;
 use crate::model::net::{Net, images_tensor, to_host_2d};
 use crate::model::weights::Weights;
-use crate::progress::Progress;
+use crate::progress::{Event, Progress};
 use crate::train::config::TrainConfig;
 use crate::train::run_dir::RunDir;
 use crate::train::sgd::{Sgd, SgdSettings};
@@ -262,17 +262,7 @@ impl Session<'_> {
                 seconds: started.elapsed().as_secs_f64(),
                 images_per_s: seen as f64 / train_s,
             };
-            progress.note(&format!(
-                "epoch {:>3}/{}  lr {:.4}  loss {:.4}  train acc {:.4}  val acc {:.4}  {:.0} img/s  {:.1} s",
-                record.epoch,
-                config.epochs,
-                record.lr,
-                record.loss,
-                record.train_accuracy,
-                record.validation_accuracy,
-                record.images_per_s,
-                record.seconds
-            ));
+            progress.event(&Event::EpochDone { epochs: config.epochs, record: &record });
             let current = net.to_model()?;
             if record.validation_accuracy > state.best_validation || state.best_epoch == 0 {
                 state.best_validation = record.validation_accuracy;
