@@ -1,5 +1,5 @@
 //! Decode (kernel removal): a description, its weights and one keep-mask per channel group give
-//! a physically smaller model with sliced weights (SPEC §5.8).
+//! a physically smaller model with sliced weights (paper section 3.3.2).
 //!
 //! For each cuttable group ([`ChannelGroups`]) the kept channels are selected, in their original
 //! order, from the output rows of its producer convolutions, the BatchNorm parameters, the input

@@ -267,7 +267,7 @@ fn same_seed_gives_the_same_weights() {
     let c = Model::init("rescnn@0.25", [3, 32, 32], 10, 6).unwrap();
     assert_eq!(a, b);
     assert_ne!(a, c);
-    // Conv weights have the SPEC's spread: std = sqrt(2 / (9 · out)).
+    // Conv weights have the authors' code's spread: std = sqrt(2 / (9 · out)).
     let w = &a.weights.tensors["conv_4.weight"].data;
     let std = (w.iter().map(|v| (v * v) as f64).sum::<f64>() / w.len() as f64).sqrt();
     let want = (2.0 / (9.0 * 64.0f64)).sqrt();

@@ -24,224 +24,248 @@ pub struct BenchArgs {
 #[derive(Subcommand)]
 enum BenchMode {
     /// Images/s of eval-mode forward passes over one batch of random 3x32x32 images.
-    Infer {
-        /// Architecture, e.g. simcnn@0.25 or rescnn.
-        #[arg(long)]
-        arch: String,
-        /// Images per forward pass.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Timed runs (the median is reported) after 3 warm-up runs.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// Seed of the random weights and images.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print one JSON object (images_per_s, median_s, ...).
-        #[arg(long)]
-        json: bool,
-        /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-        #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
-        engine: EngineChoice,
-    },
+    Infer(InferArgs),
     /// Images/s of training steps (forward, backward, Nesterov SGD) on random 3x32x32 images.
-    Train {
-        /// Architecture, e.g. simcnn@0.25.
-        #[arg(long)]
-        arch: String,
-        /// Images per step.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Timed steps (the median is reported) after 2 warm-up steps.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// Seed of the random weights and images.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print one JSON object (images_per_s, median_s, ...).
-        #[arg(long)]
-        json: bool,
-    },
+    Train(TrainArgs),
     /// Per-layer times of burn forward passes (which layer shapes are slow), optionally of a
     /// decoded random sub-network.
-    Layers {
-        /// Architecture, e.g. simcnn@0.25 or rescnn.
-        #[arg(long)]
-        arch: String,
-        /// Images per forward pass.
-        #[arg(long, default_value_t = 256)]
-        batch: usize,
-        /// Share of each layer's kernels kept (1 = the full network).
-        #[arg(long, default_value_t = 1.0)]
-        keep: f64,
-        /// Timed runs (the median is reported) after 1 warm-up run.
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// Seed of the random weights, mask and images.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print a JSON array instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
+    Layers(LayersArgs),
     /// Images/s of the training input pipeline (shuffle, augment, normalise, batch), without a model.
-    Pipeline {
-        #[command(flatten)]
-        data: DataArgs,
-        /// Images per batch.
-        #[arg(long, default_value_t = 128)]
-        batch: usize,
-        /// Epochs to time.
-        #[arg(long, default_value_t = 2)]
-        epochs: usize,
-        /// Seed of shuffling and augmentation.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print one JSON object (images_per_s, load_s, ...).
-        #[arg(long)]
-        json: bool,
-    },
+    Pipeline(PipelineArgs),
     /// Seconds to run K decoded random sub-networks over V images each (one generation's
     /// forward work in the original genetic search).
-    Modules {
-        /// Architecture, e.g. simcnn@0.25 or rescnn.
-        #[arg(long)]
-        arch: String,
-        /// Number of sub-networks (K).
-        #[arg(long, default_value_t = 20)]
-        modules: usize,
-        /// Images per sub-network (V).
-        #[arg(long, default_value_t = 1000)]
-        images: usize,
-        /// Share of each layer's kernels kept (±10% per layer, at random).
-        #[arg(long, default_value_t = 0.5)]
-        keep: f64,
-        /// Twice the number of timed runs (as in the PyTorch reference: max(1, iters/2)).
-        #[arg(long, default_value_t = 5)]
-        iters: usize,
-        /// Sub-networks packed into one graph (one ONNX Runtime session); 1 = one session each.
-        #[arg(long, default_value_t = 1)]
-        pack: usize,
-        /// Seed of the random weights, masks and images.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Print one JSON object (median_s, module_images_per_s, ...).
-        #[arg(long)]
-        json: bool,
-        /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
-        #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
-        engine: EngineChoice,
-    },
+    Modules(ModulesArgs),
+}
+
+#[derive(Args)]
+struct InferArgs {
+    /// Architecture, e.g. simcnn@0.25 or rescnn.
+    #[arg(long)]
+    arch: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Timed runs (the median is reported) after 3 warm-up runs.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Seed of the random weights and images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (images_per_s, median_s, ...).
+    #[arg(long)]
+    json: bool,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
+    engine: EngineChoice,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Architecture, e.g. simcnn@0.25.
+    #[arg(long)]
+    arch: String,
+    /// Images per step.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Timed steps (the median is reported) after 2 warm-up steps.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Seed of the random weights and images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (images_per_s, median_s, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct LayersArgs {
+    /// Architecture, e.g. simcnn@0.25 or rescnn.
+    #[arg(long)]
+    arch: String,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Share of each layer's kernels kept (1 = the full network).
+    #[arg(long, default_value_t = 1.0)]
+    keep: f64,
+    /// Timed runs (the median is reported) after 1 warm-up run.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Seed of the random weights, mask and images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print a JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PipelineArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    batch: usize,
+    /// Epochs to time.
+    #[arg(long, default_value_t = 2)]
+    epochs: usize,
+    /// Seed of shuffling and augmentation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (images_per_s, load_s, ...).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct ModulesArgs {
+    /// Architecture, e.g. simcnn@0.25 or rescnn.
+    #[arg(long)]
+    arch: String,
+    /// Number of sub-networks (K).
+    #[arg(long, default_value_t = 20)]
+    modules: usize,
+    /// Images per sub-network (V).
+    #[arg(long, default_value_t = 1000)]
+    images: usize,
+    /// Share of each layer's kernels kept (±10% per layer, at random).
+    #[arg(long, default_value_t = 0.5)]
+    keep: f64,
+    /// Twice the number of timed runs (as in the PyTorch reference: max(1, iters/2)).
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Sub-networks packed into one graph (one ONNX Runtime session); 1 = one session each.
+    #[arg(long, default_value_t = 1)]
+    pack: usize,
+    /// Seed of the random weights, masks and images.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (median_s, module_images_per_s, ...).
+    #[arg(long)]
+    json: bool,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
+    engine: EngineChoice,
 }
 
 pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
     match args.mode {
-        BenchMode::Infer { arch, batch, iters, seed, json, engine } => {
-            anyhow::ensure!(batch > 0, "--batch must be at least 1");
-            let engine = super::engine(engine, threads)?;
-            let r = bench::infer(engine.as_ref(), &arch, batch, iters, threads, seed)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
-                    r.arch, r.engine, r.threads, r.batch, r.images_per_s, r.median_s, r.gflops
-                );
-            }
+        BenchMode::Infer(a) => infer(a, threads),
+        BenchMode::Train(a) => train(a, threads),
+        BenchMode::Layers(a) => layers(a, threads),
+        BenchMode::Pipeline(a) => pipeline(a, threads),
+        BenchMode::Modules(a) => modules(a, threads),
+    }
+}
+
+fn infer(args: InferArgs, threads: usize) -> Result<()> {
+    let InferArgs { arch, batch, iters, seed, json, engine } = args;
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let engine = super::engine(engine, threads)?;
+    let r = bench::infer(engine.as_ref(), &arch, batch, iters, threads, seed)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
+            r.arch, r.engine, r.threads, r.batch, r.images_per_s, r.median_s, r.gflops
+        );
+    }
+    Ok(())
+}
+
+fn train(args: TrainArgs, threads: usize) -> Result<()> {
+    let TrainArgs { arch, batch, iters, seed, json } = args;
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let r = bench::train(&arch, batch, iters, threads, seed)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} train on burn ({} threads, batch {}): {:.1} images/s, median step {:.4} s",
+            r.arch, r.threads, r.batch, r.images_per_s, r.median_s
+        );
+    }
+    Ok(())
+}
+
+fn layers(args: LayersArgs, threads: usize) -> Result<()> {
+    let LayersArgs { arch, batch, keep, iters, seed, json } = args;
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
+    let mut model = Model::init(&arch, [3, 32, 32], 10, seed)?;
+    if keep < 1.0 {
+        let groups = ChannelGroups::derive(&model.description)?;
+        let masks = random_keep_masks(&groups, keep, &mut ChaCha8Rng::seed_from_u64(seed));
+        model = decode(&model, &masks)?;
+    }
+    let times = bench::burn_layer_times(&model, batch, iters, seed)?;
+    if json {
+        println!("{}", serde_json::to_string(&times)?);
+    } else {
+        let total: f64 = times.iter().map(|t| t.median_s).sum();
+        println!("{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch", arch);
+        println!(
+            "{:<14} {:<12} {:>12} {:>12} {:>10} {:>7} {:>9}",
+            "layer", "type", "input", "output", "ms", "share", "GFLOP/s"
+        );
+        for t in &times {
+            let gflops = if t.gflops > 0.0 { format!("{:.1}", t.gflops) } else { String::new() };
+            println!(
+                "{:<14} {:<12} {:>12} {:>12} {:>10.2} {:>6.1}% {:>9}",
+                t.name,
+                t.kind,
+                t.input,
+                t.output,
+                t.median_s * 1e3,
+                100.0 * t.median_s / total,
+                gflops
+            );
         }
-        BenchMode::Train { arch, batch, iters, seed, json } => {
-            anyhow::ensure!(batch > 0, "--batch must be at least 1");
-            let r = bench::train(&arch, batch, iters, threads, seed)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "{} train on burn ({} threads, batch {}): {:.1} images/s, median step {:.4} s",
-                    r.arch, r.threads, r.batch, r.images_per_s, r.median_s
-                );
-            }
-        }
-        BenchMode::Layers { arch, batch, keep, iters, seed, json } => {
-            anyhow::ensure!(batch > 0, "--batch must be at least 1");
-            anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
-            let mut model = Model::init(&arch, [3, 32, 32], 10, seed)?;
-            if keep < 1.0 {
-                let groups = ChannelGroups::derive(&model.description)?;
-                let masks = random_keep_masks(&groups, keep, &mut ChaCha8Rng::seed_from_u64(seed));
-                model = decode(&model, &masks)?;
-            }
-            let times = bench::burn_layer_times(&model, batch, iters, seed)?;
-            if json {
-                println!("{}", serde_json::to_string(&times)?);
-            } else {
-                let total: f64 = times.iter().map(|t| t.median_s).sum();
-                println!("{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch", arch);
-                println!(
-                    "{:<14} {:<12} {:>12} {:>12} {:>10} {:>7} {:>9}",
-                    "layer", "type", "input", "output", "ms", "share", "GFLOP/s"
-                );
-                for t in &times {
-                    let gflops = if t.gflops > 0.0 { format!("{:.1}", t.gflops) } else { String::new() };
-                    println!(
-                        "{:<14} {:<12} {:>12} {:>12} {:>10.2} {:>6.1}% {:>9}",
-                        t.name,
-                        t.kind,
-                        t.input,
-                        t.output,
-                        t.median_s * 1e3,
-                        100.0 * t.median_s / total,
-                        gflops
-                    );
-                }
-            }
-        }
-        BenchMode::Pipeline { data, batch, epochs, seed, json } => {
-            anyhow::ensure!(batch > 0, "--batch must be at least 1");
-            let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "{}: loaded in {:.2} s; input pipeline {:.0} images/s ({} training images x {} epochs, batch {}, {} threads)",
-                    r.dataset, r.load_s, r.images_per_s, r.images, r.epochs, r.batch, r.threads
-                );
-            }
-        }
-        BenchMode::Modules { arch, modules, images, keep, iters, pack, seed, json, engine } => {
-            anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
-            anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
-            let engine = super::engine(engine, threads)?;
-            let r = bench::modules(
-                engine.as_ref(),
-                &arch,
-                modules,
-                images,
-                keep,
-                iters,
-                pack,
-                threads,
-                seed,
-                &Bars::default(),
-            )?;
-            if json {
-                println!("{}", serde_json::to_string(&r)?);
-            } else {
-                println!(
-                    "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \
-                     {:.1} module-images/s; mean MAC share {:.3}; building them took {:.3} s",
-                    r.arch,
-                    r.engine,
-                    r.threads,
-                    r.pack,
-                    r.modules,
-                    r.images,
-                    r.median_s,
-                    r.module_images_per_s,
-                    r.mean_mac_share,
-                    r.prepare_s
-                );
-            }
-        }
+    }
+    Ok(())
+}
+
+fn pipeline(args: PipelineArgs, threads: usize) -> Result<()> {
+    let PipelineArgs { data, batch, epochs, seed, json } = args;
+    anyhow::ensure!(batch > 0, "--batch must be at least 1");
+    let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{}: loaded in {:.2} s; input pipeline {:.0} images/s ({} training images x {} epochs, batch {}, {} threads)",
+            r.dataset, r.load_s, r.images_per_s, r.images, r.epochs, r.batch, r.threads
+        );
+    }
+    Ok(())
+}
+
+fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
+    let ModulesArgs { arch, modules, images, keep, iters, pack, seed, json, engine } = args;
+    anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
+    anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
+    let engine = super::engine(engine, threads)?;
+    let r =
+        bench::modules(engine.as_ref(), &arch, modules, images, keep, iters, pack, threads, seed, &Bars::default())?;
+    if json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        println!(
+            "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \
+             {:.1} module-images/s; mean MAC share {:.3}; building them took {:.3} s",
+            r.arch,
+            r.engine,
+            r.threads,
+            r.pack,
+            r.modules,
+            r.images,
+            r.median_s,
+            r.module_images_per_s,
+            r.mean_mac_share,
+            r.prepare_s
+        );
     }
     Ok(())
 }

@@ -223,52 +223,89 @@ fn text(bytes: &[u8]) -> Result<Item> {
 
 /// Parses a pickle and returns its top-level value.
 pub fn load(bytes: &[u8]) -> Result<Value> {
-    let mut r = Reader { bytes, pos: 0 };
-    let mut stack: Vec<Item> = Vec::new();
-    let mut memo: HashMap<usize, Item> = HashMap::new();
-    let pop = |stack: &mut Vec<Item>| stack.pop().ok_or_else(|| bad("stack underflow"));
-    let pop_mark = |stack: &mut Vec<Item>| -> Result<Vec<Item>> {
-        let m = stack.iter().rposition(|i| matches!(i, Item::Mark)).ok_or_else(|| bad("missing MARK"))?;
-        let items = stack.split_off(m + 1);
-        stack.pop();
-        Ok(items)
-    };
-    let set_memo = |memo: &mut HashMap<usize, Item>, idx: usize, item: Item| -> Result<()> {
-        memo.insert(idx, item);
-        Ok(())
-    };
+    let mut m = Machine { r: Reader { bytes, pos: 0 }, stack: Vec::new(), memo: HashMap::new() };
     loop {
-        let op = r.u8()?;
+        let op = m.r.u8()?;
+        if op == b'.' {
+            // STOP
+            return resolve(&m.pop()?, 0);
+        }
+        m.step(op)?;
+    }
+}
+
+/// The pickle machine: the opcode stream, the stack and the memo.
+struct Machine<'a> {
+    r: Reader<'a>,
+    stack: Vec<Item>,
+    memo: HashMap<usize, Item>,
+}
+
+impl Machine<'_> {
+    fn pop(&mut self) -> Result<Item> {
+        self.stack.pop().ok_or_else(|| bad("stack underflow"))
+    }
+
+    fn top(&self) -> Result<Item> {
+        self.stack.last().cloned().ok_or_else(|| bad("stack underflow"))
+    }
+
+    /// The items above the topmost MARK, with the MARK removed.
+    fn pop_mark(&mut self) -> Result<Vec<Item>> {
+        let m = self.stack.iter().rposition(|i| matches!(i, Item::Mark)).ok_or_else(|| bad("missing MARK"))?;
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+
+    /// Runs one opcode (any but STOP).
+    fn step(&mut self, op: u8) -> Result<()> {
+        if let Some(item) = self.constant(op)? {
+            self.stack.push(item);
+            return Ok(());
+        }
         match op {
             0x80 => {
-                r.u8()?; // PROTO
+                self.r.u8()?; // PROTO
             }
             0x95 => {
-                r.take(8)?; // FRAME
+                self.r.take(8)?; // FRAME
             }
-            b'.' => {
-                let top = pop(&mut stack)?;
-                return resolve(&top, 0);
+            b'(' => self.stack.push(Item::Mark),
+            b'0' => {
+                self.pop()?;
             }
-            b'(' => stack.push(Item::Mark),
-            b'}' => stack.push(Item::Dict(Rc::new(RefCell::new(Vec::new())))),
-            b']' => stack.push(Item::List(Rc::new(RefCell::new(Vec::new())))),
-            b')' => stack.push(Item::Tuple(Rc::new(Vec::new()))),
-            b'N' => stack.push(leaf(Value::None)),
-            0x88 => stack.push(leaf(Value::Bool(true))),
-            0x89 => stack.push(leaf(Value::Bool(false))),
-            b'K' => {
-                let v = r.u8()?;
-                stack.push(leaf(Value::Int(v as i64)))
+            b'2' => {
+                let top = self.top()?;
+                self.stack.push(top)
             }
-            b'M' => {
-                let v = u16::from_le_bytes(r.take(2)?.try_into().expect("2 bytes"));
-                stack.push(leaf(Value::Int(v as i64)))
+            b'1' => {
+                self.pop_mark()?;
             }
-            b'J' => {
-                let v = i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes"));
-                stack.push(leaf(Value::Int(v as i64)))
+            b'q' | b'r' | b'p' | 0x94 | b'h' | b'j' | b'g' => self.memo_op(op)?,
+            b'a' | b'e' | b's' | b'u' | b'l' | b'd' | b't' | 0x85..=0x87 => self.container_op(op)?,
+            b'c' | 0x93 | b'R' | 0x81 | b'b' => self.object_op(op)?,
+            other => {
+                return Err(bad(format!("unsupported opcode 0x{other:02x} at offset {}", self.r.pos - 1)));
             }
+        }
+        Ok(())
+    }
+
+    /// The value an opcode that pushes a constant (read from the stream) pushes; `None` for any
+    /// other opcode.
+    fn constant(&mut self, op: u8) -> Result<Option<Item>> {
+        let r = &mut self.r;
+        let item = match op {
+            b'}' => Item::Dict(Rc::new(RefCell::new(Vec::new()))),
+            b']' => Item::List(Rc::new(RefCell::new(Vec::new()))),
+            b')' => Item::Tuple(Rc::new(Vec::new())),
+            b'N' => leaf(Value::None),
+            0x88 => leaf(Value::Bool(true)),
+            0x89 => leaf(Value::Bool(false)),
+            b'K' => leaf(Value::Int(r.u8()? as i64)),
+            b'M' => leaf(Value::Int(u16::from_le_bytes(r.take(2)?.try_into().expect("2 bytes")) as i64)),
+            b'J' => leaf(Value::Int(i32::from_le_bytes(r.take(4)?.try_into().expect("4 bytes")) as i64)),
             0x8a | 0x8b => {
                 let n = if op == 0x8a { r.u8()? as usize } else { r.u32()? };
                 let b = r.take(n)?;
@@ -280,102 +317,103 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 if n > 0 && b[n - 1] & 0x80 != 0 {
                     buf[n..].fill(0xff);
                 }
-                stack.push(leaf(Value::Int(i64::from_le_bytes(buf))))
+                leaf(Value::Int(i64::from_le_bytes(buf)))
             }
             b'I' | b'L' => {
                 let line = r.line()?.trim_end_matches('L');
-                let v = match line {
+                leaf(match line {
                     "00" => Value::Bool(false),
                     "01" => Value::Bool(true),
                     _ => Value::Int(line.parse().map_err(|_| bad(format!("bad integer `{line}`")))?),
-                };
-                stack.push(leaf(v))
+                })
             }
-            b'G' => {
-                let v = f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes"));
-                stack.push(leaf(Value::Float(v)))
-            }
+            b'G' => leaf(Value::Float(f64::from_be_bytes(r.take(8)?.try_into().expect("8 bytes")))),
             b'U' | b'C' => {
                 let n = r.u8()? as usize;
-                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+                leaf(Value::Bytes(r.take(n)?.to_vec()))
             }
             b'T' | b'B' => {
                 let n = r.u32()?;
-                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+                leaf(Value::Bytes(r.take(n)?.to_vec()))
             }
             0x8e => {
                 let n = r.u64()?;
-                stack.push(leaf(Value::Bytes(r.take(n)?.to_vec())))
+                leaf(Value::Bytes(r.take(n)?.to_vec()))
             }
             0x8c => {
                 let n = r.u8()? as usize;
-                stack.push(text(r.take(n)?)?)
+                text(r.take(n)?)?
             }
             b'X' => {
                 let n = r.u32()?;
-                stack.push(text(r.take(n)?)?)
+                text(r.take(n)?)?
             }
             0x8d => {
                 let n = r.u64()?;
-                stack.push(text(r.take(n)?)?)
+                text(r.take(n)?)?
             }
-            b'q' => {
-                let i = r.u8()? as usize;
-                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
-                set_memo(&mut memo, i, top)?
-            }
-            b'r' => {
-                let i = r.u32()?;
-                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
-                set_memo(&mut memo, i, top)?
-            }
-            b'p' => {
-                let i: usize = r.line()?.parse().map_err(|_| bad("bad PUT index"))?;
-                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
-                set_memo(&mut memo, i, top)?
-            }
-            0x94 => {
-                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
-                let i = memo.len();
-                set_memo(&mut memo, i, top)?
-            }
+            _ => return Ok(None),
+        };
+        Ok(Some(item))
+    }
+
+    /// PUT, BINPUT, LONG_BINPUT, MEMOIZE and the GETs.
+    fn memo_op(&mut self, op: u8) -> Result<()> {
+        match op {
             b'h' | b'j' | b'g' => {
                 let i = match op {
-                    b'h' => r.u8()? as usize,
-                    b'j' => r.u32()?,
-                    _ => r.line()?.parse().map_err(|_| bad("bad GET index"))?,
+                    b'h' => self.r.u8()? as usize,
+                    b'j' => self.r.u32()?,
+                    _ => self.r.line()?.parse().map_err(|_| bad("bad GET index"))?,
                 };
-                let item = memo.get(&i).cloned().ok_or_else(|| bad(format!("memo {i} is empty")))?;
-                stack.push(item)
+                let item = self.memo.get(&i).cloned().ok_or_else(|| bad(format!("memo {i} is empty")))?;
+                self.stack.push(item);
             }
+            _ => {
+                let i = match op {
+                    b'q' => self.r.u8()? as usize,
+                    b'r' => self.r.u32()?,
+                    b'p' => self.r.line()?.parse().map_err(|_| bad("bad PUT index"))?,
+                    _ => self.memo.len(), // MEMOIZE
+                };
+                let top = self.top()?;
+                self.memo.insert(i, top);
+            }
+        }
+        Ok(())
+    }
+
+    /// Building lists, dicts and tuples.
+    fn container_op(&mut self, op: u8) -> Result<()> {
+        match op {
             b'a' => {
-                let v = pop(&mut stack)?;
-                match stack.last() {
+                let v = self.pop()?;
+                match self.stack.last() {
                     Some(Item::List(l)) => l.borrow_mut().push(v),
                     _ => return Err(bad("APPEND without a list")),
                 }
             }
             b'e' => {
-                let items = pop_mark(&mut stack)?;
-                match stack.last() {
+                let items = self.pop_mark()?;
+                match self.stack.last() {
                     Some(Item::List(l)) => l.borrow_mut().extend(items),
                     _ => return Err(bad("APPENDS without a list")),
                 }
             }
             b's' => {
-                let v = pop(&mut stack)?;
-                let k = pop(&mut stack)?;
-                match stack.last() {
+                let v = self.pop()?;
+                let k = self.pop()?;
+                match self.stack.last() {
                     Some(Item::Dict(d)) => d.borrow_mut().push((k, v)),
                     _ => return Err(bad("SETITEM without a dict")),
                 }
             }
             b'u' => {
-                let items = pop_mark(&mut stack)?;
+                let items = self.pop_mark()?;
                 if items.len() % 2 != 0 {
                     return Err(bad("SETITEMS with an odd number of items"));
                 }
-                match stack.last() {
+                match self.stack.last() {
                     Some(Item::Dict(d)) => {
                         let mut d = d.borrow_mut();
                         let mut it = items.into_iter();
@@ -387,48 +425,56 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                 }
             }
             b'l' => {
-                let items = pop_mark(&mut stack)?;
-                stack.push(Item::List(Rc::new(RefCell::new(items))))
+                let items = self.pop_mark()?;
+                self.stack.push(Item::List(Rc::new(RefCell::new(items))))
             }
             b'd' => {
-                let items = pop_mark(&mut stack)?;
+                let items = self.pop_mark()?;
                 if items.len() % 2 != 0 {
                     return Err(bad("DICT with an odd number of items"));
                 }
                 let pairs = items.chunks(2).map(|c| (c[0].clone(), c[1].clone())).collect();
-                stack.push(Item::Dict(Rc::new(RefCell::new(pairs))))
+                self.stack.push(Item::Dict(Rc::new(RefCell::new(pairs))))
             }
             b't' => {
-                let items = pop_mark(&mut stack)?;
-                stack.push(Item::Tuple(Rc::new(items)))
+                let items = self.pop_mark()?;
+                self.stack.push(Item::Tuple(Rc::new(items)))
             }
-            0x85..=0x87 => {
+            _ => {
+                // TUPLE1..TUPLE3
                 let n = (op - 0x84) as usize;
-                if stack.len() < n {
+                if self.stack.len() < n {
                     return Err(bad("stack underflow"));
                 }
-                let items = stack.split_off(stack.len() - n);
+                let items = self.stack.split_off(self.stack.len() - n);
                 if items.iter().any(|i| matches!(i, Item::Mark)) {
                     return Err(bad("MARK inside a tuple"));
                 }
-                stack.push(Item::Tuple(Rc::new(items)))
+                self.stack.push(Item::Tuple(Rc::new(items)))
             }
+        }
+        Ok(())
+    }
+
+    /// GLOBAL, STACK_GLOBAL, REDUCE, NEWOBJ and BUILD.
+    fn object_op(&mut self, op: u8) -> Result<()> {
+        match op {
             b'c' => {
-                let module = r.line()?.to_string();
-                let name = r.line()?;
-                stack.push(Item::Global(format!("{module}.{name}").into()))
+                let module = self.r.line()?.to_string();
+                let name = self.r.line()?;
+                self.stack.push(Item::Global(format!("{module}.{name}").into()))
             }
             0x93 => {
-                let name = pop(&mut stack)?;
-                let module = pop(&mut stack)?;
+                let name = self.pop()?;
+                let module = self.pop()?;
                 match (resolve(&module, 0)?, resolve(&name, 0)?) {
-                    (Value::Text(m), Value::Text(n)) => stack.push(Item::Global(format!("{m}.{n}").into())),
+                    (Value::Text(m), Value::Text(n)) => self.stack.push(Item::Global(format!("{m}.{n}").into())),
                     _ => return Err(bad("STACK_GLOBAL needs two strings")),
                 }
             }
             b'R' | 0x81 => {
-                let args = pop(&mut stack)?;
-                let callable = pop(&mut stack)?;
+                let args = self.pop()?;
+                let callable = self.pop()?;
                 let Item::Tuple(args) = args else {
                     return Err(bad("call arguments are not a tuple"));
                 };
@@ -436,30 +482,19 @@ pub fn load(bytes: &[u8]) -> Result<Value> {
                     Item::Global(g) => g.to_string(),
                     _ => return Err(bad("call of something that is not a global")),
                 };
-                stack.push(reduce(class, args.to_vec())?)
+                self.stack.push(reduce(class, args.to_vec())?)
             }
-            b'b' => {
-                let state = pop(&mut stack)?;
-                match stack.last() {
+            _ => {
+                // BUILD
+                let state = self.pop()?;
+                match self.stack.last() {
                     Some(Item::Object(o)) => o.borrow_mut().state = Some(state),
                     Some(_) => {} // state of a plain value: ignored
                     None => return Err(bad("BUILD without an object")),
                 }
             }
-            b'0' => {
-                pop(&mut stack)?;
-            }
-            b'2' => {
-                let top = stack.last().cloned().ok_or_else(|| bad("stack underflow"))?;
-                stack.push(top)
-            }
-            b'1' => {
-                pop_mark(&mut stack)?;
-            }
-            other => {
-                return Err(bad(format!("unsupported opcode 0x{other:02x} at offset {}", r.pos - 1)));
-            }
         }
+        Ok(())
     }
 }
 

@@ -111,7 +111,7 @@ pub struct ModelConfig {
     pub poor_fit_arch: Option<String>,
 }
 
-/// Kinds of weak model (SPEC §2).
+/// Kinds of weak model (paper section 5.2: overly simple, underfitting, overfitting).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeakKind {

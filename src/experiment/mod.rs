@@ -1,4 +1,4 @@
-//! The paper's experiments end to end (SPEC §7): train the strong models (RQ1–RQ3), modularize
+//! The paper's experiments end to end (paper section 5): train the strong models (RQ1–RQ3), modularize
 //! them (RQ1, RQ2), train the weak models and patch them (RQ2), and the grouping ×
 //! initialisation ablation (RQ3); then the reports.
 //!

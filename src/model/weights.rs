@@ -119,7 +119,7 @@ impl Weights {
     }
 
     /// Fresh weights for `desc`, deterministic from `seed`: convolutions
-    /// `N(0, sqrt(2 / (kh·kw·out)))` with zero bias (SPEC §2), linear layers
+    /// `N(0, sqrt(2 / (kh·kw·out)))` with zero bias (as the authors' code initialises them), linear layers
     /// `U(±1/sqrt(in))` for weight and bias (PyTorch's default), BatchNorm scale 1 and shift 0.
     pub fn init(desc: &ModelDescription, seed: u64) -> Result<Self> {
         let shapes = infer_shapes(desc)?;

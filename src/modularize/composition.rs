@@ -1,4 +1,4 @@
-//! Composed models and the pruning-based search over them (SPEC §5.6-5.7).
+//! Composed models and the pruning-based search over them (paper section 3.3.3).
 //!
 //! A composed model CM takes one module per class; module n contributes its own logit, and the CM
 //! predicts the class whose module's logit is largest (the lowest class on ties). Evaluating all

@@ -1,4 +1,4 @@
-//! The genetic algorithm (SPEC §5.4-5.6): initial populations, fitness weights, selection,
+//! The genetic algorithm (paper sections 3.2 and 3.3.1): initial populations, fitness weights, selection,
 //! crossover and mutation, in the two presets the project offers.
 
 use rand::Rng;

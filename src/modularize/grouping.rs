@@ -1,4 +1,4 @@
-//! Kernel grouping (SPEC §5.2) and the genome layout: one bit per kernel group.
+//! Kernel grouping (paper section 3.1) and the genome layout: one bit per kernel group.
 //!
 //! Each channel group of the model (a *segment*: one layer, or the layers a residual add pairs)
 //! orders its kernels per class (by importance, at random, or — without grouping — by importance

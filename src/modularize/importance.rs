@@ -1,4 +1,4 @@
-//! Kernel importance per class (SPEC §5.1): for the training images of class n that the model
+//! Kernel importance per class (paper section 3.1): for the training images of class n that the model
 //! classifies with probability ≥ 0.9, the sum of each kernel's post-ReLU feature map (before
 //! pooling), averaged over those images.
 //!

@@ -1,4 +1,4 @@
-//! Modularization: split a trained N-class model into N per-class modules (SPEC §5).
+//! Modularization: split a trained N-class model into N per-class modules (paper section 3).
 //!
 //! Stages, each saved in the output folder and not redone on `--resume`: kernel importance
 //! (`importance.json`), layer sensitivity (`sensitivity.json`), the genetic search
@@ -208,23 +208,55 @@ pub fn run(
     progress: &dyn Progress,
 ) -> Result<Option<Summary>> {
     let out = ModularizeDir::new(dir);
-    let config = match config {
+    let config = open_config(config, &out)?;
+    let (model, data) = load_inputs(&config)?;
+    if !out.config().exists() {
+        write_json(&out.config(), &config)?;
+    }
+    let importance = importance_stage(&out, &config, &model, &data, progress)?;
+    let layout = Layout::new(&model.description, &importance, &config.grouping);
+    // Validation images: the search scores on the first `search_images`, the sensitivity table
+    // on the first `sensitivity_images`.
+    let val = &data.val;
+    let images = data.normalization.images(val);
+    let sensitivity = sensitivity_stage(&out, &config, &model, &layout, &images, &val.labels, engine, progress)?;
+    let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
+    let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
+    let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?;
+    let classes = model.description.classes;
+    let search = Search { out: &out, config: &config, layout: &layout, labels: &val.labels[..m], classes };
+    let Some(state) = search.run(&sensitive, &mut evaluator, stop_after, progress)? else {
+        return Ok(None);
+    };
+    // The modules of the best combination, and the summary.
+    let best = state.best.clone().ok_or_else(|| Error::Invalid("the search ran no generation".into()))?;
+    let summary = finish(&out, &model, &data, &layout, &best.genomes, &state, engine)?;
+    Ok(Some(summary))
+}
+
+/// The configuration of a new run (checked; `out` must hold no run) or of the run in `out`.
+fn open_config(config: Option<ModularizeConfig>, out: &ModularizeDir) -> Result<ModularizeConfig> {
+    match config {
         Some(c) => {
             if out.config().exists() {
                 return Err(Error::file(
-                    dir,
+                    &out.root,
                     "already holds a modularization run: resume it, or choose another output folder (`out`)",
                 ));
             }
             c.validate()?;
-            c
+            Ok(c)
         }
         None => {
             let c: ModularizeConfig = read_json(&out.config())?;
             c.validate().map_err(|e| Error::file(out.config(), e.to_string()))?;
-            c
+            Ok(c)
         }
-    };
+    }
+}
+
+/// The model to split and its data, checked against each other.
+fn load_inputs(config: &ModularizeConfig) -> Result<(Model, DataSplits)> {
     let model = crate::artifact::Artifact::open(&config.model)?.load_model()?;
     let data = config.data().load()?;
     if data.classes() != model.description.classes || data.shape() != model.description.input {
@@ -238,91 +270,118 @@ pub fn run(
             data.shape()
         )));
     }
-    if !out.config().exists() {
-        write_json(&out.config(), &config)?;
-    }
+    Ok((model, data))
+}
 
-    // Stage 1: kernel importance.
-    let importance = if out.importance().exists() {
-        Importance::load(&out.importance())?
-    } else {
-        let i = importance::compute(&model, &data.train, &data.normalization, config.confidence, progress)?;
-        write_json(&out.importance(), &i)?;
-        i
-    };
+/// Stage 1: kernel importance (read back when done).
+fn importance_stage(
+    out: &ModularizeDir,
+    config: &ModularizeConfig,
+    model: &Model,
+    data: &DataSplits,
+    progress: &dyn Progress,
+) -> Result<Importance> {
+    if out.importance().exists() {
+        return Importance::load(&out.importance());
+    }
+    let i = importance::compute(model, &data.train, &data.normalization, config.confidence, progress)?;
+    write_json(&out.importance(), &i)?;
+    Ok(i)
+}
+
+/// Stage 2: layer sensitivity on the first `sensitivity_images` of `images` (normalised
+/// validation images `[n, C, H, W]` with `labels`), read back when done.
+#[allow(clippy::too_many_arguments)]
+fn sensitivity_stage(
+    out: &ModularizeDir,
+    config: &ModularizeConfig,
+    model: &Model,
+    layout: &Layout,
+    images: &[f32],
+    labels: &[u16],
+    engine: &dyn Engine,
+    progress: &dyn Progress,
+) -> Result<Sensitivity> {
+    if out.sensitivity().exists() {
+        return read_json(&out.sensitivity());
+    }
     let groups = ChannelGroups::derive(&model.description)?;
-    let labels_of_segments: Vec<String> =
+    let segment_labels: Vec<String> =
         (0..groups.groups.len()).map(|g| groups.group_label(&model.description, g)).collect();
-    let layout = Layout::new(&model.description, &importance, &config.grouping);
+    let k = config.sensitivity_images.min(labels.len());
+    let per = images.len() / labels.len().max(1);
+    let mut evaluator = Evaluator::new(engine, model, layout, &images[..k * per], k)?;
+    let s = sensitivity::measure(
+        layout,
+        &segment_labels,
+        &mut evaluator,
+        &labels[..k],
+        model.description.classes,
+        config.sensitivity_threshold,
+        progress,
+    )?;
+    progress.event(&Event::SensitivityTable { table: &s });
+    write_json(&out.sensitivity(), &s)?;
+    Ok(s)
+}
 
-    // Validation images the search scores on.
-    let val = &data.val;
-    let all_images = data.normalization.images(val);
-    let per = val.image_size();
-    let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
-    let labels = &val.labels[..m];
-    let mut evaluator = Evaluator::new(engine, &model, &layout, &all_images[..m * per], m)?;
+/// Stage 3: the genetic search, saved after every generation.
+struct Search<'a> {
+    out: &'a ModularizeDir,
+    config: &'a ModularizeConfig,
+    layout: &'a Layout,
+    /// Labels of the images the evaluator scores on.
+    labels: &'a [u16],
+    /// Number of classes (one population each).
+    classes: usize,
+}
 
-    // Stage 2: layer sensitivity.
-    let sensitivity: Sensitivity = if out.sensitivity().exists() {
-        read_json(&out.sensitivity())?
-    } else {
-        let k = config.sensitivity_images.min(val.len());
-        let mut small = Evaluator::new(engine, &model, &layout, &all_images[..k * per], k)?;
-        let s = sensitivity::measure(
-            &layout,
-            &labels_of_segments,
-            &mut small,
-            &val.labels[..k],
-            model.description.classes,
-            config.sensitivity_threshold,
-            progress,
-        )?;
-        progress.event(&Event::SensitivityTable { table: &s });
-        write_json(&out.sensitivity(), &s)?;
-        s
-    };
-    let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
-
-    // Stage 3: the genetic search.
-    let n = model.description.classes;
-    let mut state: SearchState = if out.state().exists() {
-        read_json(&out.state())?
-    } else {
-        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed, u64::MAX - 1));
-        let pops = (0..n)
-            .map(|_| initial_population(&layout, &sensitive, config.ga.init, config.ga.population, &mut rng))
-            .collect();
-        initial_state(pops)
-    };
-    let mut ctx = SearchContext {
-        layout: &layout,
-        labels,
-        classes: n,
-        ga: &config.ga,
-        composition: &config.composition,
-        stop: &config.stop,
-        seed: config.seed,
-        evaluator: &mut evaluator,
-    };
-    let mut ran = 0;
-    while !state.finished {
-        if stop_after.is_some_and(|s| ran >= s) {
-            return Ok(None);
+impl Search<'_> {
+    /// Runs (or continues) the search until it finishes, or for `stop_after` generations of this
+    /// session (then `None`).
+    fn run(
+        &self,
+        sensitive: &[bool],
+        evaluator: &mut Evaluator<'_>,
+        stop_after: Option<usize>,
+        progress: &dyn Progress,
+    ) -> Result<Option<SearchState>> {
+        let (config, out) = (self.config, self.out);
+        let n = self.classes;
+        let mut state: SearchState = if out.state().exists() {
+            read_json(&out.state())?
+        } else {
+            let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed, u64::MAX - 1));
+            let pops = (0..n)
+                .map(|_| initial_population(self.layout, sensitive, config.ga.init, config.ga.population, &mut rng))
+                .collect();
+            initial_state(pops)
+        };
+        let mut ctx = SearchContext {
+            layout: self.layout,
+            labels: self.labels,
+            classes: n,
+            ga: &config.ga,
+            composition: &config.composition,
+            stop: &config.stop,
+            seed: config.seed,
+            evaluator,
+        };
+        let mut ran = 0;
+        while !state.finished {
+            if stop_after.is_some_and(|s| ran >= s) {
+                return Ok(None);
+            }
+            progress.start(&format!("generation {}/{}", state.generation + 1, config.stop.generations), 0);
+            let record = ctx.step(&mut state)?;
+            progress.finish();
+            progress.event(&Event::GenerationDone { generations: config.stop.generations, record: &record });
+            write_json(&out.state(), &state)?;
+            write_jsonl(&out.generations(), &state.history)?;
+            ran += 1;
         }
-        progress.start(&format!("generation {}/{}", state.generation + 1, config.stop.generations), 0);
-        let record = ctx.step(&mut state)?;
-        progress.finish();
-        progress.event(&Event::GenerationDone { generations: config.stop.generations, record: &record });
-        write_json(&out.state(), &state)?;
-        write_jsonl(&out.generations(), &state.history)?;
-        ran += 1;
+        Ok(Some(state))
     }
-
-    // Stage 4: the modules of the best combination, and the summary.
-    let best = state.best.clone().ok_or_else(|| Error::Invalid("the search ran no generation".into()))?;
-    let summary = finish(&out, &model, &data, &layout, &best.genomes, &state, engine)?;
-    Ok(Some(summary))
 }
 
 fn finish(

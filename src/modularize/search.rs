@@ -1,5 +1,5 @@
 //! The genetic search over modules: all N classes evolve in lock-step because the fitness of a
-//! module is the best fitness of a composed model it takes part in (SPEC §5.5-5.7).
+//! module is the best fitness of a composed model it takes part in (paper sections 3.2.2-3.3.3).
 //!
 //! Each generation: own-class logit vectors of every individual on the validation images (cached),
 //! the pruning-based composition search (with last generation's best combination forced alive),

@@ -1,4 +1,4 @@
-//! Layer sensitivity (SPEC §5.3): for each segment and drop ratio 10%..90%, the composed accuracy
+//! Layer sensitivity (paper section 3.2.1): for each segment and drop ratio 10%..90%, the composed accuracy
 //! of the N modules that drop that share of the segment's least important kernels (everything
 //! else kept). A segment is insensitive when dropping 90% loses at most `threshold` accuracy.
 

@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::zoo::ArchSpec;
 use crate::train::schedule::StepSchedule;
 
-/// The paper's training recipes (SPEC §2, §4).
+/// The paper's training recipes (paper section 5.2 and the authors' code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Recipe {

@@ -179,110 +179,142 @@ struct Session<'a> {
     engine: &'a dyn Engine,
 }
 
+/// What the epochs of one session work on.
+struct Training {
+    /// The network being trained (on the autodiff device).
+    net: Net,
+    sgd: Sgd,
+    batcher: Batcher,
+    /// Normalised validation images `[n, C, H, W]`.
+    val_images: Vec<f32>,
+    /// The autodiff device.
+    device: Device,
+}
+
 impl Session<'_> {
     fn run_epochs(
         &self,
         model: Model,
-        mut sgd: Sgd,
+        sgd: Sgd,
         mut state: TrainState,
         progress: &dyn Progress,
     ) -> Result<Option<TrainReport>> {
         let Session { config, run, data, stop_after, engine } = *self;
         check_fit(&model, &data.train)?;
         let device = Device::flex().autodiff();
-        let plain = Device::flex();
-        let mut net = Net::new(&model, &device)?;
-        let batcher = Batcher {
-            set: data.train.clone(),
-            batch_size: config.batch,
-            shuffle: true,
-            augmentation: config.augment.then(|| Augmentation::standard(data.digits)),
-            normalization: data.normalization.clone(),
-            seed: config.seed,
+        let mut training = Training {
+            net: Net::new(&model, &device)?,
+            sgd,
+            batcher: Batcher {
+                set: data.train.clone(),
+                batch_size: config.batch,
+                shuffle: true,
+                augmentation: config.augment.then(|| Augmentation::standard(data.digits)),
+                normalization: data.normalization.clone(),
+                seed: config.seed,
+            },
+            val_images: data.normalization.images(&data.val),
+            device,
         };
-        let val_images = data.normalization.images(&data.val);
-        let [c, h, w] = data.shape();
-        let loss_fn = CrossEntropyLossConfig::new().init(&device);
-        let classes = data.classes();
-
         let last_epoch = match stop_after {
             Some(n) => (state.epochs_done + n).min(config.epochs),
             None => config.epochs,
         };
         for epoch in state.epochs_done..last_epoch {
-            let started = Instant::now();
-            let lr = config.schedule.lr(epoch);
-            let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed ^ 0xD20F, epoch as u64));
-            progress.start(&format!("epoch {}/{}", epoch + 1, config.epochs), batcher.batches_per_epoch() as u64);
-            let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-            for (b, batch) in batcher.epoch(epoch as u64, 2).enumerate() {
-                let n = batch.len();
-                let x = images_tensor(&batch.images, [n, c, h, w], &device)?;
-                let targets: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
-                let y = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &device);
-                let logits = net.forward_train(x, &mut dropout_rng);
-                let loss = loss_fn.forward(logits.clone(), y);
-                let loss_value = loss.clone().into_scalar::<f32>() as f64;
-                if !loss_value.is_finite() {
-                    return Err(Error::Numeric(format!(
-                        "the loss became {loss_value} at epoch {} batch {}; training stopped. The last good \
-                     checkpoint (after epoch {}) is kept in {}: try a lower learning rate (`lr`)",
-                        epoch + 1,
-                        b + 1,
-                        state.epochs_done,
-                        run.root.display()
-                    )));
-                }
-                let predictions = argmax_rows(&to_host_2d(logits.inner()), classes);
-                correct += predictions.iter().zip(&batch.labels).filter(|(p, l)| p == l).count();
-                seen += n;
-                loss_sum += loss_value * n as f64;
-                let grads = loss.backward();
-                sgd.step(&mut net, &grads, lr);
-                progress.advance(1);
-                progress.status(&format!(
-                    "loss {:.4} acc {:.4} {:.0} img/s",
-                    loss_sum / seen as f64,
-                    correct as f64 / seen as f64,
-                    seen as f64 / started.elapsed().as_secs_f64()
-                ));
-            }
-            let train_s = started.elapsed().as_secs_f64();
-            let valid = net.valid();
-            let val_predictions = predict(&valid, &val_images, data.val.len(), [c, h, w], classes, &plain)?;
-            let val_metrics = Metrics::new(&data.val.labels, &val_predictions, &data.class_names);
-            progress.finish();
-
-            let record = EpochRecord {
-                epoch: epoch + 1,
-                lr,
-                loss: loss_sum / seen.max(1) as f64,
-                train_accuracy: correct as f64 / seen.max(1) as f64,
-                validation_accuracy: val_metrics.accuracy,
-                seconds: started.elapsed().as_secs_f64(),
-                images_per_s: seen as f64 / train_s,
-            };
+            let record = self.train_epoch(epoch, &mut training, state.epochs_done, progress)?;
             progress.event(&Event::EpochDone { epochs: config.epochs, record: &record });
-            let current = net.to_model()?;
-            if record.validation_accuracy > state.best_validation || state.best_epoch == 0 {
-                state.best_validation = record.validation_accuracy;
-                state.best_epoch = record.epoch;
-                current.save(&run.root)?;
-            }
-            if config.keep_epochs {
-                current.save(&run.epoch(record.epoch))?;
-                state.kept_epochs.push(record.epoch);
-                prune_epochs(run, &mut state, record.epoch)?;
-            }
-            state.epochs_done = epoch + 1;
-            state.history.push(record);
-            save_checkpoint(run, &current, &sgd, &state)?;
-            write_jsonl(&run.log(), &state.history)?;
+            self.keep_epoch(record, &training, &mut state)?;
         }
         if state.epochs_done < config.epochs {
             return Ok(None);
         }
         finish(config, run, data, &state, engine).map(Some)
+    }
+
+    /// Epoch `epoch` (0-based) over the training batches, then the validation accuracy; `done`
+    /// epochs are saved (named in the error of a diverging loss).
+    fn train_epoch(
+        &self,
+        epoch: usize,
+        training: &mut Training,
+        done: usize,
+        progress: &dyn Progress,
+    ) -> Result<EpochRecord> {
+        let Session { config, run, data, .. } = *self;
+        let Training { net, sgd, batcher, val_images, device } = training;
+        let [c, h, w] = data.shape();
+        let classes = data.classes();
+        let loss_fn = CrossEntropyLossConfig::new().init(device);
+        let started = Instant::now();
+        let lr = config.schedule.lr(epoch);
+        let mut dropout_rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed ^ 0xD20F, epoch as u64));
+        progress.start(&format!("epoch {}/{}", epoch + 1, config.epochs), batcher.batches_per_epoch() as u64);
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for (b, batch) in batcher.epoch(epoch as u64, 2).enumerate() {
+            let n = batch.len();
+            let x = images_tensor(&batch.images, [n, c, h, w], device)?;
+            let targets: Vec<i64> = batch.labels.iter().map(|&l| l as i64).collect();
+            let y = Tensor::<1, Int>::from_data(TensorData::new(targets, [n]), &*device);
+            let logits = net.forward_train(x, &mut dropout_rng);
+            let loss = loss_fn.forward(logits.clone(), y);
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            if !loss_value.is_finite() {
+                return Err(Error::Numeric(format!(
+                    "the loss became {loss_value} at epoch {} batch {}; training stopped. The last good \
+                     checkpoint (after epoch {done}) is kept in {}: try a lower learning rate (`lr`)",
+                    epoch + 1,
+                    b + 1,
+                    run.root.display()
+                )));
+            }
+            let predictions = argmax_rows(&to_host_2d(logits.inner()), classes);
+            correct += predictions.iter().zip(&batch.labels).filter(|(p, l)| p == l).count();
+            seen += n;
+            loss_sum += loss_value * n as f64;
+            let grads = loss.backward();
+            sgd.step(net, &grads, lr);
+            progress.advance(1);
+            progress.status(&format!(
+                "loss {:.4} acc {:.4} {:.0} img/s",
+                loss_sum / seen as f64,
+                correct as f64 / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64()
+            ));
+        }
+        let train_s = started.elapsed().as_secs_f64();
+        let val_predictions = predict(&net.valid(), val_images, data.val.len(), [c, h, w], classes, &Device::flex())?;
+        let val_metrics = Metrics::new(&data.val.labels, &val_predictions, &data.class_names);
+        progress.finish();
+        Ok(EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            validation_accuracy: val_metrics.accuracy,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_s: seen as f64 / train_s,
+        })
+    }
+
+    /// Keeps a finished epoch: the model when it is the best so far, its weights when the recipe
+    /// keeps every epoch (pruned to those `pick` can still want), the checkpoint and the log.
+    fn keep_epoch(&self, record: EpochRecord, training: &Training, state: &mut TrainState) -> Result<()> {
+        let Session { config, run, .. } = *self;
+        let current = training.net.to_model()?;
+        if record.validation_accuracy > state.best_validation || state.best_epoch == 0 {
+            state.best_validation = record.validation_accuracy;
+            state.best_epoch = record.epoch;
+            current.save(&run.root)?;
+        }
+        if config.keep_epochs {
+            current.save(&run.epoch(record.epoch))?;
+            state.kept_epochs.push(record.epoch);
+            prune_epochs(run, state, record.epoch)?;
+        }
+        state.epochs_done = record.epoch;
+        state.history.push(record);
+        save_checkpoint(run, &current, &training.sgd, state)?;
+        write_jsonl(&run.log(), &state.history)
     }
 }
 
