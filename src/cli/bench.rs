@@ -159,35 +159,39 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
     }
 }
 
+/// Prints `r` as one JSON object, or as the line `line` makes of it.
+fn report<T: serde::Serialize>(json: bool, r: &T, line: impl FnOnce(&T) -> String) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(r)?);
+    } else {
+        println!("{}", line(r));
+    }
+    Ok(())
+}
+
 fn infer(args: InferArgs, threads: usize) -> Result<()> {
     let InferArgs { arch, batch, iters, seed, json, engine } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let engine = super::engine(engine, threads)?;
     let r = bench::infer(engine.as_ref(), &arch, batch, iters, threads, seed)?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!(
+    report(json, &r, |r| {
+        format!(
             "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
             r.arch, r.engine, r.threads, r.batch, r.images_per_s, r.median_s, r.gflops
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 fn train(args: TrainArgs, threads: usize) -> Result<()> {
     let TrainArgs { arch, batch, iters, seed, json } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let r = bench::train(&arch, batch, iters, threads, seed)?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!(
+    report(json, &r, |r| {
+        format!(
             "{} train on burn ({} threads, batch {}): {:.1} images/s, median step {:.4} s",
             r.arch, r.threads, r.batch, r.images_per_s, r.median_s
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 fn layers(args: LayersArgs, threads: usize) -> Result<()> {
@@ -231,15 +235,12 @@ fn pipeline(args: PipelineArgs, threads: usize) -> Result<()> {
     let PipelineArgs { data, batch, epochs, seed, json } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!(
+    report(json, &r, |r| {
+        format!(
             "{}: loaded in {:.2} s; input pipeline {:.0} images/s ({} training images x {} epochs, batch {}, {} threads)",
             r.dataset, r.load_s, r.images_per_s, r.images, r.epochs, r.batch, r.threads
-        );
-    }
-    Ok(())
+        )
+    })
 }
 
 fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
@@ -249,12 +250,10 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
     let engine = super::engine(engine, threads)?;
     let r =
         bench::modules(engine.as_ref(), &arch, modules, images, keep, iters, pack, threads, seed, &Bars::default())?;
-    if json {
-        println!("{}", serde_json::to_string(&r)?);
-    } else {
-        println!(
+    report(json, &r, |r| {
+        format!(
             "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \
-             {:.1} module-images/s; mean MAC share {:.3}; building them took {:.3} s",
+         {:.1} module-images/s; mean MAC share {:.3}; building them took {:.3} s",
             r.arch,
             r.engine,
             r.threads,
@@ -265,7 +264,6 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
             r.module_images_per_s,
             r.mean_mac_share,
             r.prepare_s
-        );
-    }
-    Ok(())
+        )
+    })
 }
