@@ -1,5 +1,5 @@
-//! The paper's experiments end to end (paper section 5): train the strong models (RQ1–RQ3), modularize
-//! them (RQ1, RQ2), train the weak models and patch them (RQ2), and the grouping ×
+//! The paper's experiments end to end (paper section 5): train the strong models (RQ1–RQ3),
+//! modularize them (RQ1, RQ2), train the weak models and patch them (RQ2), and the grouping ×
 //! initialisation ablation (RQ3); then the reports.
 //!
 //! Every stage writes its own folder under the experiment folder and counts as done once its

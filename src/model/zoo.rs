@@ -1,4 +1,5 @@
-//! Named architectures (the models of the paper's section 5.2 and its authors' code), built as model descriptions.
+//! Named architectures (the models of the paper's section 5.2 and its authors' code), built as
+//! model descriptions.
 //!
 //! An architecture is named `NAME` or `NAME@WIDTH`, e.g. `simcnn@0.25`: every convolution and
 //! hidden fully connected width is multiplied by `WIDTH` (rounded half to even, at least 1, as the

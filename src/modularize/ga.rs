@@ -1,5 +1,5 @@
-//! The genetic algorithm (paper sections 3.2 and 3.3.1): initial populations, fitness weights, selection,
-//! crossover and mutation, in the two presets the project offers.
+//! The genetic algorithm (paper sections 3.2 and 3.3.1): initial populations, fitness weights,
+//! selection, crossover and mutation, in the two presets the project offers.
 
 use rand::Rng;
 use rand::seq::index::sample;
