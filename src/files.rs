@@ -9,15 +9,26 @@ use serde::de::DeserializeOwned;
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` through a temporary sibling file (`<name>.partial`) renamed into
-/// place, so a reader never sees a half-written file.
+/// place, so a reader never sees a half-written file; the temporary file is removed when the
+/// write fails (a full disk leaves nothing behind).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = PathBuf::from(path);
     tmp.as_mut_os_string().push(".partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
+    let written = write_synced(&tmp, bytes)
+        .map_err(|e| Error::io(&tmp, e))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
-        Error::io(path, e)
-    })
+    }
+    written
+}
+
+/// Writes `bytes` to a new file at `path` and flushes it to the disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
 }
 
 /// Creates the folder `out` whole: `fill` writes into a temporary sibling folder

@@ -276,3 +276,65 @@ fn train_eval_and_pick_from_the_command_line() {
     let (ok, _, stderr) = cnnsplitter(&["eval", run_s, "--dataset", "synthetic"]);
     assert!(!ok && stderr.contains("3 classes"), "{stderr}");
 }
+
+/// A closed standard output ends the command by SIGPIPE (or success), never a panic.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_is_not_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cnnsplitter"))
+        .args(["inspect", "simcnn"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    drop(child.stdout.take()); // the reader goes away before the first line is written
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(out.status.success() || out.status.signal() == Some(13), "{:?}: {stderr}", out.status);
+}
+
+/// init, pick, train, modularize and export refuse an existing output unless --force; with it,
+/// the output is replaced.
+#[test]
+fn existing_outputs_are_refused_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    let m_s = m.to_str().unwrap();
+    let init = |seed: &str, force: bool| {
+        let mut args = vec!["init", "--arch", "resnet8-bn@0.25", "--classes", "5", "--seed", seed, "--out", m_s];
+        if force {
+            args.push("--force");
+        }
+        cnnsplitter(&args)
+    };
+    let (ok, _, stderr) = init("7", false);
+    assert!(ok, "{stderr}");
+    let weights = std::fs::read(m.join("model.safetensors")).unwrap();
+    let (ok, _, stderr) = init("8", false);
+    assert!(!ok && stderr.contains("already exists") && stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read(m.join("model.safetensors")).unwrap(), weights, "untouched");
+    let (ok, _, stderr) = init("8", true);
+    assert!(ok, "{stderr}");
+    assert_ne!(std::fs::read(m.join("model.safetensors")).unwrap(), weights, "replaced with --force");
+
+    // train onto a model folder, pick and export onto existing outputs: refused, nothing changed.
+    let (ok, _, stderr) =
+        cnnsplitter(&["train", "--arch", "simcnn-weak@0.125", "--dataset", "synthetic", "--out", m_s]);
+    assert!(!ok && stderr.contains("already exists (a model folder"), "{stderr}");
+    let (ok, _, stderr) = cnnsplitter(&["pick", m_s, "--overfit", "--out", m_s]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    let onnx = dir.path().join("m.onnx");
+    std::fs::write(&onnx, b"mine").unwrap();
+    let (ok, _, stderr) = cnnsplitter(&["export", m_s, "--onnx", onnx.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("already exists (a file"), "{stderr}");
+    assert_eq!(std::fs::read(&onnx).unwrap(), b"mine");
+    let (ok, _, stderr) = cnnsplitter(&["export", m_s, "--onnx", onnx.to_str().unwrap(), "--force"]);
+    assert!(ok, "{stderr}");
+    assert_ne!(std::fs::read(&onnx).unwrap(), b"mine");
+    let (ok, _, stderr) = cnnsplitter(&["modularize", "--model", m_s, "--dataset", "synthetic", "--out", m_s]);
+    assert!(!ok && stderr.contains("already exists"), "{stderr}");
+    assert_ne!(std::fs::read(m.join("model.safetensors")).unwrap(), weights);
+}

@@ -473,3 +473,65 @@ fn search_images_all_is_written_as_null_and_old_configs_still_read() {
     let read: ModularizeConfig = serde_json::from_value(old).unwrap();
     assert_eq!(read.search_images, Some(usize::MAX));
 }
+
+/// A resumed modularization refuses stage files and a model that belong to another run, naming
+/// the file; none of them panics.
+#[test]
+fn resume_refuses_foreign_state_and_a_changed_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (model_dir, data) = small_trained_model(tmp.path());
+    let engine = BurnEngine::default();
+    let started = tmp.path().join("started");
+    assert!(run(Some(config(&model_dir, &data, 3)), &started, &engine, Some(1), &Silent).unwrap().is_none());
+    let copy = |name: &str| {
+        let to = tmp.path().join(name);
+        copy_tree(&started, &to);
+        to
+    };
+    let edit_json = |path: &Path, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
+    };
+    let resume_err = |dir: &Path| run(None, dir, &engine, None, &Silent).unwrap_err().to_string();
+
+    let importance = copy("importance");
+    edit_json(&importance.join("importance.json"), &|v| {
+        v["groups"].as_array_mut().unwrap().pop();
+    });
+    let err = resume_err(&importance);
+    assert!(err.contains("importance.json") && err.contains("another model"), "{err}");
+
+    let sensitivity = copy("sensitivity");
+    edit_json(&sensitivity.join("sensitivity.json"), &|v| {
+        v["segments"].as_array_mut().unwrap().pop();
+    });
+    let err = resume_err(&sensitivity);
+    assert!(err.contains("sensitivity.json") && err.contains("another model"), "{err}");
+
+    let state = copy("state");
+    edit_json(&state.join("search/state.json"), &|v| v["populations"][0] = serde_json::json!([]));
+    let err = resume_err(&state);
+    assert!(err.contains("state.json") && err.contains("non-empty populations"), "{err}");
+
+    // The model folder retrained with other weights after the run started.
+    let changed = copy("changed");
+    let other = common::random_model("simcnn-weak@0.25", [3, 32, 32], 5, 99);
+    other.save(&model_dir).unwrap();
+    let err = resume_err(&changed);
+    assert!(err.contains("has changed since the modularization"), "{err}");
+    assert!(err.contains(model_dir.to_str().unwrap()), "names the model: {err}");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

@@ -335,3 +335,78 @@ fn a_diverging_loss_is_a_numeric_error_that_names_the_epoch_and_keeps_the_run() 
     assert!(text.contains("the loss became") && text.contains("epoch") && text.contains("`lr`"), "{text}");
     assert!(out.join("config.json").is_file(), "the run folder stays for a resume with another setting");
 }
+
+/// The states a kill leaves during the checkpoint rotation and before the log is written: each
+/// resumes to what an uninterrupted run gives.
+#[test]
+fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path(), 300, "[0, 1, 2]");
+    let c = config("simcnn-weak@0.125", Recipe::Simple, &data, 3, Some(0.02));
+    let straight = tmp.path().join("straight");
+    trainer::start(c.clone(), &straight, None, &engine(), &Silent).unwrap().unwrap();
+    let log = |d: &Path| -> Vec<String> {
+        let text = std::fs::read_to_string(d.join("train.jsonl")).unwrap();
+        text.lines().map(|l| l.split("\"seconds\"").next().unwrap().to_string()).collect()
+    };
+    let checkpoint = |d: &Path| d.join("checkpoint");
+    // After epoch 1, a kill (a) between the two renames: only `last.partial`, complete; (b) with
+    // only `last.old` left; (c) after the checkpoint with the log one line short and a stale
+    // `last.old`.
+    type Kill = fn(&Path);
+    let kills: [(&str, Kill); 3] = [
+        ("between the renames", |ck| std::fs::rename(ck.join("last"), ck.join("last.partial")).unwrap()),
+        ("only last.old", |ck| std::fs::rename(ck.join("last"), ck.join("last.old")).unwrap()),
+        ("log short, stale old", |ck| {
+            copy_dir(&ck.join("last"), &ck.join("last.old"));
+            std::fs::write(ck.parent().unwrap().join("train.jsonl"), "").unwrap();
+        }),
+    ];
+    for (name, kill) in kills {
+        let run = tmp.path().join(name.replace(' ', "-"));
+        assert!(trainer::start(c.clone(), &run, Some(1), &engine(), &Silent).unwrap().is_none());
+        kill(&checkpoint(&run));
+        trainer::resume(&run, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
+        assert_eq!(load_state(&run).unwrap().epochs_done, 3, "{name}: resumed at epoch 2, not 1");
+        assert_eq!(weights_bytes(&run), weights_bytes(&straight), "{name}: best model");
+        assert_eq!(log(&run), log(&straight), "{name}: log");
+        let left: Vec<_> = std::fs::read_dir(checkpoint(&run)).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("last")], "{name}: no leftovers");
+    }
+    // Killed after the last checkpoint, before the log and the report: the log is whole again.
+    let done = tmp.path().join("done");
+    trainer::start(c, &done, None, &engine(), &Silent).unwrap().unwrap();
+    std::fs::remove_file(done.join("report.json")).unwrap();
+    let text = std::fs::read_to_string(done.join("train.jsonl")).unwrap();
+    std::fs::write(done.join("train.jsonl"), text.lines().take(2).map(|l| format!("{l}\n")).collect::<String>())
+        .unwrap();
+    trainer::resume(&done, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
+    assert_eq!(log(&done), log(&straight));
+    assert!(done.join("report.json").is_file());
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// `train --resume` refuses a checkpoint of another architecture (naming it) instead of
+/// continuing with it.
+#[test]
+fn resume_refuses_a_checkpoint_of_another_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path(), 200, "[0, 1, 2]");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    let narrow = config("simcnn-weak@0.125", Recipe::Simple, &data, 3, Some(0.02));
+    let wide = config("simcnn-weak@0.25", Recipe::Simple, &data, 3, Some(0.02));
+    assert!(trainer::start(narrow, &a, Some(1), &engine(), &Silent).unwrap().is_none());
+    assert!(trainer::start(wide, &b, Some(1), &engine(), &Silent).unwrap().is_none());
+    let last = a.join("checkpoint/last");
+    std::fs::remove_dir_all(&last).unwrap();
+    copy_dir(&b.join("checkpoint/last"), &last);
+    let err = trainer::resume(&a, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
+    assert!(err.contains("checkpoint/last") && err.contains("another architecture"), "{err}");
+}

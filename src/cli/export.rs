@@ -20,9 +20,13 @@ pub struct ExportArgs {
     /// ONNX file to write (input `input` [batch, C, H, W], output `logits` [batch, classes]).
     #[arg(long)]
     onnx: PathBuf,
+    /// Replace the --onnx file if it exists.
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
+    let out = super::NewOutput::check(&args.onnx, args.force)?;
     let (bytes, what, input, classes) = match Artifact::open(&args.model)? {
         Artifact::Patched(dir) => {
             let p = PatchedModel::load(&dir.root)?;
@@ -38,6 +42,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
             (to_onnx(&m)?, "model", m.description.input, m.description.classes)
         }
     };
+    out.clear()?;
     write_file(&bytes, &args.onnx)?;
     let [c, h, w] = input;
     println!(

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use cnnsplitter::model::import::import;
@@ -25,19 +25,21 @@ pub struct ImportArgs {
     /// Number of classes (default: the output count of the file's last linear layer).
     #[arg(long)]
     classes: Option<usize>,
-    /// Model folder to write; must not exist.
+    /// Model folder to write; must not exist (see --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists (it is deleted first).
+    #[arg(long)]
+    force: bool,
     /// Print every tensor's mapping.
     #[arg(long)]
     verbose: bool,
 }
 
 pub fn run(args: ImportArgs) -> Result<()> {
-    if args.out.exists() {
-        bail!("{} already exists: choose another --out or remove it", args.out.display());
-    }
+    let out = super::NewOutput::check(&args.out, args.force)?;
     let imported = import(&args.arch, args.input, args.classes, &args.weights)?;
+    out.clear()?;
     let renamed = imported.mapping.iter().filter(|(ours, theirs)| ours != theirs).count();
     if args.verbose {
         for (ours, theirs) in &imported.mapping {

@@ -24,13 +24,18 @@ pub struct InitArgs {
     /// Seed of the weight initialisation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Model folder to write (model.json + model.safetensors).
+    /// Model folder to write (model.json + model.safetensors); must not exist (see --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists (it is deleted first).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn run(args: InitArgs) -> Result<()> {
+    let out = super::NewOutput::check(&args.out, args.force)?;
     let model = Model::init(&args.arch, args.input, args.classes, args.seed)?;
+    out.clear()?;
     model.save(&args.out)?;
     let c = count(&model.description)?;
     println!(

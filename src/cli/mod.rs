@@ -103,6 +103,48 @@ pub fn run() -> Result<()> {
     }
 }
 
+/// An output a command is about to create: refused when something is already there, unless
+/// `--force` was given, in which case the old output is removed (by [`NewOutput::clear`], right
+/// before the command writes).
+pub struct NewOutput<'a> {
+    path: &'a std::path::Path,
+    force: bool,
+}
+
+impl<'a> NewOutput<'a> {
+    /// Checks `path` (before any work): an error naming what is there unless `force`.
+    pub fn check(path: &'a std::path::Path, force: bool) -> Result<Self> {
+        if path.symlink_metadata().is_ok() && !force {
+            let what = match cnnsplitter::artifact::Artifact::open(path) {
+                Ok(cnnsplitter::artifact::Artifact::TrainingRun(_)) => {
+                    "a training run; continue it with `train --resume`, or".to_string()
+                }
+                Ok(cnnsplitter::artifact::Artifact::Modularization(_)) => {
+                    "a modularization; continue it with `modularize --resume`, or".to_string()
+                }
+                Ok(a) => format!("a {} folder;", a.kind()),
+                Err(_) if path.is_dir() => "a folder;".into(),
+                Err(_) => "a file;".into(),
+            };
+            bail!("{} already exists ({what} choose another output, or add --force to replace it)", path.display());
+        }
+        Ok(NewOutput { path, force })
+    }
+
+    /// Removes the old output when `--force` was given (call right before writing).
+    pub fn clear(&self) -> Result<()> {
+        if self.force && self.path.symlink_metadata().is_ok() {
+            let removed = if self.path.is_dir() && !self.path.is_symlink() {
+                std::fs::remove_dir_all(self.path)
+            } else {
+                std::fs::remove_file(self.path)
+            };
+            removed.with_context(|| format!("cannot remove {} to replace it", self.path.display()))?;
+        }
+        Ok(())
+    }
+}
+
 /// Parses an image shape written `CxHxW`, e.g. `3x32x32`.
 pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
     let parts: Vec<&str> = text.split('x').collect();

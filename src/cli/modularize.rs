@@ -95,6 +95,9 @@ pub struct ModularizeArgs {
     /// Output folder (modules, tables, search log, summary.json).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
+    /// Replace --out if it exists (it is deleted first).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Continue the run in this folder.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["model", "out"])]
     resume: Option<PathBuf>,
@@ -156,7 +159,13 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
     let bars = Bars::default();
     let (cfg, dir) = match (&args.resume, &args.model, &args.out) {
         (Some(dir), _, _) => (None, dir.clone()),
-        (None, Some(model), Some(out)) => (Some(config(&args, model.clone())?), out.clone()),
+        (None, Some(model), Some(out)) => {
+            let output = super::NewOutput::check(out, args.force)?;
+            let config = config(&args, model.clone())?;
+            config.validate()?;
+            output.clear()?;
+            (Some(config), out.clone())
+        }
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
     let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars)? else {

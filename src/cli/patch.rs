@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use clap::Args;
 
 use cnnsplitter::data::presets::DataSelection;
@@ -55,9 +55,13 @@ pub struct PatchArgs {
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
     #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
-    /// Folder for the patched model (runnable by `eval`) and report.json; must not exist.
+    /// Folder for the patched model (runnable by `eval`) and report.json; must not exist (see
+    /// --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists (it is deleted before patching starts).
+    #[arg(long)]
+    force: bool,
 }
 
 fn parse_mapping(text: &str) -> Result<(usize, usize), String> {
@@ -66,6 +70,7 @@ fn parse_mapping(text: &str) -> Result<(usize, usize), String> {
 }
 
 pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
+    let out = super::NewOutput::check(&args.out, args.force)?;
     let (tc_weak, tc_strong) = args.tc;
     let mut selection = DataSelection {
         dataset: args.dataset.clone(),
@@ -78,9 +83,7 @@ pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
     }
     let data = selection.load()?;
     let engine = super::engine(args.engine, threads)?;
-    if args.out.exists() {
-        bail!("{} already exists: choose another --out or remove it", args.out.display());
-    }
+    out.clear()?;
     let request = PatchRequest {
         weak: &args.weak,
         module: &args.module,

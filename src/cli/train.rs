@@ -42,9 +42,13 @@ pub struct TrainArgs {
     /// Seed of weights, data order, augmentation and dropout.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Run folder to write (model, train.jsonl, report.json, checkpoints).
+    /// Run folder to write (model, train.jsonl, report.json, checkpoints); must not exist (see
+    /// --force).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
+    /// Replace --out if it exists (it is deleted first).
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Engine of the final evaluation: auto (ONNX Runtime when found, else burn), burn or ort.
     #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
@@ -62,8 +66,10 @@ pub fn train(args: TrainArgs, threads: usize) -> Result<()> {
     let (report, dir): (Option<TrainReport>, PathBuf) = match (args.resume, args.arch, args.out) {
         (Some(dir), _, _) => (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir),
         (None, Some(arch), Some(out)) => {
+            let output = super::NewOutput::check(&out, args.force)?;
             let overrides = Overrides { epochs: args.epochs, lr: args.lr, batch: args.batch };
             let config = TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, threads)?;
+            output.clear()?;
             (trainer::start(config, &out, args.stop_after, engine.as_ref(), &bars)?, out)
         }
         _ => bail!("give --arch and --out for a new run, or --resume RUN_DIR"),
@@ -160,13 +166,17 @@ pub struct PickArgs {
     /// The model of half the best-validation epoch.
     #[arg(long)]
     underfit: bool,
-    /// Model folder to write.
+    /// Model folder to write; must not exist (see --force).
     #[arg(long)]
     out: PathBuf,
+    /// Replace --out if it exists (it is deleted first).
+    #[arg(long)]
+    force: bool,
 }
 
 pub fn pick_cmd(args: PickArgs) -> Result<()> {
     let fit = if args.overfit { Fit::Overfit } else { Fit::Underfit };
+    super::NewOutput::check(&args.out, args.force)?.clear()?;
     let p = pick(&args.run, fit, &args.out)?;
     println!(
         "picked the {} model: epoch {} (best validation epoch {}), train accuracy {:.4}, validation accuracy {:.4}; written to {}",

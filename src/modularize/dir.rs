@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! DIR/config.json              the run's configuration (ModularizeConfig)
+//! DIR/source.json              the model it splits: path and digest of its files
 //! DIR/importance.json          kernel importance
 //! DIR/sensitivity.json         layer sensitivity
 //! DIR/search/state.json        the search after its last generation
@@ -37,6 +38,10 @@ impl ModularizeDir {
     /// `config.json`.
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
+    }
+    /// `source.json`: the model the run was started from ([`crate::modularize::ModelSource`]).
+    pub fn source(&self) -> PathBuf {
+        self.root.join("source.json")
     }
     /// `importance.json`.
     pub fn importance(&self) -> PathBuf {

@@ -56,6 +56,29 @@ impl Importance {
         order
     }
 
+    /// Checks that the table fits `groups` of a model with `classes` classes (one entry per
+    /// group, class and channel, all finite): a table from another model is refused.
+    pub fn check(&self, groups: &ChannelGroups, classes: usize) -> std::result::Result<(), String> {
+        if self.groups.len() != groups.groups.len() {
+            return Err(format!(
+                "has {} channel groups, but the model has {}: it belongs to another model",
+                self.groups.len(),
+                groups.groups.len()
+            ));
+        }
+        for (g, (table, group)) in self.groups.iter().zip(&groups.groups).enumerate() {
+            if table.per_class.len() != classes
+                || table.per_class.iter().any(|row| row.len() != group.width || row.iter().any(|v| !v.is_finite()))
+            {
+                return Err(format!(
+                    "group {g} does not hold {classes} classes x {} finite values: it belongs to another model",
+                    group.width
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Reads `importance.json`.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

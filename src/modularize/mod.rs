@@ -213,6 +213,7 @@ pub fn run(
     if !out.config().exists() {
         write_json(&out.config(), &config)?;
     }
+    check_source(&out, &config)?;
     let importance = importance_stage(&out, &config, &model, &data, progress)?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
     // Validation images: the search scores on the first `search_images`, the sensitivity table
@@ -255,6 +256,52 @@ fn open_config(config: Option<ModularizeConfig>, out: &ModularizeDir) -> Result<
     }
 }
 
+/// The model a modularization splits, recorded when it starts (`source.json`) and checked on
+/// every resume: a model folder changed since (retrained, replaced) is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSource {
+    /// The model folder.
+    pub model: PathBuf,
+    /// MD5 of `model.json` followed by `model.safetensors`.
+    pub digest: String,
+}
+
+impl ModelSource {
+    /// The source record of the model in `dir`.
+    pub fn of(dir: &Path) -> Result<Self> {
+        use md5::{Digest, Md5};
+        let mut hasher = Md5::new();
+        for file in [crate::model::DESCRIPTION_FILE, crate::model::WEIGHTS_FILE] {
+            let path = dir.join(file);
+            hasher.update(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
+        }
+        Ok(ModelSource { model: dir.to_path_buf(), digest: format!("{:x}", hasher.finalize()) })
+    }
+}
+
+/// Records the model a new run splits, or checks that a resumed run's model is the one it
+/// started from (runs started before `source.json` existed are recorded now).
+fn check_source(out: &ModularizeDir, config: &ModularizeConfig) -> Result<()> {
+    let now = ModelSource::of(&config.model)?;
+    if out.source().exists() {
+        let recorded: ModelSource = read_json(&out.source())?;
+        if recorded.digest != now.digest {
+            return Err(Error::file(
+                &config.model,
+                format!(
+                    "has changed since the modularization in {} started (its files' digest was {}, is {}): \
+                     resume only with the model it started from, or start a new run",
+                    out.root.display(),
+                    recorded.digest,
+                    now.digest
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    write_json(&out.source(), &now)
+}
+
 /// The model to split and its data, checked against each other.
 fn load_inputs(config: &ModularizeConfig) -> Result<(Model, DataSplits)> {
     let model = crate::artifact::Artifact::open(&config.model)?.load_model()?;
@@ -282,7 +329,10 @@ fn importance_stage(
     progress: &dyn Progress,
 ) -> Result<Importance> {
     if out.importance().exists() {
-        return Importance::load(&out.importance());
+        let i = Importance::load(&out.importance())?;
+        let groups = ChannelGroups::derive(&model.description)?;
+        i.check(&groups, model.description.classes).map_err(|m| Error::file(out.importance(), m))?;
+        return Ok(i);
     }
     let i = importance::compute(model, &data.train, &data.normalization, config.confidence, progress)?;
     write_json(&out.importance(), &i)?;
@@ -303,7 +353,9 @@ fn sensitivity_stage(
     progress: &dyn Progress,
 ) -> Result<Sensitivity> {
     if out.sensitivity().exists() {
-        return read_json(&out.sensitivity());
+        let s: Sensitivity = read_json(&out.sensitivity())?;
+        s.check(layout).map_err(|m| Error::file(out.sensitivity(), m))?;
+        return Ok(s);
     }
     let groups = ChannelGroups::derive(&model.description)?;
     let segment_labels: Vec<String> =
@@ -349,7 +401,11 @@ impl Search<'_> {
         let (config, out) = (self.config, self.out);
         let n = self.classes;
         let mut state: SearchState = if out.state().exists() {
-            read_json(&out.state())?
+            let state: SearchState = read_json(&out.state())?;
+            state.check(n, self.layout.bits).map_err(|m| Error::file(out.state(), m))?;
+            // The log may be a line short (a kill after the state, before the log).
+            write_jsonl(&out.generations(), &state.history)?;
+            state
         } else {
             let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(config.seed, u64::MAX - 1));
             let pops = (0..n)

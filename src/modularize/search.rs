@@ -103,6 +103,25 @@ pub struct SearchState {
     pub finished: bool,
 }
 
+impl SearchState {
+    /// Checks that the state fits `classes` classes and genomes of `bits` bits (non-empty
+    /// populations, every genome and the best combination of that length): a state from another
+    /// model or grouping is refused.
+    pub fn check(&self, classes: usize, bits: usize) -> std::result::Result<(), String> {
+        let genomes_fit = |g: &[Bits]| g.iter().all(|b| b.len() == bits);
+        if self.populations.len() != classes || self.populations.iter().any(|p| p.is_empty() || !genomes_fit(p)) {
+            return Err(format!(
+                "does not hold {classes} non-empty populations of {bits}-bit genomes: it belongs to another \
+                 model or grouping"
+            ));
+        }
+        if self.best.as_ref().is_some_and(|b| b.genomes.len() != classes || !genomes_fit(&b.genomes)) {
+            return Err(format!("its best combination is not {classes} genomes of {bits} bits"));
+        }
+        Ok(())
+    }
+}
+
 /// What the search needs from its surroundings.
 pub struct SearchContext<'a, 'e> {
     /// Genome layout.

@@ -1,6 +1,7 @@
-//! Layer sensitivity (paper section 3.2.1): for each segment and drop ratio 10%..90%, the composed accuracy
-//! of the N modules that drop that share of the segment's least important kernels (everything
-//! else kept). A segment is insensitive when dropping 90% loses at most `threshold` accuracy.
+//! Layer sensitivity (paper section 3.2.1): for each segment and drop ratio 10%..90%, the
+//! composed accuracy of the N modules that drop that share of the segment's least important
+//! kernels (everything else kept). A segment is insensitive when dropping 90% loses at most
+//! `threshold` accuracy.
 
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,22 @@ pub fn measure(
 }
 
 impl Sensitivity {
+    /// Checks that the table has one row per segment of `layout`, each with one accuracy per
+    /// drop ratio: a table from another model is refused.
+    pub fn check(&self, layout: &Layout) -> std::result::Result<(), String> {
+        if self.segments.len() != layout.segments.len()
+            || self.segments.iter().any(|r| r.accuracy.len() != RATIOS.len())
+        {
+            return Err(format!(
+                "has {} segments, but the model has {} (with {} drop ratios each): it belongs to another model",
+                self.segments.len(),
+                layout.segments.len(),
+                RATIOS.len()
+            ));
+        }
+        Ok(())
+    }
+
     /// The table as text: one row per segment, one column per drop ratio.
     pub fn table(&self) -> String {
         let mut out = format!("{:<24}", "segment \\ drop");

@@ -152,18 +152,69 @@ pub fn resume(
         ));
     }
     let data = config.data().load()?;
+    recover_checkpoint(&run)?;
     let last = run.last();
     let (model, sgd, state) = if last.state().exists() {
         let model = Model::load(&last.root)?;
+        let fresh = initial_model(&config, &data)?;
+        if model.description != fresh.description {
+            return Err(Error::file(
+                &last.root,
+                format!(
+                    "holds a model of another architecture than this run's (`{}` on {}): the checkpoint \
+                     belongs to another run; start a new run instead",
+                    config.arch, data.name
+                ),
+            ));
+        }
         let mut sgd = Sgd::new(settings(&config));
         let buffers = Weights::load(&last.optimizer())?;
+        for (name, t) in &buffers.tensors {
+            // Same name and size (burn holds linear weights transposed).
+            if model.weights.tensors.get(name).is_none_or(|w| w.data.len() != t.data.len()) {
+                return Err(Error::file(
+                    last.optimizer(),
+                    format!("holds momentum for `{name}` {:?}, which the checkpoint's model does not have", t.shape),
+                ));
+            }
+        }
         sgd.restore(&buffers.tensors, &Device::flex());
         (model, sgd, read_json::<TrainState>(&last.state())?)
     } else {
         (initial_model(&config, &data)?, Sgd::new(settings(&config)), TrainState::default())
     };
+    // The log may be a line short (a kill after the checkpoint, before the log): rewrite it from
+    // the checkpoint.
+    write_jsonl(&run.log(), &state.history)?;
     let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
     session.run_epochs(model, sgd, state, progress)
+}
+
+/// Brings `checkpoint/` back to one complete `last` after a kill at any point of the rotation
+/// in [`save_checkpoint`] (`last.partial` written whole, `last` renamed to `last.old`,
+/// `last.partial` renamed to `last`, `last.old` removed): a complete `last` wins, else a complete
+/// `last.partial` (killed between the renames), else `last.old`; the leftovers are removed.
+pub fn recover_checkpoint(run: &RunDir) -> Result<()> {
+    let last = run.last();
+    let (partial, old) = (last.sibling("partial"), last.sibling("old"));
+    // `state.json` is written last: a folder that holds it is complete.
+    if !last.state().exists() {
+        for candidate in [&partial, &old] {
+            if candidate.state().exists() {
+                if last.root.exists() {
+                    std::fs::remove_dir_all(&last.root).map_err(|e| Error::io(&last.root, e))?;
+                }
+                std::fs::rename(&candidate.root, &last.root).map_err(|e| Error::io(&last.root, e))?;
+                break;
+            }
+        }
+    }
+    for leftover in [&partial, &old] {
+        if leftover.root.exists() {
+            std::fs::remove_dir_all(&leftover.root).map_err(|e| Error::io(&leftover.root, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn settings(config: &TrainConfig) -> SgdSettings {
