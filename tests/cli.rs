@@ -338,3 +338,65 @@ fn existing_outputs_are_refused_unless_forced() {
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
     assert_ne!(std::fs::read(m.join("model.safetensors")).unwrap(), weights);
 }
+
+/// Meaningless numbers are refused up front with the setting's name, and nothing is written.
+#[test]
+fn meaningless_numbers_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m");
+    let (ok, _, stderr) =
+        cnnsplitter(&["init", "--arch", "simcnn-weak@0.125", "--classes", "10", "--out", m.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let out = dir.path().join("out");
+    let base = ["modularize", "--model", m.to_str().unwrap(), "--dataset", "synthetic", "--out", out.to_str().unwrap()];
+    for (flag, value, says) in [
+        ("--generations", "0", "`generations`"),
+        ("--search-images", "0", "`search_images`"),
+        ("--sensitivity-images", "0", "`sensitivity_images`"),
+        ("--alpha", "nan", "`alpha`"),
+        ("--confidence", "2", "`confidence`"),
+        ("--reset", "2", "`reset share`"),
+        ("--thresholds", "2,2", "`thresholds`"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend([flag, value]);
+        let (ok, _, stderr) = cnnsplitter(&args);
+        assert!(!ok && stderr.contains(says), "{flag} {value}: {stderr}");
+        assert!(!out.exists(), "{flag} {value}: nothing written");
+    }
+    let (ok, _, stderr) = cnnsplitter(&["inspect", "simcnn@1e20"]);
+    assert!(!ok && stderr.contains("width must lie in"), "{stderr}");
+    let (ok, _, stderr) = cnnsplitter(&["init", "--arch", "simcnn@100", "--out", out.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("width must lie in"), "{stderr}");
+    let too_many =
+        Command::new(env!("CARGO_BIN_EXE_cnnsplitter")).args(["data", "presets", "--threads", "20000"]).output();
+    let too_many = too_many.unwrap();
+    let stderr = String::from_utf8_lossy(&too_many.stderr);
+    assert!(!too_many.status.success() && stderr.contains("--threads must lie in"), "{stderr}");
+    // A mix without validation images, and one with a NaN standard deviation.
+    let no_val = dir.path().join("noval.toml");
+    std::fs::write(
+        &no_val,
+        "name = \"noval\"\n[synthetic]\ntrain = 100\ntest = 50\n[[part]]\nsource = \"synthetic\"\n[split]\nmode = \"official\"\nval = 0.0\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = cnnsplitter(&[
+        "train",
+        "--arch",
+        "simcnn-weak@0.125",
+        "--dataset",
+        no_val.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("no validation images"), "{stderr}");
+    assert!(!out.exists());
+    let nan_std = dir.path().join("nanstd.toml");
+    std::fs::write(
+        &nan_std,
+        "name = \"nanstd\"\nstd = [nan, 1.0, 1.0]\n[[part]]\nsource = \"synthetic\"\n[split]\nmode = \"pool\"\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = cnnsplitter(&["data", "info", "--dataset", nan_std.to_str().unwrap()]);
+    assert!(!ok && stderr.contains("`std`"), "{stderr}");
+}

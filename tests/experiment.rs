@@ -135,6 +135,22 @@ fn bad_configs_and_folders_are_clear_errors() {
     assert!(ExperimentConfig::from_toml(&typo, origin).unwrap_err().to_string().contains("tc_lable"));
     let mismatch = TINY.replace("tc_label = 4", "tc_label = 4\nstrong_labels = [1]");
     assert!(ExperimentConfig::from_toml(&mismatch, origin).unwrap_err().to_string().contains("strong_labels"));
+    // Everything the runner will build is built at load (no data read), so these fail before a
+    // stage runs or config.toml is written; the message names the TOML key.
+    for (from, to, says) in [
+        ("epochs = 1\nlr = 0.01", "epochs = 0\nlr = 0.01", "`epochs`"),
+        ("epochs = 1\nlr = 0.01", "epochs = 1\nlr = -0.5", "`lr`"),
+        ("epochs = 1\nlr = 0.01", "epochs = 1\nlr = nan", "`lr`"),
+        ("arch = \"rescnn-weak@0.25\"", "arch = \"nosuchnet\"", "[[models]] `Tiny` `arch`: unknown architecture"),
+        ("dataset = \"synthetic-s-tiny\"", "dataset = \"nosuchdata\"", "[strong] `dataset`"),
+        ("tcs = [0, 3]", "tcs = [0, 17]", "[weak] `tcs`: dataset `synthetic-w-tiny`: target class 17"),
+        ("tc_label = 4", "tc_label = 40", "[weak] `tc_label` is 40"),
+        ("weak_arch = \"simcnn-weak@0.125\"", "weak_arch = \"simcnn-weak@0\"", "`weak_arch`"),
+    ] {
+        assert!(TINY.contains(from), "{from}");
+        let err = ExperimentConfig::from_toml(&TINY.replace(from, to), origin).unwrap_err().to_string();
+        assert!(err.contains("my.toml") && err.contains(says), "{to}: {err}");
+    }
     // The search's settings pass the library's one check at load, before any stage runs.
     for (from, to, says) in [
         ("population = 4", "population = 1", "[modularize] `population` must be at least 2"),

@@ -79,8 +79,9 @@ enum Command {
 pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 {
-        bail!("--threads must be at least 1");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 0 || threads > 8 * cores {
+        bail!("--threads must lie in 1..={} (8x this machine's {cores} cores); it is {threads}", 8 * cores);
     }
     if let Some(path) = &cli.log_json {
         progress_bar::log_events_to(path)?;

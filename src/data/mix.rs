@@ -377,6 +377,34 @@ impl MixSpec {
         Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
+    /// The classes and image shape `[C, H, W]` the mix will have, from the description alone (no
+    /// data read), with the target class `tc` checked against its source: what an experiment
+    /// checks its models and class indices against before it starts.
+    pub fn outline(&self, tc: Option<usize>) -> Result<(usize, [usize; 3])> {
+        let mut next_label = 0usize;
+        let mut classes = 0usize;
+        for part in &self.parts {
+            let source_classes = if part.coarse { 20 } else { part.source.classes() };
+            if let (Some(t), Some(list)) = (tc, &part.classes)
+                && list.contains(&ClassRef::Tc)
+                && t >= source_classes
+            {
+                return Err(Error::Invalid(format!(
+                    "dataset `{}`: target class {t} does not exist; source `{}` has classes 0..{}",
+                    self.name,
+                    part.source,
+                    source_classes - 1
+                )));
+            }
+            let kept = part.classes.as_ref().map_or(source_classes, Vec::len);
+            let labels: Vec<usize> = part.labels.clone().unwrap_or_else(|| (next_label..next_label + kept).collect());
+            next_label = labels.iter().max().map_or(next_label, |m| m + 1);
+            classes = classes.max(next_label);
+        }
+        let [c, h, w] = self.parts.first().map_or([3, 32, 32], |p| p.source.shape());
+        Ok((classes, [c, h + 2 * self.pad, w + 2 * self.pad]))
+    }
+
     /// Whether any part refers to the target class.
     pub fn needs_tc(&self) -> bool {
         self.parts.iter().flat_map(|p| p.classes.iter().flatten()).any(|c| *c == ClassRef::Tc)
@@ -397,6 +425,13 @@ impl MixSpec {
                     l.len()
                 )));
             }
+        }
+        let finite = |v: &Option<Vec<f32>>| v.iter().flatten().all(|x| x.is_finite());
+        if !finite(&self.mean) || !finite(&self.std) || self.std.iter().flatten().any(|&s| s <= 0.0) {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: `mean` must be finite and `std` finite and positive",
+                self.name
+            )));
         }
         let tc_limited = self.limit.train.tc.is_some() || self.limit.val.tc.is_some();
         if tc_limited && !self.needs_tc() {
@@ -527,6 +562,9 @@ impl MixSpec {
     fn load_source(&self, source: Source, data_dir: &Path) -> Result<RawDataset> {
         if source == Source::Synthetic {
             let s = &self.synthetic;
+            let [c, h, w] = Source::Synthetic.shape();
+            let bytes = s.train.saturating_add(s.test).saturating_mul(c * h * w);
+            crate::model::check_memory(bytes, &format!("dataset `{}`: the synthetic images", self.name))?;
             return Ok(RawDataset {
                 format: crate::data::Format::Synthetic,
                 dir: PathBuf::new(),

@@ -180,6 +180,25 @@ impl Choice for Source {
     ];
 }
 
+impl Source {
+    /// Classes of the published dataset (CIFAR-100: fine labels; the coarse ones are 20).
+    pub fn classes(self) -> usize {
+        match self {
+            Source::Cifar100 => 100,
+            Source::Cifar10 | Source::Svhn | Source::Mnist => 10,
+            Source::Synthetic => synthetic::CLASS_NAMES.len(),
+        }
+    }
+
+    /// Image shape `[C, H, W]` of the published dataset.
+    pub fn shape(self) -> [usize; 3] {
+        match self {
+            Source::Mnist => [1, 28, 28],
+            _ => [3, 32, 32],
+        }
+    }
+}
+
 impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())

@@ -510,33 +510,66 @@ fn reduce(class: String, args: Vec<Item>) -> Result<Item> {
 }
 
 /// Turns a VM item into a plain value; numpy arrays and dtypes become [`Value::Array`] and text.
+/// The most values and bytes one pickle may expand to: memo references can share a value many
+/// times, so a few hundred bytes could otherwise describe terabytes.
+const MAX_VALUES: usize = 50_000_000;
+const MAX_BYTES: usize = 8 << 30;
+
 fn resolve(item: &Item, depth: usize) -> Result<Value> {
-    if depth > 200 {
-        return Err(bad("nested too deeply"));
+    Resolver { values_left: MAX_VALUES, bytes_left: MAX_BYTES }.resolve(item, depth)
+}
+
+/// Turns stack items into values within a budget of values and bytes.
+struct Resolver {
+    values_left: usize,
+    bytes_left: usize,
+}
+
+impl Resolver {
+    fn spend(&mut self, bytes: usize) -> Result<()> {
+        self.values_left = self.values_left.checked_sub(1).ok_or_else(|| bad("expands to too many values"))?;
+        self.bytes_left = self.bytes_left.checked_sub(bytes).ok_or_else(|| bad("expands to too many bytes"))?;
+        Ok(())
     }
-    Ok(match item {
-        Item::Mark => return Err(bad("MARK left on the stack")),
-        Item::Leaf(v) => (**v).clone(),
-        Item::List(l) => Value::List(l.borrow().iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?),
-        Item::Tuple(t) => Value::Tuple(t.iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?),
-        Item::Dict(d) => Value::Dict(
-            d.borrow()
-                .iter()
-                .map(|(k, v)| Ok((resolve(k, depth + 1)?, resolve(v, depth + 1)?)))
-                .collect::<Result<_>>()?,
-        ),
-        Item::Global(g) => Value::Object { class: g.to_string(), args: Vec::new(), state: None },
-        Item::Object(o) => {
-            let o = o.borrow();
-            let args: Vec<Value> = o.args.iter().map(|i| resolve(i, depth + 1)).collect::<Result<_>>()?;
-            let state = o.state.as_ref().map(|s| resolve(s, depth + 1)).transpose()?;
-            if o.class.ends_with("multiarray._reconstruct") {
-                Value::Array(ndarray_from_state(state.as_ref())?)
-            } else {
-                Value::Object { class: o.class.clone(), args, state: state.map(Box::new) }
-            }
+
+    fn resolve(&mut self, item: &Item, depth: usize) -> Result<Value> {
+        if depth > 200 {
+            return Err(bad("nested too deeply"));
         }
-    })
+        let bytes = match item {
+            Item::Leaf(v) => match &**v {
+                Value::Bytes(b) => b.len(),
+                Value::Text(t) => t.len(),
+                _ => 0,
+            },
+            _ => 0,
+        };
+        self.spend(bytes)?;
+        let d = depth + 1;
+        Ok(match item {
+            Item::Mark => return Err(bad("MARK left on the stack")),
+            Item::Leaf(v) => (**v).clone(),
+            Item::List(l) => Value::List(l.borrow().iter().map(|i| self.resolve(i, d)).collect::<Result<_>>()?),
+            Item::Tuple(t) => Value::Tuple(t.iter().map(|i| self.resolve(i, d)).collect::<Result<_>>()?),
+            Item::Dict(dict) => Value::Dict(
+                dict.borrow()
+                    .iter()
+                    .map(|(k, v)| Ok((self.resolve(k, d)?, self.resolve(v, d)?)))
+                    .collect::<Result<_>>()?,
+            ),
+            Item::Global(g) => Value::Object { class: g.to_string(), args: Vec::new(), state: None },
+            Item::Object(o) => {
+                let o = o.borrow();
+                let args: Vec<Value> = o.args.iter().map(|i| self.resolve(i, d)).collect::<Result<_>>()?;
+                let state = o.state.as_ref().map(|s| self.resolve(s, d)).transpose()?;
+                if o.class.ends_with("multiarray._reconstruct") {
+                    Value::Array(ndarray_from_state(state.as_ref())?)
+                } else {
+                    Value::Object { class: o.class.clone(), args, state: state.map(Box::new) }
+                }
+            }
+        })
+    }
 }
 
 /// Builds an array from numpy's pickled state `(version, shape, dtype, fortran, data)`.

@@ -43,9 +43,14 @@ impl Normalization {
             mean: mean.unwrap_or_else(|| default(IMAGENET_MEAN)),
             std: std.unwrap_or_else(|| default(IMAGENET_STD)),
         };
-        if n.mean.len() != channels || n.std.len() != channels || n.std.iter().any(|&s| s <= 0.0) {
+        if n.mean.len() != channels
+            || n.std.len() != channels
+            || n.std.iter().any(|&s| !(s > 0.0 && s.is_finite()))
+            || n.mean.iter().any(|m| !m.is_finite())
+        {
             return Err(Error::Invalid(format!(
-                "normalisation needs {channels} means and {channels} positive standard deviations"
+                "normalisation needs {channels} finite means (`mean`) and {channels} positive, finite standard \
+                 deviations (`std`)"
             )));
         }
         Ok(n)

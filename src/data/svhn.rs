@@ -28,8 +28,19 @@ pub fn images_from_arrays(arrays: &[MatArray], path: &Path) -> Result<ImageSet> 
     let mat5::MatData::U8(values) = &x.data else {
         return Err(Error::file(path, "`X` is not stored as uint8"));
     };
-    let per = h * w * c;
-    let mut pixels = vec![0u8; n * per];
+    let per = h.checked_mul(w).and_then(|hw| hw.checked_mul(c)).filter(|&p| p > 0);
+    let total = per.and_then(|p| p.checked_mul(n)).filter(|&t| t == values.len());
+    let (Some(per), Some(total)) = (per, total) else {
+        return Err(Error::file(
+            path,
+            format!(
+                "`X` has dimensions {:?} and {} values; expected [H, W, C, N], none 0, H·W·C·N values",
+                x.dims,
+                values.len()
+            ),
+        ));
+    };
+    let mut pixels = vec![0u8; total];
     for (img, out) in pixels.chunks_mut(per).enumerate() {
         let src = &values[img * per..(img + 1) * per];
         for ch in 0..c {

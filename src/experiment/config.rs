@@ -8,12 +8,13 @@ use serde::{Deserialize, Serialize};
 use crate::data::mix::SplitLimits;
 use crate::data::presets::DataSelection;
 use crate::error::{Error, Result};
+use crate::model::zoo;
 use crate::modularize::ModularizeConfig;
 use crate::modularize::ga::{InitKind, Preset};
 use crate::modularize::grouping::GroupingKind;
 use crate::modularize::search::StopConfig;
 use crate::patch::RuleKind;
-use crate::train::config::{Overrides, Recipe};
+use crate::train::config::{Overrides, Recipe, TrainConfig};
 
 /// A whole experiment (see `experiments/*.toml` for examples).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,7 +298,9 @@ impl ExperimentConfig {
         Self::from_toml(&text, path)
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    /// Checks every key and builds (without data) what the runner will build; the message names
+    /// the key.
+    pub fn check(&self) -> std::result::Result<(), String> {
         if self.models.is_empty() {
             return Err("lists no [[models]]".into());
         }
@@ -330,6 +333,7 @@ impl ExperimentConfig {
                 return Err(format!("[weak] `{key}` must be at least 1 (leave it out to keep every image)"));
             }
         }
+        self.check_buildable()?;
         // The search's settings as the runner will use them, checked by the library's one check.
         let data = DataSelection {
             dataset: self.strong.dataset.clone(),
@@ -342,6 +346,67 @@ impl ExperimentConfig {
         if let Some(g) = self.rq3.generations {
             search.stop.generations = g;
             search.validate().map_err(|e| format!("[rq3] {e}"))?;
+        }
+        Ok(())
+    }
+}
+
+impl ExperimentConfig {
+    /// Builds now, without reading data, everything the runner will build from this config
+    /// (datasets, every training configuration, every architecture on its data's images and
+    /// classes, the class indices): a mistake is reported before any stage runs.
+    fn check_buildable(&self) -> std::result::Result<(), String> {
+        let strong_data = DataSelection::named(&self.strong.dataset);
+        let outline = |key: &str, data: &DataSelection, tc| {
+            data.spec().and_then(|s| s.outline(tc)).map_err(|e| format!("{key}: {e}"))
+        };
+        let (classes, shape) = outline("[strong] `dataset`", &strong_data, None)?;
+        let buildable = |key: &str, arch: &str, recipe, data: &DataSelection, o: &Overrides, shape, classes| {
+            TrainConfig::new(arch, recipe, data, o, self.seed, 1)
+                .and_then(|_| zoo::build(arch, shape, classes))
+                .map(|_| ())
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        for m in &self.models {
+            let key = format!("[[models]] `{}` `arch`", m.name);
+            buildable(&key, &m.arch, self.strong.recipe, &strong_data, &self.strong.overrides(m), shape, classes)?;
+        }
+        let Some(w) = &self.weak else { return Ok(()) };
+        let weak_data = DataSelection::named(&w.dataset);
+        let mut weak_outline = None;
+        for &tc in &w.tcs {
+            weak_outline =
+                Some(outline("[weak] `tcs`", &DataSelection { tc: Some(tc), ..weak_data.clone() }, Some(tc))?);
+        }
+        let (weak_classes, weak_shape) = weak_outline.expect("checked: tcs is not empty");
+        if w.tc_label >= weak_classes {
+            return Err(format!(
+                "[weak] `tc_label` is {}, but dataset `{}` has classes 0..{}",
+                w.tc_label,
+                w.dataset,
+                weak_classes - 1
+            ));
+        }
+        if let Some(i) = (0..w.tcs.len()).find(|&i| w.strong_label(i) >= classes) {
+            return Err(format!(
+                "[weak] the TC {}'s strong label is {}, but the strong dataset `{}` has classes 0..{} (set \
+                 `strong_labels`)",
+                w.tcs[i],
+                w.strong_label(i),
+                self.strong.dataset,
+                classes - 1
+            ));
+        }
+        let weak_data = DataSelection { tc: w.tcs.first().copied(), ..weak_data };
+        for m in &self.models {
+            let simple = w.simple.overrides();
+            let key = format!("[[models]] `{}` `weak_arch`", m.name);
+            buildable(&key, &m.weak_arch, Recipe::Simple, &weak_data, &simple, weak_shape, weak_classes)?;
+            let (key, arch) = match &m.poor_fit_arch {
+                Some(a) => (format!("[[models]] `{}` `poor_fit_arch`", m.name), a.as_str()),
+                None => (format!("[[models]] `{}` `arch` (the poor-fit models')", m.name), m.arch.as_str()),
+            };
+            buildable(&key, arch, Recipe::PoorFit, &weak_data, &w.poor_fit.overrides(), weak_shape, weak_classes)?;
         }
         Ok(())
     }

@@ -254,6 +254,7 @@ pub fn run(
             "rq2 needs a [weak] section in the experiment config (dataset, tcs, tc_label, kinds)".into(),
         ));
     }
+    config.check().map_err(|m| Error::Invalid(format!("experiment config: {m}")))?;
     let out = ExperimentDir::new(dir);
     let text =
         toml::to_string(config).map_err(|e| Error::Serialize(format!("cannot write the config as TOML: {e}")))?;

@@ -41,6 +41,8 @@ impl Model {
     /// A model of architecture `arch` (e.g. `simcnn@0.25`) with fresh weights from `seed`.
     pub fn init(arch: &str, input: [usize; 3], classes: usize, seed: u64) -> Result<Self> {
         let description = zoo::build(arch, input, classes)?;
+        let params = count::count(&description)?.params;
+        check_memory(params.saturating_mul(4), &format!("the weights of `{arch}` ({params} parameters)"))?;
         let weights = Weights::init(&description, seed)?;
         Model::new(description, weights)
     }
@@ -68,5 +70,22 @@ impl Model {
         write_atomic(&dir.join(WEIGHTS_FILE), &self.weights.to_safetensors()?)?;
         write_atomic(&dir.join(DESCRIPTION_FILE), self.description.to_json().as_bytes())?;
         Ok(())
+    }
+}
+
+/// An error when `bytes` (for `what`) exceed the memory this machine has available now
+/// (`MemAvailable` of /proc/meminfo; no check where that cannot be read).
+pub fn check_memory(bytes: usize, what: &str) -> Result<()> {
+    let available = std::fs::read_to_string("/proc/meminfo").ok().and_then(|text| {
+        let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<usize>().ok().map(|kib| kib.saturating_mul(1024))
+    });
+    match available {
+        Some(available) if bytes > available => Err(Error::Invalid(format!(
+            "{what} need {:.1} GiB, but this machine has {:.1} GiB of memory available",
+            bytes as f64 / (1u64 << 30) as f64,
+            available as f64 / (1u64 << 30) as f64
+        ))),
+        _ => Ok(()),
     }
 }

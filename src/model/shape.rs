@@ -77,9 +77,26 @@ pub struct LayerShape {
     pub output: ActShape,
 }
 
+/// The largest image side, kernel, stride, padding, channel or feature count a description may
+/// give (far beyond any real CNN; sizes read from files stay clear of overflow).
+pub const MAX_SIZE: usize = 1 << 16;
+
+/// The most values one activation of one image may hold.
+pub const MAX_ACTIVATION: usize = 1 << 30;
+
+fn check_size(layer: &str, what: &str, value: usize) -> Result<()> {
+    if value > MAX_SIZE {
+        return Err(Error::layer(layer, format!("{what} {value} is larger than {MAX_SIZE}")));
+    }
+    Ok(())
+}
+
 fn window_out(layer: &str, what: &str, size: usize, kernel: usize, stride: usize, padding: usize) -> Result<usize> {
     if kernel == 0 || stride == 0 {
         return Err(Error::layer(layer, format!("{what} kernel and stride must be at least 1")));
+    }
+    for (name, v) in [("kernel", kernel), ("stride", stride), ("padding", padding)] {
+        check_size(layer, &format!("{what} {name}"), v)?;
     }
     let padded = size + 2 * padding;
     if padded < kernel {
@@ -109,8 +126,11 @@ fn expect_map(layer: &str, kind: &LayerKind, shape: ActShape) -> Result<[usize; 
 /// The error names the first layer at fault.
 pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
     let [c, h, w] = desc.input;
-    if c == 0 || h == 0 || w == 0 {
-        return Err(Error::Invalid(format!("model `{}`: input shape {c}x{h}x{w} has a zero dimension", desc.name)));
+    if c == 0 || h == 0 || w == 0 || c > MAX_SIZE || h > MAX_SIZE || w > MAX_SIZE {
+        return Err(Error::Invalid(format!(
+            "model `{}`: input shape {c}x{h}x{w} needs every dimension in 1..={MAX_SIZE}",
+            desc.name
+        )));
     }
     if desc.classes < 2 {
         return Err(Error::Invalid(format!("model `{}`: needs at least 2 classes, got {}", desc.name, desc.classes)));
@@ -145,6 +165,7 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 if *out_channels == 0 {
                     return Err(Error::layer(name, "a convolution needs at least one kernel"));
                 }
+                check_size(name, "out_channels", *out_channels)?;
                 let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
                 let ow = window_out(name, "convolution", w, kernel[1], stride[1], padding[1])?;
                 ActShape::Map([*out_channels, oh, ow])
@@ -181,6 +202,7 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 if *out_features == 0 {
                     return Err(Error::layer(name, "a linear layer needs at least one output"));
                 }
+                check_size(name, "out_features", *out_features)?;
                 ActShape::Flat(*out_features)
             }
             LayerKind::Dropout { p } => {
@@ -206,6 +228,16 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 current
             }
         };
+        let values = match output {
+            ActShape::Map([c, h, w]) => c.checked_mul(h).and_then(|ch| ch.checked_mul(w)),
+            ActShape::Flat(n) => Some(n),
+        };
+        if values.is_none_or(|v| v > MAX_ACTIVATION) {
+            return Err(Error::layer(
+                name,
+                format!("its output {output} holds more than {MAX_ACTIVATION} values per image"),
+            ));
+        }
         shapes.push(LayerShape { input: current, output });
     }
     let current = shapes[shapes.len() - 1].output;

@@ -42,8 +42,8 @@ impl ArchSpec {
             }
             None => (text, 1.0),
         };
-        if !(width > 0.0 && width.is_finite()) {
-            return Err(Error::Invalid(format!("architecture `{text}`: the width must be positive")));
+        if !(width > 0.0 && width <= MAX_WIDTH) {
+            return Err(Error::Invalid(format!("architecture `{text}`: the width must lie in (0, {MAX_WIDTH}]")));
         }
         if !ARCHITECTURES.iter().any(|(n, _)| *n == name) {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
@@ -57,6 +57,9 @@ impl ArchSpec {
         if self.width == 1.0 { self.name.clone() } else { format!("{}@{}", self.name, self.width) }
     }
 }
+
+/// The largest width multiplier (16x the paper's widths is far beyond any CPU's memory already).
+pub const MAX_WIDTH: f64 = 16.0;
 
 /// Builds the description of architecture `arch` (`NAME` or `NAME@WIDTH`) for images of shape
 /// `input` = `[C, H, W]` and `classes` classes. Fails, naming the layer, when the input is too small.

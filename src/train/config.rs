@@ -96,12 +96,9 @@ impl TrainConfig {
         let epochs = o.epochs.unwrap_or(epochs);
         let lr = o.lr.unwrap_or(lr);
         let batch = o.batch.unwrap_or(128);
-        if epochs == 0 || batch == 0 || !(lr > 0.0 && lr.is_finite()) {
-            return Err(Error::Invalid("`epochs` and `batch` must be at least 1 and `lr` positive".into()));
-        }
         let strong = recipe == Recipe::Strong;
         let poor = recipe == Recipe::PoorFit;
-        Ok(TrainConfig {
+        let config = TrainConfig {
             arch: spec.label(),
             recipe,
             dataset: data.dataset.clone(),
@@ -119,7 +116,26 @@ impl TrainConfig {
             keep_epochs: poor,
             seed,
             threads,
-        })
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the ranges (`epochs`, `batch` at least 1; learning rates positive and finite;
+    /// momentum and weight decay in [0, 1)); also run on the `config.json` of a resumed run.
+    pub fn validate(&self) -> Result<()> {
+        Error::check_at_least("epochs", self.epochs, 1)?;
+        Error::check_at_least("batch", self.batch, 1)?;
+        let s = &self.schedule;
+        if !(s.base > 0.0 && s.base.is_finite() && s.gamma > 0.0 && s.gamma.is_finite()) {
+            return Err(Error::Invalid(format!(
+                "`lr` must be positive and finite (it is {}; schedule factor {})",
+                s.base, s.gamma
+            )));
+        }
+        Error::check_range("momentum", self.momentum, 0.0, 0.999_999)?;
+        Error::check_range("weight_decay", self.weight_decay, 0.0, 0.999_999)?;
+        Error::check_at_least("threads", self.threads, 1)
     }
 
     /// The data selection of this run.

@@ -126,7 +126,9 @@ pub fn start(
         ));
     }
     // Load and check the data before anything is written.
+    config.validate()?;
     let data = config.data().load()?;
+    check_validation(&data)?;
     let model = initial_model(&config, &data)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_json(&run.config(), &config)?;
@@ -144,6 +146,7 @@ pub fn resume(
 ) -> Result<Option<TrainReport>> {
     let run = RunDir::new(dir);
     let config: TrainConfig = read_json(&run.config())?;
+    config.validate().map_err(|e| Error::file(run.config(), e.to_string()))?;
     if threads != config.threads {
         progress.note(&format!(
             "note: this run started with {} threads and continues with {threads}; the weights may differ \
@@ -152,6 +155,7 @@ pub fn resume(
         ));
     }
     let data = config.data().load()?;
+    check_validation(&data)?;
     recover_checkpoint(&run)?;
     let last = run.last();
     let (model, sgd, state) = if last.state().exists() {
@@ -188,6 +192,18 @@ pub fn resume(
     write_jsonl(&run.log(), &state.history)?;
     let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
     session.run_epochs(model, sgd, state, progress)
+}
+
+/// Training keeps the best-validation epoch: a dataset without validation images cannot choose.
+fn check_validation(data: &DataSplits) -> Result<()> {
+    if data.val.is_empty() {
+        return Err(Error::Invalid(format!(
+            "dataset {} has no validation images (its split's `val` is 0): training keeps the \
+             best-validation epoch and needs some",
+            data.name
+        )));
+    }
+    Ok(())
 }
 
 /// Brings `checkpoint/` back to one complete `last` after a kill at any point of the rotation
