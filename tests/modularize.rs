@@ -256,8 +256,18 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     assert_eq!(modules(&a, 5), modules(&b, 5));
     let c = tmp.path().join("c");
     assert!(run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent).unwrap().is_none());
+    // As a kill after the state and before the log leaves it: the log one line short.
+    let log_c = c.join("search/generations.jsonl");
+    let first = std::fs::read_to_string(&log_c).unwrap().lines().next().unwrap().to_string() + "\n";
+    std::fs::write(&log_c, first).unwrap();
     run(None, &c, &engine, None, &Silent).unwrap().unwrap();
     assert_eq!(modules(&a, 5), modules(&c, 5));
+    let generations = |d: &Path| -> Vec<usize> {
+        let records: Vec<GenerationRecord> =
+            cnnsplitter::files::read_jsonl(&d.join("search/generations.jsonl")).unwrap();
+        records.iter().map(|r| r.generation).collect()
+    };
+    assert_eq!(generations(&c), generations(&a), "the log is whole again");
     let unit = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
     assert_eq!(unit(&a), unit(&c));
 }
@@ -513,6 +523,14 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
     edit_json(&state.join("search/state.json"), &|v| v["populations"][0] = serde_json::json!([]));
     let err = resume_err(&state);
     assert!(err.contains("state.json") && err.contains("non-empty populations"), "{err}");
+
+    // The dataset's file edited after the run started.
+    let toml = std::path::PathBuf::from(&data.dataset);
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("val = 0.2", "val = 0.25")).unwrap();
+    let err = resume_err(&copy("data"));
+    assert!(err.contains("other data"), "{err}");
+    std::fs::write(&toml, text).unwrap();
 
     // The model folder retrained with other weights after the run started.
     let changed = copy("changed");

@@ -409,4 +409,11 @@ fn resume_refuses_a_checkpoint_of_another_architecture() {
     copy_dir(&b.join("checkpoint/last"), &last);
     let err = trainer::resume(&a, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("checkpoint/last") && err.contains("another architecture"), "{err}");
+
+    // The dataset's file edited after the run started (other synthetic images): refused.
+    let toml = std::path::PathBuf::from(&data.dataset);
+    let text = std::fs::read_to_string(&toml).unwrap();
+    std::fs::write(&toml, text.replace("seed = 3", "seed = 4")).unwrap();
+    let err = trainer::resume(&b, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
+    assert!(err.contains("other data"), "{err}");
 }

@@ -352,6 +352,22 @@ impl DataSplits {
         self.train.shape
     }
 
+    /// MD5 of every split's shape, labels and pixels: a run records it and refuses to resume on
+    /// other data (a mix file edited, a source folder replaced).
+    pub fn digest(&self) -> String {
+        use md5::{Digest, Md5};
+        let mut hasher = Md5::new();
+        for set in [&self.train, &self.val, &self.test] {
+            for d in set.shape {
+                hasher.update((d as u64).to_le_bytes());
+            }
+            hasher.update((set.len() as u64).to_le_bytes());
+            hasher.update(set.labels.iter().flat_map(|l| l.to_le_bytes()).collect::<Vec<u8>>());
+            hasher.update(&set.pixels);
+        }
+        format!("{:x}", hasher.finalize())
+    }
+
     /// One split.
     pub fn split(&self, split: Split) -> &Arc<ImageSet> {
         match split {

@@ -213,7 +213,7 @@ pub fn run(
     if !out.config().exists() {
         write_json(&out.config(), &config)?;
     }
-    check_source(&out, &config)?;
+    check_source(&out, &config, &data)?;
     let importance = importance_stage(&out, &config, &model, &data, progress)?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
     // Validation images: the search scores on the first `search_images`, the sensitivity table
@@ -264,6 +264,10 @@ pub struct ModelSource {
     pub model: PathBuf,
     /// MD5 of `model.json` followed by `model.safetensors`.
     pub digest: String,
+    /// MD5 of the data's splits ([`DataSplits::digest`]; absent in runs started before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_digest: Option<String>,
 }
 
 impl ModelSource {
@@ -275,14 +279,14 @@ impl ModelSource {
             let path = dir.join(file);
             hasher.update(std::fs::read(&path).map_err(|e| Error::io(&path, e))?);
         }
-        Ok(ModelSource { model: dir.to_path_buf(), digest: format!("{:x}", hasher.finalize()) })
+        Ok(ModelSource { model: dir.to_path_buf(), digest: format!("{:x}", hasher.finalize()), data_digest: None })
     }
 }
 
 /// Records the model a new run splits, or checks that a resumed run's model is the one it
 /// started from (runs started before `source.json` existed are recorded now).
-fn check_source(out: &ModularizeDir, config: &ModularizeConfig) -> Result<()> {
-    let now = ModelSource::of(&config.model)?;
+fn check_source(out: &ModularizeDir, config: &ModularizeConfig, data: &DataSplits) -> Result<()> {
+    let now = ModelSource { data_digest: Some(data.digest()), ..ModelSource::of(&config.model)? };
     if out.source().exists() {
         let recorded: ModelSource = read_json(&out.source())?;
         if recorded.digest != now.digest {
@@ -294,6 +298,16 @@ fn check_source(out: &ModularizeDir, config: &ModularizeConfig) -> Result<()> {
                     out.root.display(),
                     recorded.digest,
                     now.digest
+                ),
+            ));
+        }
+        if recorded.data_digest.as_ref().is_some_and(|d| Some(d) != now.data_digest.as_ref()) {
+            return Err(Error::file(
+                &out.root,
+                format!(
+                    "was started on other data than `{}` gives now: the dataset's file or its source files \
+                     changed; resume with the data it started on, or start a new run",
+                    data.name
                 ),
             ));
         }

@@ -30,6 +30,11 @@ impl RunDir {
         self.root.join("config.json")
     }
 
+    /// `source.json`: the data the run trains on ([`crate::train::trainer::DataSource`]).
+    pub fn source(&self) -> PathBuf {
+        self.root.join("source.json")
+    }
+
     /// `train.jsonl`.
     pub fn log(&self) -> PathBuf {
         self.root.join("train.jsonl")

@@ -132,6 +132,7 @@ pub fn start(
     let model = initial_model(&config, &data)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_json(&run.config(), &config)?;
+    check_data_source(&run, &data)?;
     let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
     session.run_epochs(model, Sgd::new(settings(&config)), TrainState::default(), progress)
 }
@@ -156,6 +157,7 @@ pub fn resume(
     }
     let data = config.data().load()?;
     check_validation(&data)?;
+    check_data_source(&run, &data)?;
     recover_checkpoint(&run)?;
     let last = run.last();
     let (model, sgd, state) = if last.state().exists() {
@@ -192,6 +194,36 @@ pub fn resume(
     write_jsonl(&run.log(), &state.history)?;
     let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
     session.run_epochs(model, sgd, state, progress)
+}
+
+/// The data a run trains on, recorded when it starts (`source.json`) and checked on resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataSource {
+    /// The dataset's name (with its target class).
+    pub dataset: String,
+    /// MD5 of every split ([`DataSplits::digest`]).
+    pub digest: String,
+}
+
+/// Records the data of a new run, or checks that a resumed run's data is what it started on
+/// (runs started before `source.json` existed are recorded now).
+fn check_data_source(run: &RunDir, data: &DataSplits) -> Result<()> {
+    let now = DataSource { dataset: data.name.clone(), digest: data.digest() };
+    if run.source().exists() {
+        let recorded: DataSource = read_json(&run.source())?;
+        if recorded != now {
+            return Err(Error::file(
+                &run.root,
+                format!(
+                    "was trained on other data than `{}` gives now (digest {} then, {} now): the dataset's \
+                     file or its source files changed; resume with the data it started on, or start a new run",
+                    now.dataset, recorded.digest, now.digest
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    write_json(&run.source(), &now)
 }
 
 /// Training keeps the best-validation epoch: a dataset without validation images cannot choose.
