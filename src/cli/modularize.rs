@@ -155,7 +155,6 @@ fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
 }
 
 pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
-    let engine = super::engine(args.engine, threads)?;
     let bars = Bars::default();
     let (cfg, dir) = match (&args.resume, &args.model, &args.out) {
         (Some(dir), _, _) => (None, dir.clone()),
@@ -168,6 +167,7 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         }
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
+    let engine = super::engine(args.engine, threads)?;
     let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars)? else {
         println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
         return Ok(());

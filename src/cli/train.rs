@@ -62,13 +62,16 @@ pub struct TrainArgs {
 
 pub fn train(args: TrainArgs, threads: usize) -> Result<()> {
     let bars = Bars::default();
-    let engine = super::engine(args.engine, threads)?;
     let (report, dir): (Option<TrainReport>, PathBuf) = match (args.resume, args.arch, args.out) {
-        (Some(dir), _, _) => (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir),
+        (Some(dir), _, _) => {
+            let engine = super::engine(args.engine, threads)?;
+            (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir)
+        }
         (None, Some(arch), Some(out)) => {
             let output = super::NewOutput::check(&out, args.force)?;
             let overrides = Overrides { epochs: args.epochs, lr: args.lr, batch: args.batch };
             let config = TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, threads)?;
+            let engine = super::engine(args.engine, threads)?;
             output.clear()?;
             (trainer::start(config, &out, args.stop_after, engine.as_ref(), &bars)?, out)
         }
