@@ -519,6 +519,16 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
     let err = resume_err(&sensitivity);
     assert!(err.contains("sensitivity.json") && err.contains("another model"), "{err}");
 
+    // Same model, another run's settings.
+    let other_run = copy("other-run");
+    edit_json(&other_run.join("sensitivity.json"), &|v| v["threshold"] = serde_json::json!(0.2));
+    let err = resume_err(&other_run);
+    assert!(err.contains("sensitivity.json") && err.contains("another run"), "{err}");
+    let other_run = copy("other-importance");
+    edit_json(&other_run.join("importance.json"), &|v| v["confidence"] = serde_json::json!(0.7));
+    let err = resume_err(&other_run);
+    assert!(err.contains("importance.json") && err.contains("another run"), "{err}");
+
     let state = copy("state");
     edit_json(&state.join("search/state.json"), &|v| v["populations"][0] = serde_json::json!([]));
     let err = resume_err(&state);

@@ -346,6 +346,15 @@ fn importance_stage(
         let i = Importance::load(&out.importance())?;
         let groups = ChannelGroups::derive(&model.description)?;
         i.check(&groups, model.description.classes).map_err(|m| Error::file(out.importance(), m))?;
+        if i.confidence != config.confidence {
+            return Err(Error::file(
+                out.importance(),
+                format!(
+                    "was measured with confidence {}, but this run's is {}: it belongs to another run",
+                    i.confidence, config.confidence
+                ),
+            ));
+        }
         return Ok(i);
     }
     let i = importance::compute(model, &data.train, &data.normalization, config.confidence, progress)?;
@@ -369,6 +378,16 @@ fn sensitivity_stage(
     if out.sensitivity().exists() {
         let s: Sensitivity = read_json(&out.sensitivity())?;
         s.check(layout).map_err(|m| Error::file(out.sensitivity(), m))?;
+        let images = config.sensitivity_images.min(labels.len());
+        if s.threshold != config.sensitivity_threshold || s.images != images {
+            return Err(Error::file(
+                out.sensitivity(),
+                format!(
+                    "was measured with threshold {} on {} images, but this run's are {} and {}: it belongs to another run",
+                    s.threshold, s.images, config.sensitivity_threshold, images
+                ),
+            ));
+        }
         return Ok(s);
     }
     let groups = ChannelGroups::derive(&model.description)?;
