@@ -107,7 +107,8 @@ fn mutated_models_configs_and_run_files_never_panic() {
             .map(|w| Model::new(model.description.clone(), w));
         // Configs the tool reads: experiment and mix TOML, a run's config.json.
         let _ = ExperimentConfig::from_toml(&mutate_numbers(TINY, &mut rng), origin);
-        let _ = MixSpec::from_toml(&mutate_numbers(MIX, &mut rng)).map(|m| m.outline(Some(rng.random_range(0..20))));
+        let mix = if rng.random::<bool>() { MIX.replacen("[[part]]", "pad = 2\n[[part]]", 1) } else { MIX.to_string() };
+        let _ = MixSpec::from_toml(&mutate_numbers(&mix, &mut rng)).map(|m| m.outline(Some(rng.random_range(0..20))));
         let _ = serde_json::from_str::<ModularizeConfig>(&mutate_numbers(&modularize, &mut rng)).map(|c| c.validate());
         let _ = serde_json::from_str::<TrainConfig>(&mutate_numbers(&train, &mut rng)).map(|c| c.validate());
         tried += 7;

@@ -442,6 +442,12 @@ impl MixSpec {
                 )));
             }
         }
+        if self.pad > 1024 {
+            return Err(Error::Invalid(format!(
+                "dataset `{}`: `pad` must be at most 1024 (it is {})",
+                self.name, self.pad
+            )));
+        }
         let finite = |v: &Option<Vec<f32>>| v.iter().flatten().all(|x| x.is_finite());
         if !finite(&self.mean) || !finite(&self.std) || self.std.iter().flatten().any(|&s| s <= 0.0) {
             return Err(Error::Invalid(format!(

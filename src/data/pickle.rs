@@ -512,7 +512,7 @@ fn reduce(class: String, args: Vec<Item>) -> Result<Item> {
 /// Turns a VM item into a plain value; numpy arrays and dtypes become [`Value::Array`] and text.
 /// The most values and bytes one pickle may expand to: memo references can share a value many
 /// times, so a few hundred bytes could otherwise describe terabytes.
-const MAX_VALUES: usize = 50_000_000;
+const MAX_VALUES: usize = 5_000_000;
 const MAX_BYTES: usize = 8 << 30;
 
 fn resolve(item: &Item, depth: usize) -> Result<Value> {

@@ -381,20 +381,17 @@ impl ExperimentConfig {
         let (weak_classes, weak_shape) = weak_outline.expect("checked: tcs is not empty");
         if w.tc_label >= weak_classes {
             return Err(format!(
-                "[weak] `tc_label` is {}, but dataset `{}` has classes 0..{}",
-                w.tc_label,
-                w.dataset,
-                weak_classes - 1
+                "[weak] `tc_label` is {}, but dataset `{}` has {weak_classes} classes (labels 0 to {weak_classes} - 1)",
+                w.tc_label, w.dataset
             ));
         }
         if let Some(i) = (0..w.tcs.len()).find(|&i| w.strong_label(i) >= classes) {
             return Err(format!(
-                "[weak] the TC {}'s strong label is {}, but the strong dataset `{}` has classes 0..{} (set \
-                 `strong_labels`)",
+                "[weak] the TC {}'s strong label is {}, but the strong dataset `{}` has {classes} classes \
+                 (set `strong_labels`)",
                 w.tcs[i],
                 w.strong_label(i),
-                self.strong.dataset,
-                classes - 1
+                self.strong.dataset
             ));
         }
         let weak_data = DataSelection { tc: w.tcs.first().copied(), ..weak_data };
