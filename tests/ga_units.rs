@@ -217,3 +217,16 @@ fn modularize_settings_are_checked_in_one_place_and_errors_name_the_setting() {
     none.composition.thresholds.clear();
     assert!(none.validate().unwrap_err().to_string().contains("`thresholds`"));
 }
+
+/// Genomes read from a file are checked: words for the length, nothing set beyond it.
+#[test]
+fn bitsets_from_files_are_checked() {
+    let mut b = Bits::zeros(70);
+    b.set(69, true);
+    let json = serde_json::to_string(&b).unwrap();
+    assert_eq!(serde_json::from_str::<Bits>(&json).unwrap(), b);
+    let short = json.replace("\"len\":70", "\"len\":940");
+    assert!(serde_json::from_str::<Bits>(&short).unwrap_err().to_string().contains("needs 15 words"));
+    let beyond = serde_json::to_string(&serde_json::json!({"len": 70, "words": [0, 1u64 << 7]})).unwrap();
+    assert!(serde_json::from_str::<Bits>(&beyond).unwrap_err().to_string().contains("beyond its length"));
+}

@@ -5,9 +5,37 @@ use serde::{Deserialize, Serialize};
 
 /// A set of bit positions `0..len`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "BitsData")]
 pub struct Bits {
     len: usize,
     words: Vec<u64>,
+}
+
+/// [`Bits`] as read from a file, checked before use.
+#[derive(Deserialize)]
+struct BitsData {
+    len: usize,
+    words: Vec<u64>,
+}
+
+impl TryFrom<BitsData> for Bits {
+    type Error = String;
+
+    fn try_from(d: BitsData) -> std::result::Result<Self, String> {
+        if d.words.len() != d.len.div_ceil(64) {
+            return Err(format!(
+                "a bitset of {} bits needs {} words, not {}",
+                d.len,
+                d.len.div_ceil(64),
+                d.words.len()
+            ));
+        }
+        let spare = d.words.len() * 64 - d.len;
+        if spare > 0 && d.words.last().is_some_and(|w| w >> (64 - spare) != 0) {
+            return Err(format!("a bitset of {} bits has bits set beyond its length", d.len));
+        }
+        Ok(Bits { len: d.len, words: d.words })
+    }
 }
 
 impl Bits {
