@@ -495,7 +495,7 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
     assert!(run(Some(config(&model_dir, &data, 3)), &started, &engine, Some(1), &Silent).unwrap().is_none());
     let copy = |name: &str| {
         let to = tmp.path().join(name);
-        copy_tree(&started, &to);
+        common::copy_tree(&started, &to);
         to
     };
     let edit_json = |path: &Path, edit: &dyn Fn(&mut serde_json::Value)| {
@@ -549,17 +549,4 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
     let err = resume_err(&changed);
     assert!(err.contains("has changed since the modularization"), "{err}");
     assert!(err.contains(model_dir.to_str().unwrap()), "names the model: {err}");
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

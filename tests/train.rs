@@ -358,7 +358,7 @@ fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
         ("between the renames", |ck| std::fs::rename(ck.join("last"), ck.join("last.partial")).unwrap()),
         ("only last.old", |ck| std::fs::rename(ck.join("last"), ck.join("last.old")).unwrap()),
         ("log short, stale old", |ck| {
-            copy_dir(&ck.join("last"), &ck.join("last.old"));
+            common::copy_tree(&ck.join("last"), &ck.join("last.old"));
             std::fs::write(ck.parent().unwrap().join("train.jsonl"), "").unwrap();
         }),
     ];
@@ -385,14 +385,6 @@ fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
     assert!(done.join("report.json").is_file());
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 /// `train --resume` refuses a checkpoint of another architecture (naming it) instead of
 /// continuing with it.
 #[test]
@@ -406,7 +398,7 @@ fn resume_refuses_a_checkpoint_of_another_architecture() {
     assert!(trainer::start(wide, &b, Some(1), &engine(), &Silent).unwrap().is_none());
     let last = a.join("checkpoint/last");
     std::fs::remove_dir_all(&last).unwrap();
-    copy_dir(&b.join("checkpoint/last"), &last);
+    common::copy_tree(&b.join("checkpoint/last"), &last);
     let err = trainer::resume(&a, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("checkpoint/last") && err.contains("another architecture"), "{err}");
 

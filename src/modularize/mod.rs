@@ -214,13 +214,15 @@ pub fn run(
         write_json(&out.config(), &config)?;
     }
     check_source(&out, &config, &data)?;
-    let importance = importance_stage(&out, &config, &model, &data, progress)?;
+    let groups = ChannelGroups::derive(&model.description)?;
+    let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, progress };
+    let importance = stages.importance()?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
     // Validation images: the search scores on the first `search_images`, the sensitivity table
     // on the first `sensitivity_images`.
     let val = &data.val;
     let images = data.normalization.images(val);
-    let sensitivity = sensitivity_stage(&out, &config, &model, &layout, &images, &val.labels, engine, progress)?;
+    let sensitivity = stages.sensitivity(&layout, &images)?;
     let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
     let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
     let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?;
@@ -334,80 +336,78 @@ fn load_inputs(config: &ModularizeConfig) -> Result<(Model, DataSplits)> {
     Ok((model, data))
 }
 
-/// Stage 1: kernel importance (read back when done).
-fn importance_stage(
-    out: &ModularizeDir,
-    config: &ModularizeConfig,
-    model: &Model,
-    data: &DataSplits,
-    progress: &dyn Progress,
-) -> Result<Importance> {
-    if out.importance().exists() {
-        let i = Importance::load(&out.importance())?;
-        let groups = ChannelGroups::derive(&model.description)?;
-        i.check(&groups, model.description.classes).map_err(|m| Error::file(out.importance(), m))?;
-        if i.confidence != config.confidence {
-            return Err(Error::file(
-                out.importance(),
-                format!(
-                    "was measured with confidence {}, but this run's is {}: it belongs to another run",
-                    i.confidence, config.confidence
-                ),
-            ));
-        }
-        return Ok(i);
-    }
-    let i = importance::compute(model, &data.train, &data.normalization, config.confidence, progress)?;
-    write_json(&out.importance(), &i)?;
-    Ok(i)
+/// What the importance and sensitivity stages of one modularization read.
+struct Stages<'a> {
+    out: &'a ModularizeDir,
+    config: &'a ModularizeConfig,
+    model: &'a Model,
+    data: &'a DataSplits,
+    /// The model's channel groups.
+    groups: ChannelGroups,
+    engine: &'a dyn Engine,
+    progress: &'a dyn Progress,
 }
 
-/// Stage 2: layer sensitivity on the first `sensitivity_images` of `images` (normalised
-/// validation images `[n, C, H, W]` with `labels`), read back when done.
-#[allow(clippy::too_many_arguments)]
-fn sensitivity_stage(
-    out: &ModularizeDir,
-    config: &ModularizeConfig,
-    model: &Model,
-    layout: &Layout,
-    images: &[f32],
-    labels: &[u16],
-    engine: &dyn Engine,
-    progress: &dyn Progress,
-) -> Result<Sensitivity> {
-    if out.sensitivity().exists() {
-        let s: Sensitivity = read_json(&out.sensitivity())?;
-        s.check(layout).map_err(|m| Error::file(out.sensitivity(), m))?;
-        let images = config.sensitivity_images.min(labels.len());
-        if s.threshold != config.sensitivity_threshold || s.images != images {
-            return Err(Error::file(
-                out.sensitivity(),
-                format!(
-                    "was measured with threshold {} on {} images, but this run's are {} and {}: it belongs to another run",
-                    s.threshold, s.images, config.sensitivity_threshold, images
-                ),
-            ));
+impl Stages<'_> {
+    /// Stage 1: kernel importance (read back, and checked against the run, when done).
+    fn importance(&self) -> Result<Importance> {
+        let Stages { out, config, model, data, .. } = *self;
+        if out.importance().exists() {
+            let i = Importance::load(&out.importance())?;
+            i.check(&self.groups, model.description.classes).map_err(|m| Error::file(out.importance(), m))?;
+            if i.confidence != config.confidence {
+                return Err(Error::file(
+                    out.importance(),
+                    format!(
+                        "was measured with confidence {}, but this run's is {}: it belongs to another run",
+                        i.confidence, config.confidence
+                    ),
+                ));
+            }
+            return Ok(i);
         }
-        return Ok(s);
+        let i = importance::compute(model, &data.train, &data.normalization, config.confidence, self.progress)?;
+        write_json(&out.importance(), &i)?;
+        Ok(i)
     }
-    let groups = ChannelGroups::derive(&model.description)?;
-    let segment_labels: Vec<String> =
-        (0..groups.groups.len()).map(|g| groups.group_label(&model.description, g)).collect();
-    let k = config.sensitivity_images.min(labels.len());
-    let per = images.len() / labels.len().max(1);
-    let mut evaluator = Evaluator::new(engine, model, layout, &images[..k * per], k)?;
-    let s = sensitivity::measure(
-        layout,
-        &segment_labels,
-        &mut evaluator,
-        &labels[..k],
-        model.description.classes,
-        config.sensitivity_threshold,
-        progress,
-    )?;
-    progress.event(&Event::SensitivityTable { table: &s });
-    write_json(&out.sensitivity(), &s)?;
-    Ok(s)
+
+    /// Stage 2: layer sensitivity on the first `sensitivity_images` validation images (`images`:
+    /// all of them normalised, `[n, C, H, W]`), read back, and checked against the run, when done.
+    fn sensitivity(&self, layout: &Layout, images: &[f32]) -> Result<Sensitivity> {
+        let Stages { out, config, model, data, .. } = *self;
+        let val = &data.val;
+        let k = config.sensitivity_images.min(val.len());
+        if out.sensitivity().exists() {
+            let s: Sensitivity = read_json(&out.sensitivity())?;
+            s.check(layout).map_err(|m| Error::file(out.sensitivity(), m))?;
+            if s.threshold != config.sensitivity_threshold || s.images != k {
+                return Err(Error::file(
+                    out.sensitivity(),
+                    format!(
+                        "was measured with threshold {} on {} images, but this run's are {} and {k}: it belongs to \
+                         another run",
+                        s.threshold, s.images, config.sensitivity_threshold
+                    ),
+                ));
+            }
+            return Ok(s);
+        }
+        let segment_labels: Vec<String> =
+            (0..self.groups.groups.len()).map(|g| self.groups.group_label(&model.description, g)).collect();
+        let mut evaluator = Evaluator::new(self.engine, model, layout, &images[..k * val.image_size()], k)?;
+        let s = sensitivity::measure(
+            layout,
+            &segment_labels,
+            &mut evaluator,
+            &val.labels[..k],
+            model.description.classes,
+            config.sensitivity_threshold,
+            self.progress,
+        )?;
+        self.progress.event(&Event::SensitivityTable { table: &s });
+        write_json(&out.sensitivity(), &s)?;
+        Ok(s)
+    }
 }
 
 /// Stage 3: the genetic search, saved after every generation.

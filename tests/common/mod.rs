@@ -7,6 +7,7 @@
 pub mod formats;
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -229,4 +230,18 @@ pub fn missing_runtime(what: &str, fix: &str) {
     }
     // Written to stderr directly, past the test harness's capture, so that it shows.
     let _ = writeln!(std::io::stderr(), "\n*** SKIPPED: {what} is missing ({fix}); this test did not run ***\n");
+}
+
+/// Copies the folder `from` (files and sub-folders) to `to`.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
 }
