@@ -1,6 +1,8 @@
 //! Benchmarks that mirror `../shared/bench/torch_reference.py` (same networks, sizes and
 //! timing rule: median of timed runs after warm-up), with random weights and inputs.
 
+pub mod search;
+
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};

@@ -35,6 +35,9 @@ enum BenchMode {
     /// Seconds to run K decoded random sub-networks over V images each (one generation's
     /// forward work in the original genetic search).
     Modules(ModulesArgs),
+    /// Seconds per generation of the genetic search on random weights and images (no training
+    /// first), with modules keeping about half of every layer's kernels, and where the time goes.
+    Search(SearchArgs),
 }
 
 #[derive(Args)]
@@ -149,6 +152,39 @@ struct ModulesArgs {
     engine: EngineChoice,
 }
 
+#[derive(Args)]
+struct SearchArgs {
+    /// Architecture, e.g. simcnn@0.25 or rescnn.
+    #[arg(long)]
+    arch: String,
+    /// Classes (N): one population and one module per class.
+    #[arg(long, default_value_t = 10)]
+    classes: usize,
+    /// Individuals per class (P; parents and elites scale as with `modularize --population`).
+    #[arg(long, default_value_t = 30)]
+    population: usize,
+    /// Validation images every module runs over (V), random 3x32x32.
+    #[arg(long, default_value_t = 2000)]
+    images: usize,
+    /// Generations to run; the first runs all N x P modules, later ones only the new children.
+    /// The median is taken over the generations after the first.
+    #[arg(long, default_value_t = 3)]
+    generations: usize,
+    /// Modules run at once, each on threads / jobs threads (default: the measured best for the
+    /// model's size, see `modularize --module-jobs`).
+    #[arg(long, value_name = "J")]
+    jobs: Option<usize>,
+    /// Seed of the random weights, images, labels and populations.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print one JSON object (seconds_per_generation, module_images_per_s, phase_shares, ...).
+    #[arg(long)]
+    json: bool,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
+    engine: EngineChoice,
+}
+
 pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
     match args.mode {
         BenchMode::Infer(a) => infer(a, threads),
@@ -156,6 +192,7 @@ pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
         BenchMode::Layers(a) => layers(a, threads),
         BenchMode::Pipeline(a) => pipeline(a, threads),
         BenchMode::Modules(a) => modules(a, threads),
+        BenchMode::Search(a) => search(a, threads),
     }
 }
 
@@ -264,6 +301,41 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
             r.module_images_per_s,
             r.mean_mac_share,
             r.prepare_s
+        )
+    })
+}
+
+fn search(args: SearchArgs, threads: usize) -> Result<()> {
+    let SearchArgs { arch, classes, population, images, generations, jobs, seed, json, engine } = args;
+    let engine = super::engine(engine, threads)?;
+    let jobs = jobs.unwrap_or(1);
+    let bench = bench::search::SearchBench { arch, classes, population, images, generations, jobs, seed };
+    let r = bench.run(engine.as_ref(), threads, &Bars::default())?;
+    report(json, &r, |r| {
+        let s = r.phase_shares;
+        format!(
+            "{} search on {} ({} threads, {} module(s) at once): N = {}, P = {}, V = {}: {:.2} s per generation \
+             (median of generations 2..{}; first {:.2} s), {:.0} module-images/s; modules keep {:.0}% of the \
+             kernels ({:.0}% of the MACs); time: decode {:.1}%, export {:.1}%, session {:.1}%, forward {:.1}%, \
+             composition {:.1}%",
+            r.arch,
+            r.engine,
+            r.threads,
+            r.jobs,
+            r.classes,
+            r.population,
+            r.images,
+            r.seconds_per_generation,
+            r.generations,
+            r.generation_seconds[0],
+            r.module_images_per_s,
+            100.0 * r.mean_kernel_share,
+            100.0 * r.mean_mac_share,
+            100.0 * s.decode,
+            100.0 * s.export,
+            100.0 * s.session,
+            100.0 * s.forward,
+            100.0 * s.composition
         )
     })
 }

@@ -29,6 +29,11 @@ impl Engine for BurnEngine {
         let net = Net::new(model, &self.device)?.valid();
         Ok(Box::new(BurnModel { net, device: self.device.clone(), input: model.description.input }))
     }
+
+    /// burn's kernels share rayon's pool, which balances concurrent callers itself.
+    fn concurrent(&self, _jobs: usize) -> Box<dyn Engine> {
+        Box::new(self.clone())
+    }
 }
 
 struct BurnModel {

@@ -5,9 +5,11 @@
 
 pub mod burn;
 pub mod ort;
+pub mod phases;
 
 use crate::error::Result;
 use crate::model::Model;
+use phases::{Phase, PhaseClock};
 
 /// Number of images an engine runs at once by default.
 pub const DEFAULT_BATCH: usize = 256;
@@ -18,6 +20,16 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &'static str;
     /// Builds the runnable form of `model`.
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>>;
+
+    /// [`Engine::prepare`], its time added to `clock` ([`Phase::Export`] for turning the model
+    /// into the engine's input where the engine has such a step, [`Phase::Session`] for the rest).
+    fn prepare_timed(&self, model: &Model, clock: &PhaseClock) -> Result<Box<dyn PreparedModel>> {
+        clock.time(Phase::Session, || self.prepare(model))
+    }
+
+    /// The same engine set up for `jobs` models running at once on different threads, each with
+    /// its share of the compute threads (at least one). Outputs are the same as this engine's.
+    fn concurrent(&self, jobs: usize) -> Box<dyn Engine>;
 
     /// Builds one runnable form of several models that take the same input: its logits are
     /// `[n, Σ classes]`, model k's in its own block of columns. By default each model is prepared

@@ -13,6 +13,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::TensorRef;
 
 use crate::decode::pad_channels;
+use crate::engine::phases::{Phase, PhaseClock};
 use crate::engine::{Engine, PreparedModel};
 use crate::error::{Error, Result};
 use crate::export::onnx::{to_onnx, to_onnx_packed};
@@ -95,6 +96,10 @@ pub fn library_path() -> Option<&'static Path> {
 #[derive(Debug, Clone)]
 pub struct OrtEngine {
     threads: usize,
+    /// `Some(t)`: each session runs on its own `t` threads (the caller's thread among them; with
+    /// `t = 1` no thread is started), for several sessions running at once. `None`: the shared
+    /// pool of `threads`.
+    session_threads: Option<usize>,
 }
 
 impl OrtEngine {
@@ -103,7 +108,7 @@ impl OrtEngine {
     pub fn new(threads: usize) -> Result<Self> {
         let _ = THREADS.set(threads.max(1));
         environment().map_err(|e| Error::Engine(format!("ONNX Runtime is not available: {e}")))?;
-        Ok(OrtEngine { threads: threads.max(1) })
+        Ok(OrtEngine { threads: threads.max(1), session_threads: None })
     }
 
     /// Intra-op threads.
@@ -115,12 +120,22 @@ impl OrtEngine {
     pub fn session(&self, onnx: &[u8]) -> Result<Session> {
         let env = environment().map_err(Error::Engine)?;
         let fail = |e: ort::Error| Error::Engine(format!("ONNX Runtime: {e}"));
-        Session::builder(env)
+        let mut builder = Session::builder(env)
             .map_err(fail)?
             .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(|e| fail(e.into()))?
-            .commit_from_memory(onnx)
-            .map_err(fail)
+            .map_err(|e| fail(e.into()))?;
+        if let Some(t) = self.session_threads {
+            builder = builder
+                .with_independent_thread_pool()
+                .and_then(|b| b.with_intra_threads(t))
+                .and_then(|b| b.with_inter_threads(1))
+                .map_err(|e| fail(e.into()))?;
+        }
+        builder.commit_from_memory(onnx).map_err(fail)
+    }
+
+    fn wrap(&self, session: Session, model: &Model) -> Box<dyn PreparedModel> {
+        Box::new(OrtModel::new(session, model.description.input, model.description.classes))
     }
 }
 
@@ -131,11 +146,19 @@ impl Engine for OrtEngine {
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>> {
         let session = self.session(&to_onnx(&pad_channels(model, CHANNEL_MULTIPLE)?)?)?;
-        Ok(Box::new(OrtModel {
-            session: Mutex::new(session),
-            input: model.description.input,
-            classes: model.description.classes,
-        }))
+        Ok(self.wrap(session, model))
+    }
+
+    fn prepare_timed(&self, model: &Model, clock: &PhaseClock) -> Result<Box<dyn PreparedModel>> {
+        let onnx = clock.time(Phase::Export, || to_onnx(&pad_channels(model, CHANNEL_MULTIPLE)?))?;
+        let session = clock.time(Phase::Session, || self.session(&onnx))?;
+        Ok(self.wrap(session, model))
+    }
+
+    /// With `jobs > 1`, sessions get independent pools of `threads / jobs` threads.
+    fn concurrent(&self, jobs: usize) -> Box<dyn Engine> {
+        let session_threads = (jobs > 1).then(|| (self.threads / jobs).max(1));
+        Box::new(OrtEngine { threads: self.threads, session_threads })
     }
 
     /// One session for all models (see [`to_onnx_packed`]).

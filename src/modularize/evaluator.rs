@@ -1,12 +1,17 @@
 //! Forward passes of modules over the validation images, cached: each individual's own-class
 //! logit vector is computed once per (class, genome), so elites and duplicates never run twice.
+//! The modules of a request run one after the other on all threads, or several at once (each on
+//! its share of the threads, see [`Evaluator::with_jobs`]); the logits are the same either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rayon::prelude::*;
+
 use crate::decode::{Decoder, KeepMasks};
+use crate::engine::phases::{Phase, PhaseClock};
 use crate::engine::{DEFAULT_BATCH, Engine};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::modularize::bitset::Bits;
 use crate::modularize::grouping::Layout;
@@ -14,6 +19,9 @@ use crate::modularize::grouping::Layout;
 /// Runs modules of one model over fixed images and remembers their own-class logits.
 pub struct Evaluator<'a> {
     engine: &'a dyn Engine,
+    /// Set by [`Evaluator::with_jobs`]: the engine set up for concurrent modules and the threads
+    /// that run them.
+    parallel: Option<(Box<dyn Engine>, rayon::ThreadPool)>,
     decoder: Decoder<'a>,
     layout: &'a Layout,
     images: &'a [f32],
@@ -23,11 +31,13 @@ pub struct Evaluator<'a> {
     pub forward_passes: u64,
     /// Requests answered from the cache.
     pub cache_hits: u64,
+    /// Time per phase of the modules run so far.
+    pub clock: PhaseClock,
 }
 
 impl<'a> Evaluator<'a> {
     /// An evaluator of `model`'s modules (genomes laid out by `layout`) on `n` normalised images
-    /// `[n, C, H, W]`.
+    /// `[n, C, H, W]`, running one module at a time.
     pub fn new(
         engine: &'a dyn Engine,
         model: &'a Model,
@@ -36,7 +46,33 @@ impl<'a> Evaluator<'a> {
         n: usize,
     ) -> Result<Self> {
         let decoder = Decoder::new(model)?;
-        Ok(Evaluator { engine, decoder, layout, images, n, cache: HashMap::new(), forward_passes: 0, cache_hits: 0 })
+        Ok(Evaluator {
+            engine,
+            parallel: None,
+            decoder,
+            layout,
+            images,
+            n,
+            cache: HashMap::new(),
+            forward_passes: 0,
+            cache_hits: 0,
+            clock: PhaseClock::default(),
+        })
+    }
+
+    /// Runs up to `jobs` modules at once (1: one at a time on all threads).
+    pub fn with_jobs(mut self, jobs: usize) -> Result<Self> {
+        self.parallel = if jobs > 1 {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(jobs)
+                .thread_name(|i| format!("module-{i}"))
+                .build()
+                .map_err(|e| Error::Engine(format!("cannot start {jobs} module threads: {e}")))?;
+            Some((self.engine.concurrent(jobs), pool))
+        } else {
+            None
+        };
+        Ok(self)
     }
 
     /// Number of images.
@@ -51,22 +87,55 @@ impl<'a> Evaluator<'a> {
 
     /// Logit `class` of class `class`'s module for `genome`, for every image (cached).
     pub fn own_logits(&mut self, class: usize, genome: &Bits) -> Result<Arc<Vec<f32>>> {
-        if let Some(v) = self.cache.get(&(class, genome.clone())) {
-            self.cache_hits += 1;
-            return Ok(v.clone());
+        let mut out = self.own_logits_many(&[(class, genome.clone())])?;
+        Ok(out.remove(0))
+    }
+
+    /// [`Evaluator::own_logits`] of every `(class, genome)` request, in request order. Requests not
+    /// in the cache run once each (a repeat within `requests` counts as a cache hit), several at
+    /// once after [`Evaluator::with_jobs`].
+    pub fn own_logits_many(&mut self, requests: &[(usize, Bits)]) -> Result<Vec<Arc<Vec<f32>>>> {
+        let mut missing: Vec<&(usize, Bits)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for key in requests {
+            if !self.cache.contains_key(key) && seen.insert(key) {
+                missing.push(key);
+            }
         }
-        let masks = self.keep_masks(self.layout.masks(class, genome))?;
-        let v = Arc::new(self.run(class, &masks)?);
-        self.cache.insert((class, genome.clone()), v.clone());
-        Ok(v)
+        let masks = missing
+            .iter()
+            .map(|(class, genome)| self.keep_masks(self.layout.masks(*class, genome)).map(|m| (*class, m)))
+            .collect::<Result<Vec<_>>>()?;
+        let vectors = self.run_many(&masks)?;
+        self.forward_passes += missing.len() as u64;
+        self.cache_hits += (requests.len() - missing.len()) as u64;
+        for (key, v) in missing.into_iter().zip(vectors) {
+            self.cache.insert(key.clone(), Arc::new(v));
+        }
+        Ok(requests.iter().map(|key| self.cache[key].clone()).collect())
+    }
+
+    /// Runs the module of each `(class, masks)` without the cache; its logit `class` per image.
+    pub fn run_many(&self, modules: &[(usize, KeepMasks)]) -> Result<Vec<Vec<f32>>> {
+        match &self.parallel {
+            None => modules.iter().map(|(class, masks)| self.run_on(self.engine, *class, masks)).collect(),
+            Some((engine, pool)) => pool.install(|| {
+                modules.par_iter().map(|(class, masks)| self.run_on(engine.as_ref(), *class, masks)).collect()
+            }),
+        }
     }
 
     /// Runs the module of `masks` without the cache and returns its logit `class` per image.
     pub fn run(&mut self, class: usize, masks: &KeepMasks) -> Result<Vec<f32>> {
-        let module = self.decoder.decode(masks)?;
-        let classes = module.description.classes;
-        let logits = self.engine.prepare(&module)?.logits(self.images, self.n, DEFAULT_BATCH)?;
         self.forward_passes += 1;
+        self.run_on(self.engine, class, masks)
+    }
+
+    fn run_on(&self, engine: &dyn Engine, class: usize, masks: &KeepMasks) -> Result<Vec<f32>> {
+        let module = self.clock.time(Phase::Decode, || self.decoder.decode(masks))?;
+        let classes = module.description.classes;
+        let prepared = engine.prepare_timed(&module, &self.clock)?;
+        let logits = self.clock.time(Phase::Forward, || prepared.logits(self.images, self.n, DEFAULT_BATCH))?;
         Ok(logits.chunks(classes).map(|row| row[class]).collect())
     }
 

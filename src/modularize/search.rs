@@ -15,6 +15,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::synthetic::mix_seed;
+use crate::engine::phases::Phase;
 use crate::error::{Error, Result};
 use crate::modularize::bitset::{Bits, mean_pairwise_distance};
 use crate::modularize::composition::{CompositionConfig, search as compose};
@@ -152,14 +153,12 @@ impl SearchContext<'_, '_> {
         let n = self.classes;
 
         // Own-class logit vectors (cached) and kernel sets of every individual.
-        let mut vectors = Vec::with_capacity(n);
-        for c in 0..n {
-            let row = state.populations[c]
-                .iter()
-                .map(|genome| self.evaluator.own_logits(c, genome))
-                .collect::<Result<Vec<_>>>()?;
-            vectors.push(row);
-        }
+        let requests: Vec<(usize, Bits)> =
+            (0..n).flat_map(|c| state.populations[c].iter().map(move |g| (c, g.clone()))).collect();
+        let mut flat = self.evaluator.own_logits_many(&requests)?.into_iter();
+        let vectors: Vec<Vec<_>> =
+            state.populations.iter().map(|p| flat.by_ref().take(p.len()).collect()).collect();
+        let composition_started = Instant::now();
         let kernel_sets: Vec<Vec<Bits>> = (0..n)
             .into_par_iter()
             .map(|c| state.populations[c].iter().map(|genome| self.layout.kernel_set(c, genome)).collect())
@@ -221,6 +220,7 @@ impl SearchContext<'_, '_> {
         self.evaluator.retain(&alive);
         state.populations = next;
         state.generation += 1;
+        self.evaluator.clock.add(Phase::Composition, composition_started.elapsed());
         let record = GenerationRecord {
             generation: g,
             best_fitness: if improved { fitness } else { previous.unwrap_or(fitness) },
