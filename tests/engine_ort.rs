@@ -217,3 +217,86 @@ fn a_missing_or_broken_runtime_falls_back_to_burn_with_a_hint() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && stderr.contains("no python3"), "{stderr}");
 }
+
+/// A random model, a genome layout over it and random images with labels, for search tests.
+fn search_setup(
+    classes: usize,
+    n: usize,
+) -> (Model, cnnsplitter::modularize::grouping::Layout, Vec<f32>, Vec<u16>) {
+    use cnnsplitter::modularize::grouping::{GroupingConfig, Layout};
+    let model = random_model("simcnn@0.25", [3, 32, 32], classes, 5);
+    let importance =
+        cnnsplitter::bench::search::random_importance(&model, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
+    let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
+    let images = random_images(n, [3, 32, 32], 7);
+    let labels = (0..n).map(|i| (i % classes) as u16).collect();
+    (model, layout, images, labels)
+}
+
+#[test]
+fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
+    use cnnsplitter::modularize::composition::CompositionConfig;
+    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
+    use cnnsplitter::modularize::search::{GenerationRecord, SearchContext, SearchState, StopConfig, initial_state};
+    let Some(ort) = ort_engine() else { return };
+    let (classes, n) = (4, 48);
+    let (model, layout, images, labels) = search_setup(classes, n);
+    let ga = GaConfig { init: InitKind::Random, ..GaConfig::preset(Preset::ReferenceCode) }.with_population(6);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let populations: Vec<_> =
+        (0..classes).map(|_| initial_population(&layout, &[], ga.init, ga.population, &mut rng)).collect();
+    let composition = CompositionConfig::default();
+    let stop = StopConfig { generations: 3, patience: None };
+    let search = |jobs: usize| -> (SearchState, Vec<Vec<f32>>) {
+        let mut evaluator = Evaluator::new(&ort, &model, &layout, &images, n).unwrap().with_jobs(jobs).unwrap();
+        let requests: Vec<_> = (0..classes).flat_map(|c| populations[c].iter().map(move |g| (c, g.clone()))).collect();
+        let first: Vec<Vec<f32>> =
+            evaluator.own_logits_many(&requests).unwrap().iter().map(|v| v.as_ref().clone()).collect();
+        let mut state = initial_state(populations.clone());
+        let mut ctx = SearchContext {
+            layout: &layout,
+            labels: &labels,
+            classes,
+            ga: &ga,
+            composition: &composition,
+            stop: &stop,
+            seed: 3,
+            evaluator: &mut evaluator,
+        };
+        while !state.finished {
+            ctx.step(&mut state).unwrap();
+        }
+        state.history = state.history.into_iter().map(|r| GenerationRecord { seconds: 0.0, ..r }).collect();
+        (state, first)
+    };
+    let (one, one_logits) = search(1);
+    let (two, two_logits) = search(2);
+    assert_eq!(one_logits, two_logits, "one module on two threads and two on one thread each: the same bits");
+    assert_eq!(one, two, "the same generations");
+    assert!(one.history.iter().all(|r| r.survivors > 0));
+}
+
+#[test]
+fn ort_sensitivity_from_shared_prefixes_equals_running_every_module_whole() {
+    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::sensitivity::{SegmentPlan, segment_logits};
+    let Some(ort) = ort_engine() else { return };
+    let (classes, n) = (3, 40);
+    let (model, layout, images, _) = search_setup(classes, n);
+    let mut evaluator = Evaluator::new(&ort, &model, &layout, &images, n).unwrap();
+    let mut shared_cuts = 0;
+    for s in 0..layout.segments.len() {
+        let plan = SegmentPlan::new(&evaluator, s).unwrap();
+        shared_cuts += usize::from(plan.cut > 0);
+        let shared = segment_logits(&evaluator, &layout, s, &plan, classes, &cnnsplitter::progress::Silent).unwrap();
+        let whole = sensitivity_logits_run_whole(&mut evaluator, &layout, s, classes);
+        for (r, (a, b)) in shared.iter().zip(&whole).enumerate() {
+            for (c, (x, y)) in a.iter().zip(b).enumerate() {
+                let err = relative_error(x, y);
+                assert!(err <= 1e-6, "segment {s} (cut {}), ratio {r}, class {c}: relative error {err}", plan.cut);
+            }
+        }
+    }
+    assert!(shared_cuts >= 10, "only {shared_cuts} segments share a prefix");
+}

@@ -318,3 +318,51 @@ fn artifact_open_tells_folder_types_apart() {
         assert!(e.contains(name) && e.contains(says), "{name}: {e}");
     }
 }
+
+#[test]
+fn a_prefix_then_its_suffix_computes_the_whole_model_and_no_residual_branch_crosses_a_cut() {
+    use cnnsplitter::model::split::{latest_cut, prefix, suffix};
+    for (arch, input) in [("simcnn@0.25", [3, 32, 32]), ("rescnn@0.25", [3, 32, 32]), ("resnet8-bn@0.5", [3, 16, 16])] {
+        let model = random_model(arch, input, 4, 2);
+        let desc = &model.description;
+        let n = 5;
+        let images = random_images(n, input, 3);
+        let whole = burn_logits(&model, &images, n);
+        // Independently of the cut rule: a layer adding (or reading) an earlier tensor keeps that
+        // tensor alive up to it, so no cut may fall strictly inside that span.
+        let mut spans = Vec::new();
+        for i in 0..desc.layers.len() {
+            if let Some(from) = desc.add_operand(i) {
+                spans.push((from, i));
+            }
+            if let Some(cnnsplitter::model::description::Source::Layer(k)) = desc.source(i) {
+                spans.push((k, i));
+            }
+        }
+        let mut usable = 0;
+        for limit in 0..desc.layers.len() {
+            let cut = latest_cut(desc, limit);
+            assert!(cut <= limit, "{arch}: cut {cut} after limit {limit}");
+            assert!(
+                spans.iter().all(|&(from, to)| !(from + 1 < cut && cut <= to)),
+                "{arch}: the cut before layer {cut} splits a branch {spans:?}"
+            );
+            if cut == 0 || cut != limit {
+                continue;
+            }
+            usable += 1;
+            let activations = burn_logits(&prefix(&model, cut).unwrap(), &images, n);
+            let tail = suffix(&model, cut).unwrap();
+            let got = burn_logits(&tail, &activations, n);
+            assert_eq!(got, whole, "{arch}: split before layer {cut} ({})", desc.layers[cut].name);
+        }
+        assert!(usable >= 5, "{arch}: only {usable} usable cuts");
+        // A cut inside a residual branch is refused with a message, not a panic.
+        if let Some(&(from, to)) = spans.iter().find(|&&(from, to)| to > from + 2) {
+            let inside = from + 2;
+            assert!(inside <= to);
+            let err = suffix(&model, inside).unwrap_err().to_string();
+            assert!(err.contains("cannot be split"), "{err}");
+        }
+    }
+}

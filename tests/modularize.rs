@@ -19,7 +19,7 @@ use cnnsplitter::modularize::composition::{CompositionConfig, composed_accuracy,
 use cnnsplitter::modularize::ga::{GaConfig, Mutation, Preset, crossover, mutate};
 use cnnsplitter::modularize::grouping::GroupingConfig;
 use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
-use cnnsplitter::modularize::{ModularizeConfig, run};
+use cnnsplitter::modularize::{ModularizeConfig, RunOptions, run, run_with};
 use cnnsplitter::progress::{Event, Progress, Silent};
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
 use cnnsplitter::train::trainer;
@@ -250,10 +250,20 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
         serde_json::from_str(&std::fs::read_to_string(a.join("modules/class_00/keep.json")).unwrap()).unwrap();
     assert_eq!(keep["kept"].as_array().unwrap().len(), 4, "kept kernels of the 4 convolutions");
 
-    // Same seed, same modules; stopped after 2 generations and resumed, same modules too.
+    // Same seed, same modules, also with two modules run at once; stopped after 2 generations
+    // and resumed, same modules too.
     let b = tmp.path().join("b");
-    run(Some(config(&model_dir, &data, 5)), &b, &engine, None, &Silent).unwrap();
+    let parallel = RunOptions { stop_after: None, jobs: Some(2) };
+    run_with(Some(config(&model_dir, &data, 5)), &b, &engine, parallel, &Silent).unwrap();
     assert_eq!(modules(&a, 5), modules(&b, 5));
+    let untimed = |d: &Path| -> Vec<GenerationRecord> {
+        let records: Vec<GenerationRecord> =
+            cnnsplitter::files::read_jsonl(&d.join("search/generations.jsonl")).unwrap();
+        records.into_iter().map(|r| GenerationRecord { seconds: 0.0, ..r }).collect()
+    };
+    assert_eq!(untimed(&a), untimed(&b), "the same generations with modules in parallel");
+    let table = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
+    assert_eq!(table(&a), table(&b));
     let c = tmp.path().join("c");
     assert!(run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent).unwrap().is_none());
     // As a kill after the state and before the log leaves it: the log one line short.
@@ -549,4 +559,51 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
     let err = resume_err(&changed);
     assert!(err.contains("has changed since the modularization"), "{err}");
     assert!(err.contains(model_dir.to_str().unwrap()), "names the model: {err}");
+}
+
+#[test]
+fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole() {
+    use cnnsplitter::data::pipeline::Normalization;
+    use cnnsplitter::graph::channel_groups::ChannelGroups;
+    use cnnsplitter::model::split::latest_cut;
+    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::grouping::Layout;
+    use cnnsplitter::modularize::importance::compute;
+    use cnnsplitter::modularize::sensitivity::{SegmentPlan, measure, segment_logits};
+    for (arch, jobs) in [("rescnn-weak@0.125", 1), ("simcnn-weak@0.25", 2)] {
+        let model = common::random_model(arch, [3, 16, 16], 3, 8);
+        let set = random_set(50, 9);
+        let normalization = Normalization::for_channels(3, None, None).unwrap();
+        let images = normalization.images(&set);
+        let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
+        let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
+        let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
+        let engine = BurnEngine::default();
+        let mut evaluator =
+            Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap().with_jobs(jobs).unwrap();
+        let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, 0.05, &Silent).unwrap();
+
+        // The prefix is shared for most segments, so the comparison below tests it.
+        let groups = ChannelGroups::derive(&model.description).unwrap();
+        let shared = groups.groups.iter().filter(|g| latest_cut(&model.description, g.producers[0]) > 0).count();
+        assert!(2 * shared >= groups.groups.len(), "{arch}: {shared} of {} segments share a prefix", groups.groups.len());
+
+        // The old way: every (segment, ratio, class) module decoded and run whole on the images;
+        // the same logits to the last bit, so the same table.
+        let full: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
+        let all = evaluator.keep_masks(full).unwrap();
+        let base: Vec<Vec<f32>> = (0..3).map(|c| evaluator.run(c, &all).unwrap()).collect();
+        let accuracy =
+            |v: &[Vec<f32>]| composed_accuracy(&v.iter().map(|x| x.as_slice()).collect::<Vec<_>>(), &set.labels);
+        assert_eq!(table.base_accuracy, accuracy(&base), "{arch}");
+        for s in 0..layout.segments.len() {
+            let plan = SegmentPlan::new(&evaluator, s).unwrap();
+            let shared = segment_logits(&evaluator, &layout, s, &plan, 3, &Silent).unwrap();
+            let whole = common::sensitivity_logits_run_whole(&mut evaluator, &layout, s, 3);
+            assert_eq!(shared, whole, "{arch}: segment {s} (cut {})", plan.cut);
+            for (r, vectors) in whole.iter().enumerate() {
+                assert_eq!(table.segments[s].accuracy[r], accuracy(vectors), "{arch}: segment {s}, ratio {r}");
+            }
+        }
+    }
 }

@@ -169,7 +169,7 @@ impl SearchBench {
 
 /// Importance drawn uniformly at random per class and kernel (the grouping needs an order; a
 /// random model has no meaningful one).
-fn random_importance(model: &Model, rng: &mut impl Rng) -> Result<Importance> {
+pub fn random_importance(model: &Model, rng: &mut impl Rng) -> Result<Importance> {
     let groups = ChannelGroups::derive(&model.description)?;
     let classes = model.description.classes;
     Ok(Importance {

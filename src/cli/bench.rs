@@ -170,8 +170,7 @@ struct SearchArgs {
     /// The median is taken over the generations after the first.
     #[arg(long, default_value_t = 3)]
     generations: usize,
-    /// Modules run at once, each on threads / jobs threads (default: the measured best for the
-    /// model's size, see `modularize --module-jobs`).
+    /// Modules run at once, each on threads / J threads (default: as `modularize --module-jobs`).
     #[arg(long, value_name = "J")]
     jobs: Option<usize>,
     /// Seed of the random weights, images, labels and populations.
@@ -308,7 +307,7 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
 fn search(args: SearchArgs, threads: usize) -> Result<()> {
     let SearchArgs { arch, classes, population, images, generations, jobs, seed, json, engine } = args;
     let engine = super::engine(engine, threads)?;
-    let jobs = jobs.unwrap_or(1);
+    let jobs = jobs.unwrap_or_else(|| cnnsplitter::modularize::default_jobs(threads));
     let bench = bench::search::SearchBench { arch, classes, population, images, generations, jobs, seed };
     let r = bench.run(engine.as_ref(), threads, &Bars::default())?;
     report(json, &r, |r| {

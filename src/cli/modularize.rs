@@ -10,7 +10,7 @@ use cnnsplitter::modularize::composition::CompositionConfig;
 use cnnsplitter::modularize::ga::{FitnessRule, GaConfig, InitKind, Mutation, Preset};
 use cnnsplitter::modularize::grouping::{GroupingConfig, GroupingKind};
 use cnnsplitter::modularize::search::StopConfig;
-use cnnsplitter::modularize::{ModularizeConfig, run};
+use cnnsplitter::modularize::{ModularizeConfig, RunOptions, run_with};
 
 use super::data::DataArgs;
 use super::progress_bar::Bars;
@@ -92,6 +92,10 @@ pub struct ModularizeArgs {
     /// Stop after this many generations of this session (continue with --resume).
     #[arg(long, value_name = "G")]
     stop_after: Option<usize>,
+    /// Modules run at once, each on threads / J threads (default: one per two threads, measured
+    /// best on 2 cores). The modules, tables and search log are the same for every J.
+    #[arg(long, value_name = "J")]
+    module_jobs: Option<usize>,
     /// Output folder (modules, tables, search log, summary.json).
     #[arg(long, required_unless_present = "resume")]
     out: Option<PathBuf>,
@@ -168,7 +172,8 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
     let engine = super::engine(args.engine, threads)?;
-    let Some(s) = run(cfg, &dir, engine.as_ref(), args.stop_after, &bars)? else {
+    let options = RunOptions { stop_after: args.stop_after, jobs: args.module_jobs };
+    let Some(s) = run_with(cfg, &dir, engine.as_ref(), options, &bars)? else {
         println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
         return Ok(());
     };

@@ -1,5 +1,7 @@
 //! The ONNX Runtime engine: models are exported to ONNX in memory and run by a dynamically
-//! loaded `libonnxruntime` (graph optimisation level "all", intra-op threads = compute threads).
+//! loaded `libonnxruntime` (graph optimisation level "all"). Sessions allocate from one
+//! process-wide memory arena and run on one process-wide pool of the compute threads, or, when
+//! several run at once ([`Engine::concurrent`]), each on its share of the threads.
 //!
 //! The runtime library is found through `ORT_DYLIB_PATH`, else in the `onnxruntime` package of
 //! the `python3` on `PATH` (`pip install onnxruntime`). It is loaded once per process.
@@ -70,7 +72,8 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Loads the runtime once; later calls return the same result. All sessions share one thread
-/// pool (so creating a session does not start threads) of the compute thread count.
+/// pool (so creating a session does not start threads) of the compute thread count, and one
+/// memory arena (see [`register_shared_arena`]).
 pub fn environment() -> std::result::Result<&'static Environment, String> {
     let loaded = ENVIRONMENT.get_or_init(|| {
         let path = find_library()?;
@@ -82,9 +85,32 @@ pub fn environment() -> std::result::Result<&'static Environment, String> {
             .and_then(|p| p.with_inter_threads(1))
             .map_err(fail)?;
         let env = builder.with_name("cnnsplitter").with_global_thread_pool(pool).build().map_err(fail)?;
+        register_shared_arena(&env).map_err(|e| format!("cannot register ONNX Runtime's shared memory arena: {e}"))?;
         Ok((env, path))
     });
     loaded.as_ref().map(|(env, _)| env).map_err(Clone::clone)
+}
+
+/// Registers one CPU arena allocator with the environment, for every session to allocate from
+/// (sessions opt in with `session.use_env_allocators`): memory returned by one session's run
+/// serves the next session's, instead of each session mapping (and the kernel zeroing) fresh pages.
+fn register_shared_arena(env: &Environment) -> std::result::Result<(), String> {
+    use ort::AsPointer;
+    use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+    let info = MemoryInfo::new(AllocationDevice::CPU, 0, AllocatorType::Arena, MemoryType::Default)
+        .map_err(|e| e.to_string())?;
+    let api = ort::api();
+    // SAFETY: both pointers come from live `ort` objects; a null arena configuration asks for
+    // ONNX Runtime's defaults. The returned status is read and released here.
+    unsafe {
+        let status = (api.CreateAndRegisterAllocator)(env.ptr().cast_mut(), info.ptr(), std::ptr::null());
+        if !status.0.is_null() {
+            let message = std::ffi::CStr::from_ptr((api.GetErrorMessage)(status.0)).to_string_lossy().into_owned();
+            (api.ReleaseStatus)(status.0);
+            return Err(message);
+        }
+    }
+    Ok(())
 }
 
 /// The library file in use, once [`environment`] succeeded.
@@ -123,6 +149,7 @@ impl OrtEngine {
         let mut builder = Session::builder(env)
             .map_err(fail)?
             .with_optimization_level(GraphOptimizationLevel::All)
+            .and_then(|b| b.with_config_entry("session.use_env_allocators", "1"))
             .map_err(|e| fail(e.into()))?;
         if let Some(t) = self.session_threads {
             builder = builder

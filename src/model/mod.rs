@@ -6,6 +6,7 @@ pub mod description;
 pub mod import;
 pub mod net;
 pub mod shape;
+pub mod split;
 pub mod weights;
 pub mod zoo;
 

@@ -12,13 +12,15 @@ use crate::decode::{Decoder, KeepMasks};
 use crate::engine::phases::{Phase, PhaseClock};
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::graph::channel_groups::ChannelGroups;
+use crate::model::{Model, split};
 use crate::modularize::bitset::Bits;
 use crate::modularize::grouping::Layout;
 
 /// Runs modules of one model over fixed images and remembers their own-class logits.
 pub struct Evaluator<'a> {
     engine: &'a dyn Engine,
+    model: &'a Model,
     /// Set by [`Evaluator::with_jobs`]: the engine set up for concurrent modules and the threads
     /// that run them.
     parallel: Option<(Box<dyn Engine>, rayon::ThreadPool)>,
@@ -48,6 +50,7 @@ impl<'a> Evaluator<'a> {
         let decoder = Decoder::new(model)?;
         Ok(Evaluator {
             engine,
+            model,
             parallel: None,
             decoder,
             layout,
@@ -117,26 +120,64 @@ impl<'a> Evaluator<'a> {
 
     /// Runs the module of each `(class, masks)` without the cache; its logit `class` per image.
     pub fn run_many(&self, modules: &[(usize, KeepMasks)]) -> Result<Vec<Vec<f32>>> {
+        self.run_from(0, self.images, self.n, modules)
+    }
+
+    /// Runs the layers from `cut` on (a usable cut, see [`crate::model::split`]) of the module of
+    /// each `(class, masks)` over `inputs`: `n` activations entering layer `cut` (the images when
+    /// `cut` is 0), `[n, C, H, W]`. Returns each module's logit `class` per input. The masks must
+    /// leave the layers before `cut` as they are.
+    pub fn run_from(&self, cut: usize, inputs: &[f32], n: usize, modules: &[(usize, KeepMasks)]) -> Result<Vec<Vec<f32>>> {
+        let run = |engine: &dyn Engine, (class, masks): &(usize, KeepMasks)| -> Result<Vec<f32>> {
+            let module = self.clock.time(Phase::Decode, || {
+                let module = self.decoder.decode(masks)?;
+                if cut == 0 { Ok(module) } else { split::suffix(&module, cut) }
+            })?;
+            let classes = module.description.classes;
+            let prepared = engine.prepare_timed(&module, &self.clock)?;
+            let logits = self.clock.time(Phase::Forward, || prepared.logits(inputs, n, DEFAULT_BATCH))?;
+            Ok(logits.chunks(classes).map(|row| row[*class]).collect())
+        };
         match &self.parallel {
-            None => modules.iter().map(|(class, masks)| self.run_on(self.engine, *class, masks)).collect(),
-            Some((engine, pool)) => pool.install(|| {
-                modules.par_iter().map(|(class, masks)| self.run_on(engine.as_ref(), *class, masks)).collect()
-            }),
+            None => modules.iter().map(|m| run(self.engine, m)).collect(),
+            Some((engine, pool)) => pool.install(|| modules.par_iter().map(|m| run(engine.as_ref(), m)).collect()),
         }
+    }
+
+    /// The model's activations entering layer `cut` (a usable cut; for 0 the images themselves)
+    /// for images `start..start + len`: `[len, C, H, W]`.
+    pub fn activations(&self, cut: usize, start: usize, len: usize) -> Result<Vec<f32>> {
+        let per = self.images.len() / self.n.max(1);
+        if cut == 0 {
+            return Ok(self.images[start * per..(start + len) * per].to_vec());
+        }
+        let prefix = split::prefix(self.model, cut)?;
+        let prepared = self.engine.prepare_timed(&prefix, &self.clock)?;
+        let images = &self.images[start * per..(start + len) * per];
+        self.clock.time(Phase::Forward, || prepared.logits(images, len, DEFAULT_BATCH))
+    }
+
+    /// The whole model's logits `[n, classes]` on the images.
+    pub fn model_logits(&self) -> Result<Vec<f32>> {
+        let prepared = self.engine.prepare_timed(self.model, &self.clock)?;
+        self.clock.time(Phase::Forward, || prepared.logits(self.images, self.n, DEFAULT_BATCH))
+    }
+
+    /// The model.
+    pub fn model(&self) -> &Model {
+        self.model
+    }
+
+    /// The model's channel groups (one per genome segment).
+    pub fn channel_groups(&self) -> &ChannelGroups {
+        self.decoder.groups()
     }
 
     /// Runs the module of `masks` without the cache and returns its logit `class` per image.
     pub fn run(&mut self, class: usize, masks: &KeepMasks) -> Result<Vec<f32>> {
         self.forward_passes += 1;
-        self.run_on(self.engine, class, masks)
-    }
-
-    fn run_on(&self, engine: &dyn Engine, class: usize, masks: &KeepMasks) -> Result<Vec<f32>> {
-        let module = self.clock.time(Phase::Decode, || self.decoder.decode(masks))?;
-        let classes = module.description.classes;
-        let prepared = engine.prepare_timed(&module, &self.clock)?;
-        let logits = self.clock.time(Phase::Forward, || prepared.logits(self.images, self.n, DEFAULT_BATCH))?;
-        Ok(logits.chunks(classes).map(|row| row[class]).collect())
+        let mut out = self.run_many(&[(class, masks.clone())])?;
+        Ok(out.remove(0))
     }
 
     /// Drops cached vectors of modules not in `keep` (to bound memory between generations).

@@ -198,6 +198,24 @@ pub struct KeepRecord {
     pub kept: Vec<(String, Vec<usize>)>,
 }
 
+/// How a session of a modularization runs; not part of the run's configuration, because its
+/// results do not depend on it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Stop after this many generations of this session (as if killed).
+    pub stop_after: Option<usize>,
+    /// Modules run at once, each on its share of the threads (`None`: [`default_jobs`]).
+    pub jobs: Option<usize>,
+}
+
+/// Modules run at once by default on `threads` compute threads: one per two threads. Measured on
+/// 2 cores (README, Performance): one module on both threads is as fast as two modules on one
+/// thread each for simcnn@0.25 and faster for rescnn@0.25, and one module scales 1.8x from one
+/// thread to two; whether modules keep scaling beyond two threads each was not measured.
+pub fn default_jobs(threads: usize) -> usize {
+    (threads / 2).max(1)
+}
+
 /// Starts (`config` given) or resumes (`None`) the run in `dir`. With `stop_after = Some(g)` the
 /// session stops after g generations (as if killed) and returns `None`.
 pub fn run(
@@ -207,6 +225,19 @@ pub fn run(
     stop_after: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Option<Summary>> {
+    run_with(config, dir, engine, RunOptions { stop_after, jobs: None }, progress)
+}
+
+/// [`run`] with every option of the session.
+pub fn run_with(
+    config: Option<ModularizeConfig>,
+    dir: &Path,
+    engine: &dyn Engine,
+    options: RunOptions,
+    progress: &dyn Progress,
+) -> Result<Option<Summary>> {
+    let jobs = options.jobs.unwrap_or_else(|| default_jobs(rayon::current_num_threads()));
+    Error::check_at_least("module jobs", jobs, 1)?;
     let out = ModularizeDir::new(dir);
     let config = open_config(config, &out)?;
     let (model, data) = load_inputs(&config)?;
@@ -215,7 +246,7 @@ pub fn run(
     }
     check_source(&out, &config, &data)?;
     let groups = ChannelGroups::derive(&model.description)?;
-    let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, progress };
+    let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, jobs, progress };
     let importance = stages.importance()?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
     // Validation images: the search scores on the first `search_images`, the sensitivity table
@@ -225,10 +256,10 @@ pub fn run(
     let sensitivity = stages.sensitivity(&layout, &images)?;
     let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
     let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
-    let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?;
+    let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?.with_jobs(jobs)?;
     let classes = model.description.classes;
     let search = Search { out: &out, config: &config, layout: &layout, labels: &val.labels[..m], classes };
-    let Some(state) = search.run(&sensitive, &mut evaluator, stop_after, progress)? else {
+    let Some(state) = search.run(&sensitive, &mut evaluator, options.stop_after, progress)? else {
         return Ok(None);
     };
     // The modules of the best combination, and the summary.
@@ -345,6 +376,8 @@ struct Stages<'a> {
     /// The model's channel groups.
     groups: ChannelGroups,
     engine: &'a dyn Engine,
+    /// Modules run at once.
+    jobs: usize,
     progress: &'a dyn Progress,
 }
 
@@ -394,7 +427,8 @@ impl Stages<'_> {
         }
         let segment_labels: Vec<String> =
             (0..self.groups.groups.len()).map(|g| self.groups.group_label(&model.description, g)).collect();
-        let mut evaluator = Evaluator::new(self.engine, model, layout, &images[..k * val.image_size()], k)?;
+        let mut evaluator =
+            Evaluator::new(self.engine, model, layout, &images[..k * val.image_size()], k)?.with_jobs(self.jobs)?;
         let s = sensitivity::measure(
             layout,
             &segment_labels,

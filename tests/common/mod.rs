@@ -245,3 +245,32 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// The sensitivity table's own-class logits `[ratio][class][image]` for segment `s`, computed the
+/// way the table was before prefixes were shared: every module decoded and run whole.
+pub fn sensitivity_logits_run_whole(
+    evaluator: &mut cnnsplitter::modularize::evaluator::Evaluator<'_>,
+    layout: &cnnsplitter::modularize::grouping::Layout,
+    s: usize,
+    classes: usize,
+) -> Vec<Vec<Vec<f32>>> {
+    use cnnsplitter::modularize::sensitivity::RATIOS;
+    let segment = &layout.segments[s];
+    RATIOS
+        .iter()
+        .map(|ratio| {
+            let keep = ((segment.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, segment.width);
+            (0..classes)
+                .map(|c| {
+                    let mut masks: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
+                    masks[s] = vec![false; segment.width];
+                    for &k in &segment.importance_order[c][..keep] {
+                        masks[s][k] = true;
+                    }
+                    let masks = evaluator.keep_masks(masks).unwrap();
+                    evaluator.run(c, &masks).unwrap()
+                })
+                .collect()
+        })
+        .collect()
+}
