@@ -146,17 +146,14 @@ impl OrtEngine {
     pub fn session(&self, onnx: &[u8]) -> Result<Session> {
         let env = environment().map_err(Error::Engine)?;
         let fail = |e: ort::Error| Error::Engine(format!("ONNX Runtime: {e}"));
-        let mut builder = Session::builder(env)
-            .map_err(fail)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .and_then(|b| b.with_config_entry("session.use_env_allocators", "1"))
-            .map_err(|e| fail(e.into()))?;
+        let recover = |e: ort::Error<ort::session::builder::SessionBuilder>| fail(e.into());
+        let builder = Session::builder(env).map_err(fail)?;
+        let builder = builder.with_optimization_level(GraphOptimizationLevel::All).map_err(recover)?;
+        let mut builder = builder.with_config_entry("session.use_env_allocators", "1").map_err(recover)?;
         if let Some(t) = self.session_threads {
-            builder = builder
-                .with_independent_thread_pool()
-                .and_then(|b| b.with_intra_threads(t))
-                .and_then(|b| b.with_inter_threads(1))
-                .map_err(|e| fail(e.into()))?;
+            builder = builder.with_independent_thread_pool().map_err(recover)?;
+            builder = builder.with_intra_threads(t).map_err(recover)?;
+            builder = builder.with_inter_threads(1).map_err(recover)?;
         }
         builder.commit_from_memory(onnx).map_err(fail)
     }
