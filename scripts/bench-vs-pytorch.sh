@@ -2,7 +2,9 @@
 # Runs cnnsplitter's inference benchmarks next to the PyTorch reference, in one run on one machine,
 # and prints one JSON line per measurement.
 # Usage: scripts/bench-vs-pytorch.sh [ARCH...]        (default: simcnn@0.25 simcnn rescnn@0.25)
-# MODES limits what runs (default: "infer train modules").
+# MODES limits what runs (default: "infer train modules"; "search" adds one generation-level
+# comparison: `bench search` N = 10, P = 30, V = 2,000 against the reference's 300 modules over
+# 2,000 images, the forward work of one generation of the original search).
 # Needs ../shared/bench (setup-torch.sh, torch_reference.py); THREADS defaults to 2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +39,9 @@ for spec in "${archs[@]}"; do
     "$bin" --threads "$threads" bench modules --arch "$spec" --modules 20 --images 1000 --keep 0.5 --engine "$engine" --json
   done
   "$py" "$ref/torch_reference.py" modules --arch "$arch" --width "$width" --threads "$threads" --modules 20 --images 1000 --keep 0.5
+  fi
+  if [[ $modes == *search* ]]; then
+  "$bin" --threads "$threads" bench search --arch "$spec" --classes 10 --population 30 --images 2000 --generations 3 --engine ort --json
+  "$py" "$ref/torch_reference.py" modules --arch "$arch" --width "$width" --threads "$threads" --modules 300 --images 2000 --keep 0.5
   fi
 done

@@ -236,7 +236,7 @@ fn search_setup(
 #[test]
 fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
     use cnnsplitter::modularize::composition::CompositionConfig;
-    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
     use cnnsplitter::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
     use cnnsplitter::modularize::search::{GenerationRecord, SearchContext, SearchState, StopConfig, initial_state};
     let Some(ort) = ort_engine() else { return };
@@ -248,8 +248,8 @@ fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
         (0..classes).map(|_| initial_population(&layout, &[], ga.init, ga.population, &mut rng)).collect();
     let composition = CompositionConfig::default();
     let stop = StopConfig { generations: 3, patience: None };
-    let search = |jobs: usize| -> (SearchState, Vec<Vec<f32>>) {
-        let mut evaluator = Evaluator::new(&ort, &model, &layout, &images, n).unwrap().with_jobs(jobs).unwrap();
+    let search = |runs: ModuleRuns| -> (SearchState, Vec<Vec<f32>>) {
+        let mut evaluator = Evaluator::new(&ort, &model, &layout, &images, n).unwrap().with_runs(runs).unwrap();
         let requests: Vec<_> = (0..classes).flat_map(|c| populations[c].iter().map(move |g| (c, g.clone()))).collect();
         let first: Vec<Vec<f32>> =
             evaluator.own_logits_many(&requests).unwrap().iter().map(|v| v.as_ref().clone()).collect();
@@ -270,9 +270,12 @@ fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
         state.history = state.history.into_iter().map(|r| GenerationRecord { seconds: 0.0, ..r }).collect();
         (state, first)
     };
-    let (one, one_logits) = search(1);
-    let (two, two_logits) = search(2);
-    assert_eq!(one_logits, two_logits, "one module on two threads and two on one thread each: the same bits");
+    let (one, one_logits) = search(ModuleRuns::SERIAL);
+    let (two, two_logits) = search(ModuleRuns { jobs: 2, batch: 5 });
+    assert_eq!(
+        one_logits, two_logits,
+        "one module on two threads over batches of 256, two on one thread each over batches of 5: the same bits"
+    );
     assert_eq!(one, two, "the same generations");
     assert!(one.history.iter().all(|r| r.survivors > 0));
 }

@@ -208,7 +208,8 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let engine = BurnEngine::default();
     let seen = Collect(Default::default());
     let a = tmp.path().join("a");
-    let summary = run(Some(config(&model_dir, &data, 5)), &a, &engine, None, &seen).unwrap().unwrap();
+    let serial = RunOptions { stop_after: None, jobs: Some(1) };
+    let summary = run_with(Some(config(&model_dir, &data, 5)), &a, &engine, serial, &seen).unwrap().unwrap();
 
     // With fixed weights and the best combination kept alive, the best never gets worse.
     let records = seen.0.lock().unwrap().clone();
@@ -566,7 +567,7 @@ fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole(
     use cnnsplitter::data::pipeline::Normalization;
     use cnnsplitter::graph::channel_groups::ChannelGroups;
     use cnnsplitter::model::split::latest_cut;
-    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
     use cnnsplitter::modularize::grouping::Layout;
     use cnnsplitter::modularize::importance::compute;
     use cnnsplitter::modularize::sensitivity::{SegmentPlan, measure, segment_logits};
@@ -580,7 +581,7 @@ fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole(
         let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
         let engine = BurnEngine::default();
         let mut evaluator =
-            Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap().with_jobs(jobs).unwrap();
+            Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap().with_runs(ModuleRuns { jobs, batch: 16 }).unwrap();
         let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, 0.05, &Silent).unwrap();
 
         // The prefix is shared for most segments, so the comparison below tests it.

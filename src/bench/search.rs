@@ -15,7 +15,7 @@ use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
 use crate::model::count::count;
 use crate::modularize::composition::CompositionConfig;
-use crate::modularize::evaluator::Evaluator;
+use crate::modularize::evaluator::{Evaluator, ModuleRuns};
 use crate::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
 use crate::modularize::grouping::{GroupingConfig, Layout};
 use crate::modularize::importance::{GroupImportance, Importance};
@@ -35,8 +35,10 @@ pub struct SearchBench {
     pub images: usize,
     /// Generations to run (G).
     pub generations: usize,
-    /// Modules run at once.
-    pub jobs: usize,
+    /// Modules run at once (`None`: [`ModuleRuns::for_model`]'s choice).
+    pub jobs: Option<usize>,
+    /// Images per forward pass (`None`: [`ModuleRuns::for_model`]'s choice).
+    pub batch: Option<usize>,
     /// Seed of the weights, images, labels and populations.
     pub seed: u64,
 }
@@ -56,6 +58,8 @@ pub struct SearchReport {
     pub threads: usize,
     /// Modules run at once.
     pub jobs: usize,
+    /// Images per forward pass.
+    pub batch: usize,
     /// Classes (N).
     pub classes: usize,
     /// Individuals per class (P).
@@ -90,7 +94,8 @@ impl SearchBench {
         Error::check_at_least("population", self.population, 2)?;
         Error::check_at_least("images", self.images, 1)?;
         Error::check_at_least("generations", self.generations, 1)?;
-        Error::check_at_least("jobs", self.jobs, 1)
+        Error::check_at_least("jobs", self.jobs.unwrap_or(1), 1)?;
+        Error::check_at_least("batch", self.batch.unwrap_or(1), 1)
     }
 
     /// Runs the generations with `engine` on `threads` compute threads.
@@ -108,8 +113,9 @@ impl SearchBench {
         let (mean_kernel_share, mean_mac_share) = module_shares(&model, &layout, &populations)?;
         let images = random_images(self.images, model.description.input, self.seed);
         let labels: Vec<u16> = (0..self.images).map(|_| rng.random_range(0..self.classes) as u16).collect();
-        let mut evaluator =
-            Evaluator::new(engine, &model, &layout, &images, self.images)?.with_jobs(self.jobs)?;
+        let chosen = ModuleRuns::for_model(&model, threads)?;
+        let runs = ModuleRuns { jobs: self.jobs.unwrap_or(chosen.jobs), batch: self.batch.unwrap_or(chosen.batch) };
+        let mut evaluator = Evaluator::new(engine, &model, &layout, &images, self.images)?.with_runs(runs)?;
         let composition = CompositionConfig::default();
         let stop = StopConfig { generations: self.generations, patience: None };
         let mut state = initial_state(populations);
@@ -150,7 +156,8 @@ impl SearchBench {
             engine: engine.name(),
             arch: model.description.name.clone(),
             threads,
-            jobs: self.jobs,
+            jobs: runs.jobs,
+            batch: runs.batch,
             classes: self.classes,
             population: self.population,
             images: self.images,

@@ -173,6 +173,10 @@ struct SearchArgs {
     /// Modules run at once, each on threads / J threads (default: as `modularize --module-jobs`).
     #[arg(long, value_name = "J")]
     jobs: Option<usize>,
+    /// Images per forward pass (default: 32 for models of at most 100 million MACs per image,
+    /// else 256).
+    #[arg(long, value_name = "B")]
+    batch: Option<usize>,
     /// Seed of the random weights, images, labels and populations.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -305,15 +309,14 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
 }
 
 fn search(args: SearchArgs, threads: usize) -> Result<()> {
-    let SearchArgs { arch, classes, population, images, generations, jobs, seed, json, engine } = args;
+    let SearchArgs { arch, classes, population, images, generations, jobs, batch, seed, json, engine } = args;
     let engine = super::engine(engine, threads)?;
-    let jobs = jobs.unwrap_or_else(|| cnnsplitter::modularize::default_jobs(threads));
-    let bench = bench::search::SearchBench { arch, classes, population, images, generations, jobs, seed };
+    let bench = bench::search::SearchBench { arch, classes, population, images, generations, jobs, batch, seed };
     let r = bench.run(engine.as_ref(), threads, &Bars::default())?;
     report(json, &r, |r| {
         let s = r.phase_shares;
         format!(
-            "{} search on {} ({} threads, {} module(s) at once): N = {}, P = {}, V = {}: {:.2} s per generation \
+            "{} search on {} ({} threads, {} module(s) at once, batches of {}): N = {}, P = {}, V = {}: {:.2} s per generation \
              (median of generations 2..{}; first {:.2} s), {:.0} module-images/s; modules keep {:.0}% of the \
              kernels ({:.0}% of the MACs); time: decode {:.1}%, export {:.1}%, session {:.1}%, forward {:.1}%, \
              composition {:.1}%",
@@ -321,6 +324,7 @@ fn search(args: SearchArgs, threads: usize) -> Result<()> {
             r.engine,
             r.threads,
             r.jobs,
+            r.batch,
             r.classes,
             r.population,
             r.images,

@@ -1,7 +1,7 @@
 //! Forward passes of modules over the validation images, cached: each individual's own-class
 //! logit vector is computed once per (class, genome), so elites and duplicates never run twice.
 //! The modules of a request run one after the other on all threads, or several at once (each on
-//! its share of the threads, see [`Evaluator::with_jobs`]); the logits are the same either way.
+//! its share of the threads, see [`Evaluator::with_runs`]); the logits are the same either way.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,13 +17,44 @@ use crate::model::{Model, split};
 use crate::modularize::bitset::Bits;
 use crate::modularize::grouping::Layout;
 
+/// How modules run: `jobs` at once, each on threads / `jobs` threads, over the images in batches
+/// of `batch`. The logits do not depend on it (tested to the bit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModuleRuns {
+    /// Modules run at once.
+    pub jobs: usize,
+    /// Images per forward pass.
+    pub batch: usize,
+}
+
+impl ModuleRuns {
+    /// One module at a time on all threads, [`DEFAULT_BATCH`] images per pass.
+    pub const SERIAL: ModuleRuns = ModuleRuns { jobs: 1, batch: DEFAULT_BATCH };
+
+    /// Models up to this many MACs per image count as small (measured: simcnn@0.25 and
+    /// rescnn@0.25, 20 and 27 million, are; simcnn, 314 million, is not).
+    pub const SMALL_MACS: u64 = 100_000_000;
+
+    /// The measured best for modules of `model` on `threads` threads (README, Performance): for a
+    /// small model, one module per thread over batches of 32 images (a batch's activations then
+    /// stay in a core's cache: 1.25-1.3x one module on all threads over batches of 256 for
+    /// simcnn@0.25 on 2 cores); for a larger one, one module on all threads over batches of 256
+    /// (simcnn: 1.13x two modules at once).
+    pub fn for_model(model: &Model, threads: usize) -> Result<Self> {
+        let macs = crate::model::count::count(&model.description)?.macs;
+        Ok(if macs <= Self::SMALL_MACS { ModuleRuns { jobs: threads.max(1), batch: 32 } } else { Self::SERIAL })
+    }
+}
+
 /// Runs modules of one model over fixed images and remembers their own-class logits.
 pub struct Evaluator<'a> {
     engine: &'a dyn Engine,
     model: &'a Model,
-    /// Set by [`Evaluator::with_jobs`]: the engine set up for concurrent modules and the threads
+    /// Set by [`Evaluator::with_runs`]: the engine set up for concurrent modules and the threads
     /// that run them.
     parallel: Option<(Box<dyn Engine>, rayon::ThreadPool)>,
+    /// Images per forward pass.
+    batch: usize,
     decoder: Decoder<'a>,
     layout: &'a Layout,
     images: &'a [f32],
@@ -52,6 +83,7 @@ impl<'a> Evaluator<'a> {
             engine,
             model,
             parallel: None,
+            batch: DEFAULT_BATCH,
             decoder,
             layout,
             images,
@@ -63,8 +95,12 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    /// Runs up to `jobs` modules at once (1: one at a time on all threads).
-    pub fn with_jobs(mut self, jobs: usize) -> Result<Self> {
+    /// Runs modules as `runs` says (by default: [`ModuleRuns::SERIAL`]).
+    pub fn with_runs(mut self, runs: ModuleRuns) -> Result<Self> {
+        let ModuleRuns { jobs, batch } = runs;
+        Error::check_at_least("module jobs", jobs, 1)?;
+        Error::check_at_least("module batch", batch, 1)?;
+        self.batch = batch;
         self.parallel = if jobs > 1 {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(jobs)
@@ -96,7 +132,7 @@ impl<'a> Evaluator<'a> {
 
     /// [`Evaluator::own_logits`] of every `(class, genome)` request, in request order. Requests not
     /// in the cache run once each (a repeat within `requests` counts as a cache hit), several at
-    /// once after [`Evaluator::with_jobs`].
+    /// once after [`Evaluator::with_runs`].
     pub fn own_logits_many(&mut self, requests: &[(usize, Bits)]) -> Result<Vec<Arc<Vec<f32>>>> {
         let mut missing: Vec<&(usize, Bits)> = Vec::new();
         let mut seen = std::collections::HashSet::new();
@@ -135,7 +171,7 @@ impl<'a> Evaluator<'a> {
             })?;
             let classes = module.description.classes;
             let prepared = engine.prepare_timed(&module, &self.clock)?;
-            let logits = self.clock.time(Phase::Forward, || prepared.logits(inputs, n, DEFAULT_BATCH))?;
+            let logits = self.clock.time(Phase::Forward, || prepared.logits(inputs, n, self.batch))?;
             Ok(logits.chunks(classes).map(|row| row[*class]).collect())
         };
         match &self.parallel {
@@ -154,13 +190,13 @@ impl<'a> Evaluator<'a> {
         let prefix = split::prefix(self.model, cut)?;
         let prepared = self.engine.prepare_timed(&prefix, &self.clock)?;
         let images = &self.images[start * per..(start + len) * per];
-        self.clock.time(Phase::Forward, || prepared.logits(images, len, DEFAULT_BATCH))
+        self.clock.time(Phase::Forward, || prepared.logits(images, len, self.batch))
     }
 
     /// The whole model's logits `[n, classes]` on the images.
     pub fn model_logits(&self) -> Result<Vec<f32>> {
         let prepared = self.engine.prepare_timed(self.model, &self.clock)?;
-        self.clock.time(Phase::Forward, || prepared.logits(self.images, self.n, DEFAULT_BATCH))
+        self.clock.time(Phase::Forward, || prepared.logits(self.images, self.n, self.batch))
     }
 
     /// The model.

@@ -36,6 +36,7 @@ use crate::progress::{Event, Progress};
 use bitset::Bits;
 use composition::{CompositionConfig, composed_accuracy};
 pub use dir::ModularizeDir;
+pub use evaluator::ModuleRuns;
 use evaluator::Evaluator;
 use ga::{GaConfig, initial_population};
 use grouping::{GroupingConfig, Layout};
@@ -204,16 +205,9 @@ pub struct KeepRecord {
 pub struct RunOptions {
     /// Stop after this many generations of this session (as if killed).
     pub stop_after: Option<usize>,
-    /// Modules run at once, each on its share of the threads (`None`: [`default_jobs`]).
+    /// Modules run at once, each on its share of the threads (`None`: as
+    /// [`ModuleRuns::for_model`] picks for the model).
     pub jobs: Option<usize>,
-}
-
-/// Modules run at once by default on `threads` compute threads: one per two threads. Measured on
-/// 2 cores (README, Performance): one module on both threads is as fast as two modules on one
-/// thread each for simcnn@0.25 and faster for rescnn@0.25, and one module scales 1.8x from one
-/// thread to two; whether modules keep scaling beyond two threads each was not measured.
-pub fn default_jobs(threads: usize) -> usize {
-    (threads / 2).max(1)
 }
 
 /// Starts (`config` given) or resumes (`None`) the run in `dir`. With `stop_after = Some(g)` the
@@ -236,8 +230,9 @@ pub fn run_with(
     options: RunOptions,
     progress: &dyn Progress,
 ) -> Result<Option<Summary>> {
-    let jobs = options.jobs.unwrap_or_else(|| default_jobs(rayon::current_num_threads()));
-    Error::check_at_least("module jobs", jobs, 1)?;
+    if let Some(jobs) = options.jobs {
+        Error::check_at_least("module jobs", jobs, 1)?;
+    }
     let out = ModularizeDir::new(dir);
     let config = open_config(config, &out)?;
     let (model, data) = load_inputs(&config)?;
@@ -245,8 +240,10 @@ pub fn run_with(
         write_json(&out.config(), &config)?;
     }
     check_source(&out, &config, &data)?;
+    let mut runs = ModuleRuns::for_model(&model, rayon::current_num_threads())?;
+    runs.jobs = options.jobs.unwrap_or(runs.jobs);
     let groups = ChannelGroups::derive(&model.description)?;
-    let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, jobs, progress };
+    let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, runs, progress };
     let importance = stages.importance()?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
     // Validation images: the search scores on the first `search_images`, the sensitivity table
@@ -256,7 +253,7 @@ pub fn run_with(
     let sensitivity = stages.sensitivity(&layout, &images)?;
     let sensitive: Vec<bool> = sensitivity.segments.iter().map(|r| r.sensitive).collect();
     let m = config.search_images.map_or(val.len(), |n| n.min(val.len()));
-    let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?.with_jobs(jobs)?;
+    let mut evaluator = Evaluator::new(engine, &model, &layout, &images[..m * val.image_size()], m)?.with_runs(runs)?;
     let classes = model.description.classes;
     let search = Search { out: &out, config: &config, layout: &layout, labels: &val.labels[..m], classes };
     let Some(state) = search.run(&sensitive, &mut evaluator, options.stop_after, progress)? else {
@@ -376,8 +373,8 @@ struct Stages<'a> {
     /// The model's channel groups.
     groups: ChannelGroups,
     engine: &'a dyn Engine,
-    /// Modules run at once.
-    jobs: usize,
+    /// How modules run.
+    runs: ModuleRuns,
     progress: &'a dyn Progress,
 }
 
@@ -428,7 +425,7 @@ impl Stages<'_> {
         let segment_labels: Vec<String> =
             (0..self.groups.groups.len()).map(|g| self.groups.group_label(&model.description, g)).collect();
         let mut evaluator =
-            Evaluator::new(self.engine, model, layout, &images[..k * val.image_size()], k)?.with_jobs(self.jobs)?;
+            Evaluator::new(self.engine, model, layout, &images[..k * val.image_size()], k)?.with_runs(self.runs)?;
         let s = sensitivity::measure(
             layout,
             &segment_labels,
