@@ -113,7 +113,7 @@ impl SearchBench {
         let (mean_kernel_share, mean_mac_share) = module_shares(&model, &layout, &populations)?;
         let images = random_images(self.images, model.description.input, self.seed);
         let labels: Vec<u16> = (0..self.images).map(|_| rng.random_range(0..self.classes) as u16).collect();
-        let chosen = ModuleRuns::for_model(&model, threads)?;
+        let chosen = ModuleRuns::for_model(&model, engine, threads)?;
         let runs = ModuleRuns { jobs: self.jobs.unwrap_or(chosen.jobs), batch: self.batch.unwrap_or(chosen.batch) };
         let mut evaluator = Evaluator::new(engine, &model, &layout, &images, self.images)?.with_runs(runs)?;
         let composition = CompositionConfig::default();

@@ -173,8 +173,8 @@ struct SearchArgs {
     /// Modules run at once, each on threads / J threads (default: as `modularize --module-jobs`).
     #[arg(long, value_name = "J")]
     jobs: Option<usize>,
-    /// Images per forward pass (default: 32 for models of at most 100 million MACs per image,
-    /// else 256).
+    /// Images per forward pass (default with ONNX Runtime: 32 for models of at most 100 million
+    /// MACs per image, else 256; with burn: 256).
     #[arg(long, value_name = "B")]
     batch: Option<usize>,
     /// Seed of the random weights, images, labels and populations.

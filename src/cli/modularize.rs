@@ -92,8 +92,9 @@ pub struct ModularizeArgs {
     /// Stop after this many generations of this session (continue with --resume).
     #[arg(long, value_name = "G")]
     stop_after: Option<usize>,
-    /// Modules run at once, each on threads / J threads (default: one per thread for models of at
-    /// most 100 million MACs per image, else 1; measured best on 2 cores). The modules, tables and
+    /// Modules run at once, each on threads / J threads (default with ONNX Runtime: one per thread
+    /// for models of at most 100 million MACs per image, else 1, measured best on 2 cores; with
+    /// burn: 1). The modules, tables and
     /// search log are the same for every J.
     #[arg(long, value_name = "J")]
     module_jobs: Option<usize>,

@@ -35,14 +35,16 @@ impl ModuleRuns {
     /// rescnn@0.25, 20 and 27 million, are; simcnn, 314 million, is not).
     pub const SMALL_MACS: u64 = 100_000_000;
 
-    /// The measured best for modules of `model` on `threads` threads (README, Performance): for a
-    /// small model, one module per thread over batches of 32 images (a batch's activations then
-    /// stay in a core's cache: 1.25-1.3x one module on all threads over batches of 256 for
-    /// simcnn@0.25 on 2 cores); for a larger one, one module on all threads over batches of 256
-    /// (simcnn: 1.13x two modules at once).
-    pub fn for_model(model: &Model, threads: usize) -> Result<Self> {
+    /// The measured best for modules of `model` on `engine` with `threads` threads (README,
+    /// Performance). ONNX Runtime: for a small model, one module per thread over batches of 32
+    /// images (a batch's activations then stay in a core's cache: 1.25-1.3x one module on all
+    /// threads over batches of 256 for simcnn@0.25 on 2 cores); for a larger one, one module on
+    /// all threads over batches of 256 (simcnn: 1.13x two modules at once). Other engines (not
+    /// measured): [`ModuleRuns::SERIAL`].
+    pub fn for_model(model: &Model, engine: &dyn Engine, threads: usize) -> Result<Self> {
         let macs = crate::model::count::count(&model.description)?.macs;
-        Ok(if macs <= Self::SMALL_MACS { ModuleRuns { jobs: threads.max(1), batch: 32 } } else { Self::SERIAL })
+        let small = engine.name() == "ort" && macs <= Self::SMALL_MACS;
+        Ok(if small { ModuleRuns { jobs: threads.max(1), batch: 32 } } else { Self::SERIAL })
     }
 }
 

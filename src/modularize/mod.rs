@@ -240,7 +240,7 @@ pub fn run_with(
         write_json(&out.config(), &config)?;
     }
     check_source(&out, &config, &data)?;
-    let mut runs = ModuleRuns::for_model(&model, rayon::current_num_threads())?;
+    let mut runs = ModuleRuns::for_model(&model, engine, rayon::current_num_threads())?;
     runs.jobs = options.jobs.unwrap_or(runs.jobs);
     let groups = ChannelGroups::derive(&model.description)?;
     let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, runs, progress };
