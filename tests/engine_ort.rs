@@ -219,14 +219,10 @@ fn a_missing_or_broken_runtime_falls_back_to_burn_with_a_hint() {
 }
 
 /// A random model, a genome layout over it and random images with labels, for search tests.
-fn search_setup(
-    classes: usize,
-    n: usize,
-) -> (Model, cnnsplitter::modularize::grouping::Layout, Vec<f32>, Vec<u16>) {
+fn search_setup(classes: usize, n: usize) -> (Model, cnnsplitter::modularize::grouping::Layout, Vec<f32>, Vec<u16>) {
     use cnnsplitter::modularize::grouping::{GroupingConfig, Layout};
     let model = random_model("simcnn@0.25", [3, 32, 32], classes, 5);
-    let importance =
-        cnnsplitter::bench::search::random_importance(&model, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
+    let importance = cnnsplitter::bench::search::random_importance(&model, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
     let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
     let images = random_images(n, [3, 32, 32], 7);
     let labels = (0..n).map(|i| (i % classes) as u16).collect();

@@ -415,21 +415,31 @@ fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
     }
 }
 
-#[test]
-fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_threshold() {
+/// A random 3-class `arch` model, `n` random 3x16x16 images (normalised) with labels, the genome
+/// layout from their kernel importance, and a name per segment.
+fn sensitivity_setup(
+    arch: &str,
+    n: usize,
+) -> (Model, cnnsplitter::data::ImageSet, Vec<f32>, cnnsplitter::modularize::grouping::Layout, Vec<String>) {
     use cnnsplitter::data::pipeline::Normalization;
-    use cnnsplitter::graph::channel_groups::ChannelGroups;
-    use cnnsplitter::modularize::evaluator::Evaluator;
     use cnnsplitter::modularize::grouping::Layout;
     use cnnsplitter::modularize::importance::compute;
-    use cnnsplitter::modularize::sensitivity::{RATIOS, measure};
-    let model = common::random_model("rescnn-weak@0.125", [3, 16, 16], 3, 8);
-    let set = random_set(60, 9);
+    let model = common::random_model(arch, [3, 16, 16], 3, 8);
+    let set = random_set(n, 9);
     let normalization = Normalization::for_channels(3, None, None).unwrap();
     let images = normalization.images(&set);
     let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
     let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
-    let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
+    let names = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
+    (model, set, images, layout, names)
+}
+
+#[test]
+fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_threshold() {
+    use cnnsplitter::graph::channel_groups::ChannelGroups;
+    use cnnsplitter::modularize::evaluator::Evaluator;
+    use cnnsplitter::modularize::sensitivity::{RATIOS, measure};
+    let (model, set, images, layout, names) = sensitivity_setup("rescnn-weak@0.125", 60);
     let engine = BurnEngine::default();
     let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap();
     let threshold = 0.05;
@@ -564,30 +574,27 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
 
 #[test]
 fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole() {
-    use cnnsplitter::data::pipeline::Normalization;
     use cnnsplitter::graph::channel_groups::ChannelGroups;
     use cnnsplitter::model::split::latest_cut;
     use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
-    use cnnsplitter::modularize::grouping::Layout;
-    use cnnsplitter::modularize::importance::compute;
     use cnnsplitter::modularize::sensitivity::{SegmentPlan, measure, segment_logits};
     for (arch, jobs) in [("rescnn-weak@0.125", 1), ("simcnn-weak@0.25", 2)] {
-        let model = common::random_model(arch, [3, 16, 16], 3, 8);
-        let set = random_set(50, 9);
-        let normalization = Normalization::for_channels(3, None, None).unwrap();
-        let images = normalization.images(&set);
-        let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
-        let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
-        let names: Vec<String> = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
+        let (model, set, images, layout, names) = sensitivity_setup(arch, 50);
         let engine = BurnEngine::default();
-        let mut evaluator =
-            Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap().with_runs(ModuleRuns { jobs, batch: 16 }).unwrap();
+        let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len())
+            .unwrap()
+            .with_runs(ModuleRuns { jobs, batch: 16 })
+            .unwrap();
         let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, 0.05, &Silent).unwrap();
 
         // The prefix is shared for most segments, so the comparison below tests it.
         let groups = ChannelGroups::derive(&model.description).unwrap();
         let shared = groups.groups.iter().filter(|g| latest_cut(&model.description, g.producers[0]) > 0).count();
-        assert!(2 * shared >= groups.groups.len(), "{arch}: {shared} of {} segments share a prefix", groups.groups.len());
+        assert!(
+            2 * shared >= groups.groups.len(),
+            "{arch}: {shared} of {} segments share a prefix",
+            groups.groups.len()
+        );
 
         // The old way: every (segment, ratio, class) module decoded and run whole on the images;
         // the same logits to the last bit, so the same table.

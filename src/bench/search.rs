@@ -107,9 +107,8 @@ impl SearchBench {
         let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
         let ga = GaConfig { init: InitKind::Random, ..GaConfig::preset(Preset::ReferenceCode) }
             .with_population(self.population);
-        let populations: Vec<_> = (0..self.classes)
-            .map(|_| initial_population(&layout, &[], ga.init, ga.population, &mut rng))
-            .collect();
+        let populations: Vec<_> =
+            (0..self.classes).map(|_| initial_population(&layout, &[], ga.init, ga.population, &mut rng)).collect();
         let (mean_kernel_share, mean_mac_share) = module_shares(&model, &layout, &populations)?;
         let images = random_images(self.images, model.description.input, self.seed);
         let labels: Vec<u16> = (0..self.images).map(|_| rng.random_range(0..self.classes) as u16).collect();
@@ -196,7 +195,11 @@ pub fn random_importance(model: &Model, rng: &mut impl Rng) -> Result<Importance
 }
 
 /// Mean kernel share and MAC share of the modules of `populations`.
-fn module_shares(model: &Model, layout: &Layout, populations: &[Vec<crate::modularize::bitset::Bits>]) -> Result<(f64, f64)> {
+fn module_shares(
+    model: &Model,
+    layout: &Layout,
+    populations: &[Vec<crate::modularize::bitset::Bits>],
+) -> Result<(f64, f64)> {
     let decoder = Decoder::new(model)?;
     let full = count(&model.description)?;
     let (mut kernels, mut macs, mut k) = (0.0, 0.0, 0usize);

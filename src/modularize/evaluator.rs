@@ -165,7 +165,13 @@ impl<'a> Evaluator<'a> {
     /// each `(class, masks)` over `inputs`: `n` activations entering layer `cut` (the images when
     /// `cut` is 0), `[n, C, H, W]`. Returns each module's logit `class` per input. The masks must
     /// leave the layers before `cut` as they are.
-    pub fn run_from(&self, cut: usize, inputs: &[f32], n: usize, modules: &[(usize, KeepMasks)]) -> Result<Vec<Vec<f32>>> {
+    pub fn run_from(
+        &self,
+        cut: usize,
+        inputs: &[f32],
+        n: usize,
+        modules: &[(usize, KeepMasks)],
+    ) -> Result<Vec<Vec<f32>>> {
         let run = |engine: &dyn Engine, (class, masks): &(usize, KeepMasks)| -> Result<Vec<f32>> {
             let module = self.clock.time(Phase::Decode, || {
                 let module = self.decoder.decode(masks)?;

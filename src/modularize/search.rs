@@ -156,8 +156,7 @@ impl SearchContext<'_, '_> {
         let requests: Vec<(usize, Bits)> =
             (0..n).flat_map(|c| state.populations[c].iter().map(move |g| (c, g.clone()))).collect();
         let mut flat = self.evaluator.own_logits_many(&requests)?.into_iter();
-        let vectors: Vec<Vec<_>> =
-            state.populations.iter().map(|p| flat.by_ref().take(p.len()).collect()).collect();
+        let vectors: Vec<Vec<_>> = state.populations.iter().map(|p| flat.by_ref().take(p.len()).collect()).collect();
         let composition_started = Instant::now();
         let kernel_sets: Vec<Vec<Bits>> = (0..n)
             .into_par_iter()
