@@ -94,8 +94,7 @@ pub struct ModularizeArgs {
     stop_after: Option<usize>,
     /// Modules run at once, each on threads / J threads (default with ONNX Runtime: one per thread
     /// for models of at most 100 million MACs per image, else 1, measured best on 2 cores; with
-    /// burn: 1). The modules, tables and
-    /// search log are the same for every J.
+    /// burn: 1). The modules, tables and search log are the same for every J.
     #[arg(long, value_name = "J")]
     module_jobs: Option<usize>,
     /// Output folder (modules, tables, search log, summary.json).
