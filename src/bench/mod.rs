@@ -82,9 +82,18 @@ pub fn median_time(mut f: impl FnMut() -> Result<()>, iters: usize, warmup: usiz
         f()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    let m = times.len();
-    Ok(if m % 2 == 1 { times[m / 2] } else { (times[m / 2 - 1] + times[m / 2]) / 2.0 })
+    Ok(median(times))
+}
+
+/// The median of `values` (the mean of the middle two for an even count; 0 for none).
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let m = values.len();
+    match m {
+        0 => 0.0,
+        _ if m % 2 == 1 => values[m / 2],
+        _ => (values[m / 2 - 1] + values[m / 2]) / 2.0,
+    }
 }
 
 /// Random standard-normal images `[n, C, H, W]`.

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::bench::random_images;
+use crate::bench::{median, random_images};
 use crate::decode::Decoder;
 use crate::engine::Engine;
 use crate::engine::phases::PhaseSeconds;
@@ -142,10 +142,7 @@ impl SearchBench {
         }
         progress.finish();
         let later = if self.generations > 1 { 1 } else { 0 };
-        let mut timed = seconds[later..].to_vec();
-        timed.sort_by(f64::total_cmp);
-        let m = timed.len();
-        let median = if m % 2 == 1 { timed[m / 2] } else { (timed[m / 2 - 1] + timed[m / 2]) / 2.0 };
+        let seconds_per_generation = median(seconds[later..].to_vec());
         let run: u64 = modules[later..].iter().sum();
         let wall: f64 = seconds[later..].iter().sum();
         let phase_seconds = phases[later..].iter().fold(PhaseSeconds::default(), |a, p| a.plus(p));
@@ -165,7 +162,7 @@ impl SearchBench {
             mean_mac_share,
             generation_seconds: seconds,
             generation_modules: modules,
-            seconds_per_generation: median,
+            seconds_per_generation,
             module_images_per_s: run as f64 * self.images as f64 / wall,
             phase_seconds,
             phase_shares: phase_seconds.shares(),

@@ -157,10 +157,6 @@ impl OrtEngine {
         }
         builder.commit_from_memory(onnx).map_err(fail)
     }
-
-    fn wrap(&self, session: Session, model: &Model) -> Box<dyn PreparedModel> {
-        Box::new(OrtModel::new(session, model.description.input, model.description.classes))
-    }
 }
 
 impl Engine for OrtEngine {
@@ -169,14 +165,13 @@ impl Engine for OrtEngine {
     }
 
     fn prepare(&self, model: &Model) -> Result<Box<dyn PreparedModel>> {
-        let session = self.session(&to_onnx(&pad_channels(model, CHANNEL_MULTIPLE)?)?)?;
-        Ok(self.wrap(session, model))
+        self.prepare_timed(model, &PhaseClock::default())
     }
 
     fn prepare_timed(&self, model: &Model, clock: &PhaseClock) -> Result<Box<dyn PreparedModel>> {
         let onnx = clock.time(Phase::Export, || to_onnx(&pad_channels(model, CHANNEL_MULTIPLE)?))?;
         let session = clock.time(Phase::Session, || self.session(&onnx))?;
-        Ok(self.wrap(session, model))
+        Ok(Box::new(OrtModel::new(session, model.description.input, model.description.classes)))
     }
 
     /// With `jobs > 1`, sessions get independent pools of `threads / jobs` threads.

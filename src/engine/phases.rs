@@ -45,14 +45,7 @@ impl PhaseClock {
 
     /// Seconds per phase so far.
     pub fn seconds(&self) -> PhaseSeconds {
-        let s = |p: Phase| self.nanos[p as usize].load(Ordering::Relaxed) as f64 / 1e9;
-        PhaseSeconds {
-            decode: s(Phase::Decode),
-            export: s(Phase::Export),
-            session: s(Phase::Session),
-            forward: s(Phase::Forward),
-            composition: s(Phase::Composition),
-        }
+        PhaseSeconds::from_values(std::array::from_fn(|p| self.nanos[p].load(Ordering::Relaxed) as f64 / 1e9))
     }
 }
 
@@ -72,35 +65,35 @@ pub struct PhaseSeconds {
 }
 
 impl PhaseSeconds {
-    /// The five values in phase order.
+    /// The five values in [`Phase`] order.
     pub fn values(&self) -> [f64; PHASES] {
         [self.decode, self.export, self.session, self.forward, self.composition]
     }
 
+    /// The seconds of five values in [`Phase`] order.
+    pub fn from_values([decode, export, session, forward, composition]: [f64; PHASES]) -> Self {
+        PhaseSeconds { decode, export, session, forward, composition }
+    }
+
+    /// `f` of the two readings' values, phase by phase.
+    fn zip(&self, other: &PhaseSeconds, f: impl Fn(f64, f64) -> f64) -> PhaseSeconds {
+        let (a, b) = (self.values(), other.values());
+        PhaseSeconds::from_values(std::array::from_fn(|p| f(a[p], b[p])))
+    }
+
     /// `self − earlier`, phase by phase (the time between two readings).
     pub fn since(&self, earlier: &PhaseSeconds) -> PhaseSeconds {
-        let [a, b, c, d, e] = self.values();
-        let [a0, b0, c0, d0, e0] = earlier.values();
-        PhaseSeconds { decode: a - a0, export: b - b0, session: c - c0, forward: d - d0, composition: e - e0 }
+        self.zip(earlier, |a, b| a - b)
     }
 
     /// `self + other`, phase by phase.
     pub fn plus(&self, other: &PhaseSeconds) -> PhaseSeconds {
-        let [a, b, c, d, e] = self.values();
-        let [a1, b1, c1, d1, e1] = other.values();
-        PhaseSeconds { decode: a + a1, export: b + b1, session: c + c1, forward: d + d1, composition: e + e1 }
+        self.zip(other, |a, b| a + b)
     }
 
     /// Each phase's share of their sum (all 0 when nothing was timed).
     pub fn shares(&self) -> PhaseSeconds {
         let total: f64 = self.values().iter().sum();
-        let f = |v: f64| if total > 0.0 { v / total } else { 0.0 };
-        PhaseSeconds {
-            decode: f(self.decode),
-            export: f(self.export),
-            session: f(self.session),
-            forward: f(self.forward),
-            composition: f(self.composition),
-        }
+        self.zip(self, |v, _| if total > 0.0 { v / total } else { 0.0 })
     }
 }

@@ -37,10 +37,7 @@ fn crosses_one_map(desc: &ModelDescription, shapes: Option<&[crate::model::shape
 /// entering layer `cut`, row-major `[n, C, H, W]`. `cut` must be usable and at least 1.
 pub fn prefix(model: &Model, cut: usize) -> Result<Model> {
     let desc = &model.description;
-    check_cut(desc, cut)?;
-    let ActShape::Map([c, h, w]) = infer_shapes(desc)?[cut - 1].output else {
-        unreachable!("checked: a usable cut follows a feature map")
-    };
+    let [c, h, w] = cut_shape(desc, cut)?;
     let mut layers = desc.layers[..cut].to_vec();
     layers.push(Layer::new(unused_name(desc, "cut_flatten"), LayerKind::Flatten));
     let description = ModelDescription {
@@ -56,10 +53,7 @@ pub fn prefix(model: &Model, cut: usize) -> Result<Model> {
 /// `cut − 1`, `[C, H, W]`) as its input image. `cut` must be usable and at least 1.
 pub fn suffix(model: &Model, cut: usize) -> Result<Model> {
     let desc = &model.description;
-    check_cut(desc, cut)?;
-    let ActShape::Map(input) = infer_shapes(desc)?[cut - 1].output else {
-        unreachable!("checked: a usable cut follows a feature map")
-    };
+    let input = cut_shape(desc, cut)?;
     let mut layers = vec![Layer::new(desc.layers[cut - 1].name.clone(), LayerKind::Dropout { p: 0.0 })];
     layers.extend_from_slice(&desc.layers[cut..]);
     let description = ModelDescription {
@@ -71,14 +65,17 @@ pub fn suffix(model: &Model, cut: usize) -> Result<Model> {
     Model::new(description, weights_of(model, &desc.layers[cut..]))
 }
 
-fn check_cut(desc: &ModelDescription, cut: usize) -> Result<()> {
-    if cut == 0 || cut >= desc.layers.len() || latest_cut(desc, cut) != cut {
-        return Err(Error::Invalid(format!(
+/// The shape of the activation crossing the cut before layer `cut`; an error unless the cut is
+/// usable and at least 1.
+fn cut_shape(desc: &ModelDescription, cut: usize) -> Result<[usize; 3]> {
+    let shapes = infer_shapes(desc)?;
+    match shapes.get(cut.wrapping_sub(1)).map(|s| s.output) {
+        Some(ActShape::Map(shape)) if cut < desc.layers.len() && crosses_one_map(desc, Some(&shapes), cut) => Ok(shape),
+        _ => Err(Error::Invalid(format!(
             "model `{}` cannot be split before layer {cut}: more than one tensor crosses there",
             desc.name
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// The tensors of `layers`.
