@@ -4,7 +4,7 @@ use std::path::Path;
 
 use cnnsplitter::engine::{EngineChoice, select};
 use cnnsplitter::experiment::config::ExperimentConfig;
-use cnnsplitter::experiment::{Rq, run};
+use cnnsplitter::experiment::{Launch, Rq, run};
 use cnnsplitter::progress::{Event, Progress, Silent};
 
 const TINY: &str = include_str!("../experiments/demo-tiny.toml");
@@ -17,6 +17,15 @@ impl Progress for Stages {
         if let Event::Stage { label } = event {
             self.0.lock().unwrap().push(label.to_string());
         }
+    }
+}
+
+/// Tasks started by this test binary's runs: the tool's binary, this process's threads.
+fn launch() -> Launch {
+    Launch {
+        program: env!("CARGO_BIN_EXE_cnnsplitter").into(),
+        threads: rayon::current_num_threads(),
+        engine: EngineChoice::Auto,
     }
 }
 
@@ -34,7 +43,7 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny();
     let straight = tmp.path().join("straight");
-    let reports = run(Rq::Rq2, &config, &straight, engine.as_ref(), None, &Silent).unwrap().unwrap();
+    let reports = run(Rq::Rq2, &config, &straight, engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
 
     // Every TC x kind was patched, RQ1 has its model, and the files are there.
     let w = config.weak.as_ref().unwrap();
@@ -99,7 +108,7 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     // nothing redone.
     let resumed = tmp.path().join("resumed");
     let stages = Stages(Default::default());
-    assert!(run(Rq::Rq2, &config, &resumed, engine.as_ref(), Some(4), &stages).unwrap().is_none());
+    assert!(run(Rq::Rq2, &config, &resumed, engine.as_ref(), &launch(), Some(4), &stages).unwrap().is_none());
     let labels = stages.0.lock().unwrap().clone();
     assert_eq!(labels.len(), 4, "{labels:?}");
     assert!(
@@ -109,7 +118,7 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     assert!(resumed.join("strong/Tiny/report.json").is_file());
     assert!(!resumed.join("reports").exists());
     let strong_weights = std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap();
-    run(Rq::Rq2, &config, &resumed, engine.as_ref(), None, &Silent).unwrap().unwrap();
+    run(Rq::Rq2, &config, &resumed, engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
     assert_eq!(std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap(), strong_weights);
     for name in ["rq1.md", "rq2.md", "rq2.csv"] {
         assert_eq!(read(&rep.join(name)), read(&resumed.join("reports").join(name)), "{name}");
@@ -118,7 +127,7 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     // Another config in the same folder is refused.
     let mut other = config.clone();
     other.seed = 1;
-    let err = run(Rq::Rq2, &other, &resumed, engine.as_ref(), None, &Silent).unwrap_err();
+    let err = run(Rq::Rq2, &other, &resumed, engine.as_ref(), &launch(), None, &Silent).unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
 }
 
@@ -166,12 +175,12 @@ fn bad_configs_and_folders_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("something.txt"), "x").unwrap();
     let engine = select(EngineChoice::Burn, 1).unwrap().engine;
-    let err = run(Rq::Rq1, &tiny(), tmp.path(), engine.as_ref(), None, &Silent).unwrap_err();
+    let err = run(Rq::Rq1, &tiny(), tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     let mut rq2_without_weak = tiny();
     rq2_without_weak.weak = None;
     let dir = tmp.path().join("x");
-    let err = run(Rq::Rq2, &rq2_without_weak, &dir, engine.as_ref(), None, &Silent).unwrap_err();
+    let err = run(Rq::Rq2, &rq2_without_weak, &dir, engine.as_ref(), &launch(), None, &Silent).unwrap_err();
     assert!(err.to_string().contains("[weak]"), "{err}");
     assert!(!dir.exists(), "nothing written");
 }
@@ -205,7 +214,7 @@ fn rq3_compares_groupings_and_initialisations() {
     config.rq3.groupings = vec![GroupingKind::None, GroupingKind::Importance];
     config.rq3.inits = vec![InitKind::Random];
     config.rq3.generations = Some(3);
-    let reports = run(Rq::Rq3, &config, tmp.path(), engine.as_ref(), None, &Silent).unwrap().unwrap();
+    let reports = run(Rq::Rq3, &config, tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
     assert!(reports.rq1.is_empty() && reports.rq2.is_empty());
     let rows: Vec<_> = reports.rq3.iter().map(|r| (r.grouping, r.init)).collect();
     assert_eq!(rows, vec![(GroupingKind::None, InitKind::Random), (GroupingKind::Importance, InitKind::Random)]);

@@ -1,23 +1,48 @@
-//! `cnnsplitter experiment rq1|rq2|rq3`: the paper's protocols end to end from a TOML config.
+//! `cnnsplitter experiment rq1|rq2|rq3 | plan | task | submit`: the paper's protocols end to
+//! end from a TOML config, in this process or as a task graph on a cluster.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
-use clap::Args;
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
 
 use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::experiment::config::ExperimentConfig;
+use cnnsplitter::experiment::hq::{self, HqOptions, HqOutcome};
 use cnnsplitter::experiment::report::Reports;
-use cnnsplitter::experiment::{Rq, run};
+use cnnsplitter::experiment::slurm::{self, SlurmOptions};
+use cnnsplitter::experiment::{Launch, Plan, Rq, TaskOutcome, prepare, run, run_task};
 
 use super::progress_bar::Bars;
 
 #[derive(Args)]
 pub struct ExperimentArgs {
-    /// rq1: modularize the strong models (Tables 1, 2). rq2: also train the weak models and
-    /// patch them (Tables 3-6, with RQ1's tables). rq3: grouping x initialisation (Table 7).
-    #[arg(value_parser = super::choice::<Rq>())]
-    rq: Rq,
+    #[command(subcommand)]
+    command: ExperimentCommand,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// Modularize the strong models (Tables 1, 2), in this process.
+    Rq1(RunArgs),
+    /// Also train the weak models and patch them (Tables 3-6, with RQ1's tables), in this process.
+    Rq2(RunArgs),
+    /// Grouping x initialisation (Table 7), in this process.
+    Rq3(RunArgs),
+    /// Write the experiment's task graph (DIR/plan.json): one task per stage with its command,
+    /// dependencies, done file and resource hint. Compute threads per task: the global --threads.
+    Plan(PlanArgs),
+    /// Run one task of a planned experiment (what a cluster job runs); returns at once when it
+    /// is done, and refuses to start before its dependencies are done.
+    Task(TaskArgs),
+    /// Submit the planned tasks that are not done to HyperQueue (--hq) or write a Slurm script
+    /// (--slurm); run again after failures to submit only what is left.
+    Submit(SubmitArgs),
+}
+
+/// The experiment's config and folder.
+#[derive(Args)]
+struct ExperimentFiles {
     /// Experiment config (TOML): see experiments/*.toml (cifar10, svhn, mnist, synthetic, demo).
     #[arg(long)]
     config: PathBuf,
@@ -25,6 +50,12 @@ pub struct ExperimentArgs {
     /// experiment: finished stages are kept.
     #[arg(long)]
     out: PathBuf,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    files: ExperimentFiles,
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
     #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
@@ -33,22 +64,196 @@ pub struct ExperimentArgs {
     stop_after: Option<usize>,
 }
 
+#[derive(Args)]
+struct PlanArgs {
+    #[command(flatten)]
+    files: ExperimentFiles,
+    /// The research question to plan (rq2 includes rq1's stages).
+    #[arg(long, value_parser = super::choice::<Rq>(), default_value = "rq2")]
+    rq: Rq,
+    /// Inference engine of every task: auto, burn or ort (auto decides on the machine that runs it).
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
+    engine: EngineChoice,
+    /// The cnnsplitter program the tasks run (default: this one); give the path every cluster
+    /// node sees.
+    #[arg(long, value_name = "PATH")]
+    program: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TaskArgs {
+    /// Experiment folder (planned with `experiment plan`).
+    #[arg(long)]
+    out: PathBuf,
+    /// The task's id, as in plan.json (e.g. strong/ResCNN, patched/ResCNN/tc3/overfit/paper).
+    #[arg(long)]
+    id: String,
+    /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
+    #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
+    engine: EngineChoice,
+}
+
+#[derive(Args)]
+#[command(group = clap::ArgGroup::new("engine").required(true).args(["hq", "slurm"]))]
+struct SubmitArgs {
+    /// Experiment folder (planned with `experiment plan`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Submit to HyperQueue as one job (through its Python API: `pip install hyperqueue`).
+    #[arg(long)]
+    hq: bool,
+    /// Write DIR/submit.sh: one `sbatch` job per task, chained with --dependency=afterok.
+    #[arg(long)]
+    slurm: bool,
+    /// HyperQueue: the server's directory (default: HyperQueue's, ~/.hq-server).
+    #[arg(long, value_name = "DIR", requires = "hq")]
+    server_dir: Option<PathBuf>,
+    /// HyperQueue: start a local server with K one-core workers, run the job, then stop it
+    /// (implies --wait; plan with `--threads 1`).
+    #[arg(long, value_name = "K", requires = "hq")]
+    local_workers: Option<usize>,
+    /// HyperQueue: follow the job to its end with a progress bar, and list failed tasks.
+    #[arg(long, requires = "hq")]
+    wait: bool,
+    /// HyperQueue: the Python that has the `hyperqueue` package (default: $CNNSPLITTER_PYTHON,
+    /// else python3).
+    #[arg(long, value_name = "PATH", requires = "hq")]
+    python: Option<PathBuf>,
+    /// Slurm: --partition of every job.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// Slurm: --account of every job.
+    #[arg(long, requires = "slurm")]
+    account: Option<String>,
+    /// Slurm: --time (wall-time limit) of every job, e.g. 24:00:00.
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// Slurm: a further sbatch argument for every job (repeatable), e.g. --sbatch-arg=--qos=long.
+    #[arg(long, value_name = "ARG", requires = "slurm", allow_hyphen_values = true)]
+    sbatch_arg: Vec<String>,
+}
+
 pub fn run_cmd(args: ExperimentArgs, threads: usize) -> Result<()> {
-    let config = ExperimentConfig::load(&args.config)?;
+    match args.command {
+        ExperimentCommand::Rq1(a) => run_in_process(Rq::Rq1, a, threads),
+        ExperimentCommand::Rq2(a) => run_in_process(Rq::Rq2, a, threads),
+        ExperimentCommand::Rq3(a) => run_in_process(Rq::Rq3, a, threads),
+        ExperimentCommand::Plan(a) => plan(a, threads),
+        ExperimentCommand::Task(a) => task(a, threads),
+        ExperimentCommand::Submit(a) => submit(a),
+    }
+}
+
+/// How tasks start: this program (or `program`), `threads` threads, `engine`.
+pub fn launch(program: Option<PathBuf>, threads: usize, engine: EngineChoice) -> Result<Launch> {
+    let program = match program {
+        Some(p) => std::path::absolute(&p).with_context(|| format!("--program {}", p.display()))?,
+        None => std::env::current_exe().context("cannot tell where this program is; give --program")?,
+    };
+    Ok(Launch { program, threads, engine })
+}
+
+fn run_in_process(rq: Rq, args: RunArgs, threads: usize) -> Result<()> {
+    let config = ExperimentConfig::load(&args.files.config)?;
     let engine = super::engine(args.engine, threads)?;
     let bars = Bars::default();
-    match run(args.rq, &config, &args.out, engine.as_ref(), args.stop_after, &bars)? {
+    let launch = launch(None, threads, args.engine)?;
+    match run(rq, &config, &args.files.out, engine.as_ref(), &launch, args.stop_after, &bars)? {
         None => println!(
             "stopped as asked; continue with the same command (finished stages in {} are kept)",
-            args.out.display()
+            args.files.out.display()
         ),
-        Some(reports) => print_reports(&reports, &args.out),
+        Some(reports) => print_reports(&reports, &args.files.out),
     }
     Ok(())
 }
 
+fn plan(args: PlanArgs, threads: usize) -> Result<()> {
+    let config = ExperimentConfig::load(&args.files.config)?;
+    let launch = launch(args.program, threads, args.engine)?;
+    let plan = prepare(args.rq, &config, &args.files.out, &launch)?;
+    let pending = plan.pending().len();
+    println!(
+        "planned {} tasks ({pending} not done; the longest dependency chain has {} tasks), {} threads each: {}",
+        plan.tasks.len(),
+        plan.critical_path_tasks(),
+        threads,
+        plan.dir.join(cnnsplitter::experiment::plan::PLAN_FILE).display()
+    );
+    let out = plan.dir.display();
+    println!("run them with one of:");
+    println!("  cnnsplitter experiment submit --out {out} --hq --wait          (a running HyperQueue server)");
+    println!("  cnnsplitter experiment submit --out {out} --hq --local-workers 2  (a local one, one-core workers)");
+    println!("  cnnsplitter experiment submit --out {out} --slurm             (writes submit.sh for sbatch)");
+    println!("  cnnsplitter --threads {threads} experiment {} --config {} --out {out}  (in this process)", cnnsplitter::choice::Choice::name(args.rq), args.files.config.display());
+    Ok(())
+}
+
+fn task(args: TaskArgs, threads: usize) -> Result<()> {
+    let engine = super::engine(args.engine, threads)?;
+    let bars = Bars::default();
+    match run_task(&args.out, &args.id, engine.as_ref(), threads, &bars)? {
+        TaskOutcome::AlreadyDone => println!("task {} is done already; nothing to do", args.id),
+        TaskOutcome::Ran => println!("task {} done", args.id),
+    }
+    Ok(())
+}
+
+fn submit(args: SubmitArgs) -> Result<()> {
+    let plan = Plan::load(&args.out)?;
+    if args.slurm {
+        let options = SlurmOptions {
+            partition: args.partition,
+            account: args.account,
+            time: args.time,
+            extra: args.sbatch_arg,
+        };
+        let script = slurm::write_script(&plan, &options)?;
+        println!(
+            "wrote {} ({} jobs; {} tasks are done and left out); submit them with: sh {}",
+            script.path.display(),
+            script.jobs,
+            script.done,
+            script.path.display()
+        );
+        return Ok(());
+    }
+    let python = args
+        .python
+        .or_else(|| std::env::var_os("CNNSPLITTER_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("python3"));
+    let options = HqOptions { python, server_dir: args.server_dir, local_workers: args.local_workers, wait: args.wait };
+    let bars = Bars::default();
+    match hq::submit(&plan, &options, &bars)? {
+        HqOutcome::NothingToDo => println!("every task of {} is done; nothing submitted", plan.dir.display()),
+        HqOutcome::Submitted { job, tasks } => {
+            println!("submitted HyperQueue job {job} ({tasks} tasks); follow it with: hq job progress {job}")
+        }
+        HqOutcome::Finished { job, tasks, failed } => {
+            if failed.is_empty() {
+                println!("HyperQueue job {job}: all {tasks} tasks finished");
+                print_written_reports(&plan.dir);
+            } else {
+                for f in &failed {
+                    eprintln!("task {} failed: {}\n  logs: {} {}", f.id, f.error.trim(), f.logs[0].display(), f.logs[1].display());
+                }
+                bail!(
+                    "HyperQueue job {job}: {} of {tasks} tasks failed (those depending on them did not run); \
+                     fix the cause and submit again: only what is not done is submitted",
+                    failed.len()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_written_reports(dir: &Path) {
+    println!("reports in {}", cnnsplitter::experiment::ExperimentDir::new(dir).reports().display());
+}
+
 /// Prints the tables that have rows, and where the files are.
-pub fn print_reports(reports: &Reports, out: &std::path::Path) {
+pub fn print_reports(reports: &Reports, out: &Path) {
     if !reports.rq1.is_empty() {
         println!("\n{}", reports.rq1_markdown());
     }

@@ -393,6 +393,21 @@ impl MixSpec {
         Self::from_toml(&text).map_err(|e| e.in_file(path))
     }
 
+    /// An upper bound of the images this mix holds: every source's published images, the
+    /// synthetic source at its configured sizes (for memory estimates; reads nothing).
+    pub fn published_images(&self) -> usize {
+        let mut sources: Vec<Source> = self.parts.iter().map(|p| p.source).collect();
+        sources.sort();
+        sources.dedup();
+        sources
+            .iter()
+            .map(|s| match s {
+                Source::Synthetic => self.synthetic.train + self.synthetic.test,
+                s => s.published_images(),
+            })
+            .sum()
+    }
+
     /// The classes and image shape `[C, H, W]` the mix will have, from the description alone (no
     /// data read), with the target class `tc` checked against its source: what an experiment
     /// checks its models and class indices against before it starts.

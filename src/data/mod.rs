@@ -190,6 +190,17 @@ impl Source {
         }
     }
 
+    /// Images of the published dataset, training and test splits together (synthetic: 0, its
+    /// sizes are the mix's own).
+    pub fn published_images(self) -> usize {
+        match self {
+            Source::Cifar10 | Source::Cifar100 => 60_000,
+            Source::Svhn => 99_289,
+            Source::Mnist => 70_000,
+            Source::Synthetic => 0,
+        }
+    }
+
     /// Image shape `[C, H, W]` of the published dataset.
     pub fn shape(self) -> [usize; 3] {
         match self {

@@ -2,35 +2,38 @@
 //! modularize them (RQ1, RQ2), train the weak models and patch them (RQ2), and the grouping ×
 //! initialisation ablation (RQ3); then the reports.
 //!
-//! Every stage writes its own folder under the experiment folder and counts as done once its
-//! final file exists; a stopped experiment continues where it stopped and redoes nothing:
+//! An experiment is planned as a task graph ([`plan`], `DIR/plan.json`); the in-process runner
+//! ([`run`]) walks it in order, and a cluster runs its tasks one per process
+//! (`cnnsplitter experiment task`, [`run_task`]) through HyperQueue ([`hq`]) or Slurm
+//! ([`slurm`]). Every stage writes its own folder under the experiment folder and counts as done
+//! once its final file exists; a stopped experiment continues where it stopped and redoes nothing:
 //! `strong/<model>/` (training run), `modules/<model>/` (modularization),
 //! `weak/<model>/tc<K>/{simple,poor-fit,underfit,overfit}/`, `patched/<model>/tc<K>/<kind>/<rule>/`,
 //! `rq3/<model>/<grouping>-<init>/`, and `reports/`.
 
 pub mod config;
 pub mod dir;
+pub mod hq;
+pub mod plan;
 pub mod plots;
 pub mod report;
+pub mod slurm;
+pub mod stage;
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::choice::Choice;
-use crate::data::presets::DataSelection;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::files::read_json;
-use crate::modularize::{self, ModularizeConfig, ModularizeDir, Summary};
-use crate::patch::{PatchReport, PatchRequest, patch};
+use crate::modularize::Summary;
+use crate::patch::PatchReport;
 use crate::progress::{Event, Progress};
-use crate::train::config::{Recipe, TrainConfig};
-use crate::train::pick::{Fit, pick, pick_file};
-use crate::train::run_dir::RunDir;
-use crate::train::trainer;
-use config::{ExperimentConfig, ModelConfig, WeakKind};
+use config::ExperimentConfig;
 pub use dir::ExperimentDir;
+pub use plan::{Launch, Plan, Task};
+use stage::StageRunner;
 use report::{Reports, Rq1Row, Rq2Row, Rq3Row};
 
 /// Which research question to run.
@@ -46,209 +49,10 @@ pub enum Rq {
     Rq3,
 }
 
-/// Runs the stages, counting those it starts; `stop_after` stops the session (as if killed)
-/// before the stage that would exceed it.
-struct Runner<'a> {
-    config: &'a ExperimentConfig,
-    dir: ExperimentDir,
-    engine: &'a dyn Engine,
-    progress: &'a dyn Progress,
-    stop_after: Option<usize>,
-    started: usize,
-    threads: usize,
-}
-
-type Step<T> = std::result::Result<T, StepError>;
-
-/// Why the runner stopped early.
-enum StepError {
-    /// `stop_after` stages have run.
-    Stopped,
-    /// A stage failed.
-    Failed(Error),
-}
-
-impl From<Error> for StepError {
-    fn from(e: Error) -> Self {
-        StepError::Failed(e)
-    }
-}
-
-impl Runner<'_> {
-    /// Runs `work` unless `done`; announces it as `label`.
-    fn stage(&mut self, done: bool, label: &str, work: impl FnOnce(&Self) -> Result<()>) -> Step<()> {
-        if done {
-            return Ok(());
-        }
-        if self.stop_after.is_some_and(|s| self.started >= s) {
-            return Err(StepError::Stopped);
-        }
-        self.started += 1;
-        self.progress.event(&Event::Stage { label });
-        work(self)?;
-        Ok(())
-    }
-
-    fn data(&self, dataset: &str, tc: Option<usize>) -> DataSelection {
-        DataSelection {
-            dataset: dataset.to_string(),
-            tc,
-            data_dir: self.config.data_dir.clone(),
-            limits: Default::default(),
-        }
-    }
-
-    /// Trains (or resumes) the run `run` unless it has finished.
-    fn train(&mut self, label: &str, run: &RunDir, make: impl FnOnce() -> Result<TrainConfig>) -> Step<()> {
-        self.stage(run.report().exists(), label, |r| {
-            if run.config().exists() {
-                trainer::resume(&run.root, r.threads, None, r.engine, r.progress)?;
-            } else {
-                trainer::start(make()?, &run.root, None, r.engine, r.progress)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// Modularizes (or resumes) into `dir` unless it has finished.
-    fn modularize(&mut self, label: &str, dir: &ModularizeDir, config: ModularizeConfig) -> Step<()> {
-        self.stage(dir.summary().exists(), label, |r| {
-            let config = if dir.config().exists() { None } else { Some(config) };
-            modularize::run(config, &dir.root, r.engine, None, r.progress)?;
-            Ok(())
-        })
-    }
-
-    fn search_config(&self, model: &ModelConfig) -> ModularizeConfig {
-        let data = self.data(&self.config.strong.dataset, None);
-        self.config.modularize.modularize_config(self.dir.strong(&model.name).root, data, self.config.seed)
-    }
-
-    fn train_strong(&mut self, model: &ModelConfig) -> Step<()> {
-        let c = self.config;
-        let data = self.data(&c.strong.dataset, None);
-        let overrides = c.strong.overrides(model);
-        let (seed, threads, recipe) = (c.seed, self.threads, c.strong.recipe);
-        let label = format!("training strong model {} ({}) on {}", model.name, model.arch, c.strong.dataset);
-        self.train(&label, &self.dir.strong(&model.name), || {
-            TrainConfig::new(&model.arch, recipe, &data, &overrides, seed, threads)
-        })
-    }
-
-    fn strong(&mut self, model: &ModelConfig) -> Step<()> {
-        self.train_strong(model)?;
-        let label = format!("modularizing {}", model.name);
-        let search = self.search_config(model);
-        self.modularize(&label, &self.dir.modules(&model.name), search)
-    }
-
-    fn weak(&mut self, model: &ModelConfig) -> Step<()> {
-        let c = self.config;
-        let w = c.weak.as_ref().expect("checked by `run`");
-        let (seed, threads) = (c.seed, self.threads);
-        for (i, &tc) in w.tcs.iter().enumerate() {
-            let data = DataSelection { limits: w.limits(), ..self.data(&w.dataset, Some(tc)) };
-            if w.kinds.contains(&WeakKind::Simple) {
-                let label = format!("training simple weak model {} ({}) for TC {tc}", model.name, model.weak_arch);
-                self.train(&label, &self.dir.weak_run(&model.name, tc, WeakKind::Simple), || {
-                    TrainConfig::new(&model.weak_arch, Recipe::Simple, &data, &w.simple.overrides(), seed, threads)
-                })?;
-            }
-            if w.kinds.iter().any(|k| *k != WeakKind::Simple) {
-                let arch = model.poor_fit_arch.as_deref().unwrap_or(&model.arch);
-                let label = format!("training poor-fit model {} ({arch}) for TC {tc}", model.name);
-                let run = self.dir.poor_fit_run(&model.name, tc);
-                self.train(&label, &run, || {
-                    TrainConfig::new(arch, Recipe::PoorFit, &data, &w.poor_fit.overrides(), seed, threads)
-                })?;
-                for (kind, fit) in [(WeakKind::Underfit, Fit::Underfit), (WeakKind::Overfit, Fit::Overfit)] {
-                    let out = self.dir.weak(&model.name, tc, kind);
-                    if w.kinds.contains(&kind) {
-                        let label = format!("picking the {} model {} for TC {tc}", kind.name(), model.name);
-                        self.stage(pick_file(&out).exists(), &label, |_| pick(&run.root, fit, &out).map(|_| ()))?;
-                    }
-                }
-            }
-            let mut loaded = None;
-            let strong = self.dir.strong(&model.name).root;
-            let module = self.dir.modules(&model.name).module(w.strong_label(i));
-            for &kind in &w.kinds {
-                let weak_dir = self.dir.weak(&model.name, tc, kind);
-                for &rule in &w.rules {
-                    let out = self.dir.patched(&model.name, tc, kind, rule);
-                    let label =
-                        format!("patching the {} model {} for TC {tc} ({} rule)", kind.name(), model.name, rule.name());
-                    let request = PatchRequest {
-                        weak: &weak_dir,
-                        module: &module,
-                        strong: Some(&strong),
-                        tc_weak: w.tc_label,
-                        tc_strong: w.strong_label(i),
-                        rule,
-                        ungated: false,
-                    };
-                    self.stage(out.report().exists(), &label, |r| {
-                        let splits = match loaded.take() {
-                            Some(d) => d,
-                            None => data.load()?,
-                        };
-                        let done = patch(&request, &splits, r.engine, &out.root);
-                        loaded = Some(splits);
-                        done.map(|_| ())
-                    })?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn ablation(&mut self, model: &ModelConfig) -> Step<()> {
-        let c = self.config;
-        for &grouping in &c.rq3.groupings {
-            for &init in &c.rq3.inits {
-                let mut search = self.search_config(model);
-                search.grouping.kind = grouping;
-                search.ga.init = init;
-                if let Some(g) = c.rq3.generations {
-                    search.stop.generations = g;
-                }
-                let label = format!("RQ3: {} with {} grouping, {} init", model.name, grouping.name(), init.name());
-                self.modularize(&label, &self.dir.ablation(&model.name, grouping, init), search)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn run(&mut self, rq: Rq) -> Step<()> {
-        for model in &self.config.models {
-            match rq {
-                Rq::Rq1 => self.strong(model)?,
-                Rq::Rq2 => {
-                    self.strong(model)?;
-                    self.weak(model)?;
-                }
-                Rq::Rq3 => {
-                    self.train_strong(model)?;
-                    self.ablation(model)?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Runs research question `rq` of `config` in `dir` (a new folder, or one holding the same
-/// config: then finished stages are kept and the rest continue), and writes the reports to
-/// `dir/reports`. With `stop_after = Some(n)` the session stops after starting `n` stages and
-/// returns `None` (for checks of resuming).
-pub fn run(
-    rq: Rq,
-    config: &ExperimentConfig,
-    dir: &Path,
-    engine: &dyn Engine,
-    stop_after: Option<usize>,
-    progress: &dyn Progress,
-) -> Result<Option<Reports>> {
+/// Checks `config` for `rq`, makes `dir` its experiment folder (a new or empty folder, or one
+/// holding the same config: then its finished stages are kept), and writes `DIR/config.toml`
+/// and the task graph `DIR/plan.json`. Nothing is written when a check fails.
+pub fn prepare(rq: Rq, config: &ExperimentConfig, dir: &Path, launch: &Launch) -> Result<Plan> {
     if rq == Rq::Rq2 && config.weak.is_none() {
         return Err(Error::Invalid(
             "rq2 needs a [weak] section in the experiment config (dataset, tcs, tc_label, kinds)".into(),
@@ -258,6 +62,7 @@ pub fn run(
     let out = ExperimentDir::new(dir);
     let text =
         toml::to_string(config).map_err(|e| Error::Serialize(format!("cannot write the config as TOML: {e}")))?;
+    let plan = Plan::build(rq, config, dir, launch)?;
     if out.config().exists() {
         let saved = ExperimentConfig::load(&out.config())?;
         if &saved != config {
@@ -276,20 +81,114 @@ pub fn run(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::files::write_atomic(&out.config(), text.as_bytes())?;
     }
-    let threads = rayon::current_num_threads();
-    let mut runner = Runner { config, dir: out, engine, progress, stop_after, started: 0, threads };
-    match runner.run(rq) {
-        Ok(()) => {}
-        Err(StepError::Stopped) => return Ok(None),
-        Err(StepError::Failed(e)) => return Err(e),
+    plan.write()?;
+    Ok(plan)
+}
+
+/// Runs research question `rq` of `config` in `dir` in this process: plans it ([`prepare`]),
+/// then runs every task of the plan that is not done, in plan order, as `experiment task` would
+/// one by one, and returns the reports (written to `dir/reports` by the plan's last task). With
+/// `stop_after = Some(n)` the session stops after starting `n` tasks and returns `None` (for
+/// checks of resuming).
+pub fn run(
+    rq: Rq,
+    config: &ExperimentConfig,
+    dir: &Path,
+    engine: &dyn Engine,
+    launch: &Launch,
+    stop_after: Option<usize>,
+    progress: &dyn Progress,
+) -> Result<Option<Reports>> {
+    let plan = prepare(rq, config, dir, launch)?;
+    let mut runner = StageRunner::new(config, &plan, engine, launch.threads, progress);
+    for (started, task) in plan.pending().into_iter().enumerate() {
+        if stop_after.is_some_and(|s| started >= s) {
+            return Ok(None);
+        }
+        run_timed(&mut runner, task)?;
     }
-    let reports = collect(rq, config, &runner.dir)?;
-    reports.write(&runner.dir, progress)?;
-    Ok(Some(reports))
+    collect(rq, config, &runner.dir).map(Some)
+}
+
+/// What `experiment task` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskOutcome {
+    /// The task ran and is done now.
+    Ran,
+    /// It was done already; nothing ran.
+    AlreadyDone,
+}
+
+/// Runs the task `id` of the experiment planned in `dir` (one stage, in this process, with
+/// `threads` compute threads): returns at once when it is done, refuses to start when one of
+/// its dependencies is not done.
+pub fn run_task(dir: &Path, id: &str, engine: &dyn Engine, threads: usize, progress: &dyn Progress) -> Result<TaskOutcome> {
+    let plan = Plan::load(dir)?;
+    let config = ExperimentConfig::load(&ExperimentDir::new(dir).config())?;
+    let task = plan.task(id).ok_or_else(|| {
+        let ids: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
+        Error::file(&plan.dir.join(plan::PLAN_FILE), format!("has no task `{id}`; its tasks: {}", ids.join(", ")))
+    })?;
+    if task.is_done(&plan.dir) {
+        return Ok(TaskOutcome::AlreadyDone);
+    }
+    if let Some(dep) = task.deps.iter().filter_map(|d| plan.task(d)).find(|d| !d.is_done(&plan.dir)) {
+        return Err(Error::Invalid(format!(
+            "task `{id}` needs task `{}` first, which is not done ({} does not exist): run it first \
+             (`cnnsplitter experiment task --out {} --id {}`)",
+            dep.id,
+            plan.dir.join(&dep.done).display(),
+            plan.dir.display(),
+            dep.id
+        )));
+    }
+    if threads != task.resources.cores {
+        progress.note(&format!(
+            "note: the plan gives task `{id}` {} threads and it runs with {threads}; training results may \
+             differ in the last bits from the in-process run",
+            task.resources.cores
+        ));
+    }
+    let mut runner = StageRunner::new(&config, &plan, engine, threads, progress);
+    run_timed(&mut runner, task)?;
+    Ok(TaskOutcome::Ran)
+}
+
+/// Runs `task`, announced as a stage, and records its wall time in `DIR/tasks/<id>.json`.
+fn run_timed(runner: &mut StageRunner, task: &Task) -> Result<()> {
+    runner.progress.event(&Event::Stage { label: &task.label });
+    let started = std::time::Instant::now();
+    runner.run(task)?;
+    let record = TaskTiming {
+        id: task.id.clone(),
+        seconds: started.elapsed().as_secs_f64(),
+        process_peak_rss_mib: peak_rss_mib(),
+    };
+    crate::files::write_json(&runner.dir.root.join("tasks").join(format!("{}.json", task.file_stem())), &record)
+}
+
+/// The measured cost of one task (`DIR/tasks/<id>.json`; not part of the reports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTiming {
+    /// The task's id.
+    pub id: String,
+    /// Wall seconds it ran.
+    pub seconds: f64,
+    /// The peak resident memory of the process so far, in MiB (one task per process on a
+    /// cluster; the whole session in process), where the system tells it.
+    pub process_peak_rss_mib: Option<f64>,
+}
+
+/// `VmHWM` of /proc/self/status (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 /// Reads the finished stages' results into the report tables.
-fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Reports> {
+pub(crate) fn collect(rq: Rq, config: &ExperimentConfig, dir: &ExperimentDir) -> Result<Reports> {
     let dataset = &config.strong.dataset;
     let mut reports = Reports { name: config.name.clone(), ..Reports::default() };
     for model in &config.models {

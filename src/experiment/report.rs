@@ -495,9 +495,11 @@ impl Reports {
         s
     }
 
-    /// Writes `reports/rqK.{md,json,csv}` for every table that has rows, and the plots.
+    /// Writes the plots, then `reports/rqK.{md,csv,json}` for every table that has rows; the
+    /// last table's JSON comes last (the reports task's done file).
     pub fn write(&self, dir: &ExperimentDir, progress: &dyn Progress) -> Result<()> {
         let root = dir.reports();
+        write_plots(self, &root.join("plots"), progress)?;
         let tables: [(&str, bool, String, String); 3] = [
             ("rq1", !self.rq1.is_empty(), self.rq1_markdown(), csv(&self.rq1)),
             ("rq2", !self.rq2.is_empty(), self.rq2_markdown(), csv(&self.rq2)),
@@ -508,11 +510,12 @@ impl Reports {
                 continue;
             }
             let header = format!("# {}\n\n", self.name);
-            write_json(&root.join(format!("{name}.json")), &self.json(name))?;
+            std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
             write_atomic(&root.join(format!("{name}.md")), (header + &markdown).as_bytes())?;
             write_atomic(&root.join(format!("{name}.csv")), csv.as_bytes())?;
+            write_json(&root.join(format!("{name}.json")), &self.json(name))?;
         }
-        write_plots(self, &root.join("plots"), progress)
+        Ok(())
     }
 
     fn json(&self, name: &str) -> serde_json::Value {
