@@ -43,8 +43,8 @@ pub fn run_demo(args: DemoArgs, threads: usize) -> Result<()> {
     let engine = super::engine(args.engine, threads)?;
     let bars = Bars::default();
     let launch = super::experiment::launch(None, threads, args.engine)?;
-    let reports = run(Rq::Rq2, &config, &args.out, engine.as_ref(), &launch, None, &bars)?
-        .expect("the demo runs without a stop");
+    let reports =
+        run(Rq::Rq2, &config, &args.out, engine.as_ref(), &launch, None, &bars)?.expect("the demo runs without a stop");
     print_reports(&reports, &args.out);
     println!("demo finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

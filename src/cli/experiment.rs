@@ -38,6 +38,23 @@ enum ExperimentCommand {
     /// Submit the planned tasks that are not done to HyperQueue (--hq) or write a Slurm script
     /// (--slurm); run again after failures to submit only what is left.
     Submit(SubmitArgs),
+    /// Estimate the plan's wall time on K machines (one task at a time each) from per-task
+    /// seconds: measured (DIR/tasks/*.json, written by every task that ran) or given (--times).
+    Estimate(EstimateArgs),
+}
+
+#[derive(Args)]
+struct EstimateArgs {
+    /// Experiment folder (planned with `experiment plan`).
+    #[arg(long)]
+    out: PathBuf,
+    /// Per-task seconds as JSON (`{"strong/ResCNN": 3600, ...}`, every task of the plan);
+    /// default: the times measured in DIR/tasks/.
+    #[arg(long, value_name = "FILE")]
+    times: Option<PathBuf>,
+    /// Machine counts to estimate, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
+    machines: Vec<usize>,
 }
 
 /// The experiment's config and folder.
@@ -141,6 +158,7 @@ pub fn run_cmd(args: ExperimentArgs, threads: usize) -> Result<()> {
         ExperimentCommand::Plan(a) => plan(a, threads),
         ExperimentCommand::Task(a) => task(a, threads),
         ExperimentCommand::Submit(a) => submit(a),
+        ExperimentCommand::Estimate(a) => estimate(a),
     }
 }
 
@@ -171,10 +189,10 @@ fn run_in_process(rq: Rq, args: RunArgs, threads: usize) -> Result<()> {
 fn plan(args: PlanArgs, threads: usize) -> Result<()> {
     let config = ExperimentConfig::load(&args.files.config)?;
     let launch = launch(args.program, threads, args.engine)?;
-    let plan = prepare(args.rq, &config, &args.files.out, &launch)?;
+    let plan = prepare(args.rq, &config, &args.files.out, &launch, &super::progress_bar::Bars::default())?;
     let pending = plan.pending().len();
     println!(
-        "planned {} tasks ({pending} not done; the longest dependency chain has {} tasks), {} threads each: {}",
+        "planned {} tasks ({pending} not done; the longest dependency chain has {} tasks), each on {} compute threads: {}",
         plan.tasks.len(),
         plan.critical_path_tasks(),
         threads,
@@ -185,7 +203,11 @@ fn plan(args: PlanArgs, threads: usize) -> Result<()> {
     println!("  cnnsplitter experiment submit --out {out} --hq --wait          (a running HyperQueue server)");
     println!("  cnnsplitter experiment submit --out {out} --hq --local-workers 2  (a local one, one-core workers)");
     println!("  cnnsplitter experiment submit --out {out} --slurm             (writes submit.sh for sbatch)");
-    println!("  cnnsplitter --threads {threads} experiment {} --config {} --out {out}  (in this process)", cnnsplitter::choice::Choice::name(args.rq), args.files.config.display());
+    println!(
+        "  cnnsplitter --threads {threads} experiment {} --config {} --out {out}  (in this process)",
+        cnnsplitter::choice::Choice::name(args.rq),
+        args.files.config.display()
+    );
     Ok(())
 }
 
@@ -202,12 +224,8 @@ fn task(args: TaskArgs, threads: usize) -> Result<()> {
 fn submit(args: SubmitArgs) -> Result<()> {
     let plan = Plan::load(&args.out)?;
     if args.slurm {
-        let options = SlurmOptions {
-            partition: args.partition,
-            account: args.account,
-            time: args.time,
-            extra: args.sbatch_arg,
-        };
+        let options =
+            SlurmOptions { partition: args.partition, account: args.account, time: args.time, extra: args.sbatch_arg };
         let script = slurm::write_script(&plan, &options)?;
         println!(
             "wrote {} ({} jobs; {} tasks are done and left out); submit them with: sh {}",
@@ -235,7 +253,13 @@ fn submit(args: SubmitArgs) -> Result<()> {
                 print_written_reports(&plan.dir);
             } else {
                 for f in &failed {
-                    eprintln!("task {} failed: {}\n  logs: {} {}", f.id, f.error.trim(), f.logs[0].display(), f.logs[1].display());
+                    eprintln!(
+                        "task {} failed: {}\n  logs: {} {}",
+                        f.id,
+                        f.error.trim(),
+                        f.logs[0].display(),
+                        f.logs[1].display()
+                    );
                 }
                 bail!(
                     "HyperQueue job {job}: {} of {tasks} tasks failed (those depending on them did not run); \
@@ -246,6 +270,63 @@ fn submit(args: SubmitArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn estimate(args: EstimateArgs) -> Result<()> {
+    use cnnsplitter::experiment::schedule::{critical_path_seconds, durations, list_schedule};
+    if args.machines.contains(&0) {
+        bail!("--machines: every count must be at least 1");
+    }
+    let plan = Plan::load(&args.out)?;
+    let seconds: std::collections::HashMap<String, f64> = match &args.times {
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a JSON object of task ids and seconds", file.display()))?
+        }
+        None => {
+            let mut measured = std::collections::HashMap::new();
+            for t in &plan.tasks {
+                let path = plan.dir.join("tasks").join(format!("{}.json", t.file_stem()));
+                if let Ok(text) = std::fs::read_to_string(&path) {
+                    let timing: cnnsplitter::experiment::TaskTiming = serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not a task timing", path.display()))?;
+                    measured.insert(t.id.clone(), timing.seconds);
+                }
+            }
+            measured
+        }
+    };
+    let secs = durations(&plan, &seconds).map_err(|e| {
+        anyhow::anyhow!(
+            "{e}: run every task first (its time lands in {}/tasks), or give --times FILE",
+            plan.dir.display()
+        )
+    })?;
+    let total: f64 = secs.iter().sum();
+    println!(
+        "{} tasks, {} of work; critical path: {} tasks, {}",
+        plan.tasks.len(),
+        duration(total),
+        plan.critical_path_tasks(),
+        duration(critical_path_seconds(&plan, &secs))
+    );
+    println!("\n| machines | wall time | speed-up |\n|---:|---:|---:|");
+    for k in args.machines {
+        let e = list_schedule(&plan, &secs, k);
+        println!("| {k} | {} | {:.1}x |", duration(e.makespan), total / e.makespan.max(f64::MIN_POSITIVE));
+    }
+    Ok(())
+}
+
+/// Seconds as `1.2 s`, `3.4 min`, `5.6 h` or `7.8 days`.
+fn duration(s: f64) -> String {
+    match s {
+        s if s < 120.0 => format!("{s:.1} s"),
+        s if s < 7200.0 => format!("{:.1} min", s / 60.0),
+        s if s < 3.0 * 86400.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86400.0),
+    }
 }
 
 fn print_written_reports(dir: &Path) {

@@ -17,6 +17,7 @@ pub mod hq;
 pub mod plan;
 pub mod plots;
 pub mod report;
+pub mod schedule;
 pub mod slurm;
 pub mod stage;
 
@@ -33,8 +34,8 @@ use crate::progress::{Event, Progress};
 use config::ExperimentConfig;
 pub use dir::ExperimentDir;
 pub use plan::{Launch, Plan, Task};
-use stage::StageRunner;
 use report::{Reports, Rq1Row, Rq2Row, Rq3Row};
+use stage::StageRunner;
 
 /// Which research question to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,8 +52,15 @@ pub enum Rq {
 
 /// Checks `config` for `rq`, makes `dir` its experiment folder (a new or empty folder, or one
 /// holding the same config: then its finished stages are kept), and writes `DIR/config.toml`
-/// and the task graph `DIR/plan.json`. Nothing is written when a check fails.
-pub fn prepare(rq: Rq, config: &ExperimentConfig, dir: &Path, launch: &Launch) -> Result<Plan> {
+/// and the task graph `DIR/plan.json` (a plan already there with other commands is replaced, with
+/// a note). Nothing is written when a check fails.
+pub fn prepare(
+    rq: Rq,
+    config: &ExperimentConfig,
+    dir: &Path,
+    launch: &Launch,
+    progress: &dyn Progress,
+) -> Result<Plan> {
     if rq == Rq::Rq2 && config.weak.is_none() {
         return Err(Error::Invalid(
             "rq2 needs a [weak] section in the experiment config (dataset, tcs, tc_label, kinds)".into(),
@@ -81,6 +89,16 @@ pub fn prepare(rq: Rq, config: &ExperimentConfig, dir: &Path, launch: &Launch) -
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::files::write_atomic(&out.config(), text.as_bytes())?;
     }
+    if let Ok(old) = Plan::load(dir)
+        && old != plan
+    {
+        progress.note(&format!(
+            "note: {} is replaced: it planned {} with other commands (threads, engine or program); the \
+             finished stages are kept",
+            dir.join(plan::PLAN_FILE).display(),
+            crate::choice::Choice::name(old.rq)
+        ));
+    }
     plan.write()?;
     Ok(plan)
 }
@@ -99,7 +117,7 @@ pub fn run(
     stop_after: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Option<Reports>> {
-    let plan = prepare(rq, config, dir, launch)?;
+    let plan = prepare(rq, config, dir, launch, progress)?;
     let mut runner = StageRunner::new(config, &plan, engine, launch.threads, progress);
     for (started, task) in plan.pending().into_iter().enumerate() {
         if stop_after.is_some_and(|s| started >= s) {
@@ -122,7 +140,13 @@ pub enum TaskOutcome {
 /// Runs the task `id` of the experiment planned in `dir` (one stage, in this process, with
 /// `threads` compute threads): returns at once when it is done, refuses to start when one of
 /// its dependencies is not done.
-pub fn run_task(dir: &Path, id: &str, engine: &dyn Engine, threads: usize, progress: &dyn Progress) -> Result<TaskOutcome> {
+pub fn run_task(
+    dir: &Path,
+    id: &str,
+    engine: &dyn Engine,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<TaskOutcome> {
     let plan = Plan::load(dir)?;
     let config = ExperimentConfig::load(&ExperimentDir::new(dir).config())?;
     let task = plan.task(id).ok_or_else(|| {

@@ -292,7 +292,14 @@ impl Builder<'_> {
         let done = self.rel(&run.report());
         let memory = estimate::training(&m.arch, &self.strong_data(), self.config.strong.batch);
         let label = format!("training strong model {} ({}) on {}", m.name, m.arch, self.config.strong.dataset);
-        self.push(&self.rel(&run.root).to_string_lossy(), label, Stage::TrainStrong { model: m.name.clone() }, vec![], done, memory);
+        self.push(
+            &self.rel(&run.root).to_string_lossy(),
+            label,
+            Stage::TrainStrong { model: m.name.clone() },
+            vec![],
+            done,
+            memory,
+        );
     }
 
     fn strong_id(&self, m: &ModelConfig) -> String {
@@ -341,7 +348,14 @@ impl Builder<'_> {
                         let label = format!("picking the {} model {} for TC {tc}", kind.name(), m.name);
                         let (id, done) = (self.rel(&out), self.rel(&pick_file(&out)));
                         let stage = Stage::Pick { model: name.clone(), tc, weak: kind };
-                        self.push(&id.to_string_lossy(), label, stage, vec![run_id.clone()], done, estimate::BASE_MIB as u64);
+                        self.push(
+                            &id.to_string_lossy(),
+                            label,
+                            stage,
+                            vec![run_id.clone()],
+                            done,
+                            estimate::BASE_MIB as u64,
+                        );
                     }
                 }
             }

@@ -71,7 +71,9 @@ fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
         quote(&plan.dir.join("logs").to_string_lossy()),
     );
     let mut site: Vec<String> = Vec::new();
-    for (flag, value) in [("--partition", &options.partition), ("--account", &options.account), ("--time", &options.time)] {
+    for (flag, value) in
+        [("--partition", &options.partition), ("--account", &options.account), ("--time", &options.time)]
+    {
         if let Some(v) = value {
             site.push(quote(&format!("{flag}={v}")));
         }
@@ -95,10 +97,7 @@ fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
         args.push(format!("--wrap={}", quote(&command.join(" "))));
         s += &format!("# {}\nj{i}=$(submit {})\n", t.id, args.join(" "));
     }
-    s += &format!(
-        "echo \"submitted {} jobs; follow them with: squeue --me; logs in {dir}/logs\"\n",
-        pending.len()
-    );
+    s += &format!("echo \"submitted {} jobs; follow them with: squeue --me; logs in {dir}/logs\"\n", pending.len());
     s
 }
 
@@ -119,7 +118,8 @@ mod tests {
     #[test]
     fn quoting_round_trips_through_the_shell() {
         for text in ["plain", "with space", "it's", "$HOME", "a\"b", "", "x;rm -rf y"] {
-            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(text))).output().unwrap();
+            let out =
+                std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(text))).output().unwrap();
             assert_eq!(String::from_utf8(out.stdout).unwrap(), text, "{}", quote(text));
         }
     }

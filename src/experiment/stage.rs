@@ -70,7 +70,14 @@ impl<'a> StageRunner<'a> {
                 let data = self.weak_data(w, *tc);
                 let run = self.dir.weak_run(model, *tc, WeakKind::Simple);
                 self.train(&run, || {
-                    TrainConfig::new(&m.weak_arch, Recipe::Simple, &data, &w.simple.overrides(), self.config.seed, self.threads)
+                    TrainConfig::new(
+                        &m.weak_arch,
+                        Recipe::Simple,
+                        &data,
+                        &w.simple.overrides(),
+                        self.config.seed,
+                        self.threads,
+                    )
                 })
             }
             Stage::TrainPoorFit { model, tc } => {
@@ -78,7 +85,14 @@ impl<'a> StageRunner<'a> {
                 let data = self.weak_data(w, *tc);
                 let arch = m.poor_fit_arch.as_deref().unwrap_or(&m.arch);
                 self.train(&self.dir.poor_fit_run(model, *tc), || {
-                    TrainConfig::new(arch, Recipe::PoorFit, &data, &w.poor_fit.overrides(), self.config.seed, self.threads)
+                    TrainConfig::new(
+                        arch,
+                        Recipe::PoorFit,
+                        &data,
+                        &w.poor_fit.overrides(),
+                        self.config.seed,
+                        self.threads,
+                    )
                 })
             }
             Stage::Pick { model, tc, weak } => {
