@@ -492,10 +492,14 @@ impl OneNodeSlurm {
         let tools = ["munged", "slurmctld", "slurmd", "sbatch", "squeue", "sinfo"];
         let missing: Vec<&str> = tools
             .into_iter()
-            .filter(|t| !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success()))
+            .filter(|t| {
+                !Command::new("sh").args(["-c", &format!("command -v {t}")]).output().is_ok_and(|o| o.status.success())
+            })
             .collect();
         if !root || !missing.is_empty() {
-            return Err(format!("needs root and the Debian packages slurmctld, slurmd, slurm-client, munge (missing: {missing:?}, root: {root})"));
+            return Err(format!(
+                "needs root and the Debian packages slurmctld, slurmd, slurm-client, munge (missing: {missing:?}, root: {root})"
+            ));
         }
         let dir = tempfile::tempdir().unwrap();
         let started = std::time::Instant::now();

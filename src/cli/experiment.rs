@@ -189,6 +189,12 @@ fn run_in_process(rq: Rq, args: RunArgs, threads: usize) -> Result<()> {
 fn plan(args: PlanArgs, threads: usize) -> Result<()> {
     let config = ExperimentConfig::load(&args.files.config)?;
     let launch = launch(args.program, threads, args.engine)?;
+    if !launch.program.is_file() {
+        eprintln!(
+            "note: --program {} is not a file on this machine; the tasks will run it as given",
+            launch.program.display()
+        );
+    }
     let plan = prepare(args.rq, &config, &args.files.out, &launch, &super::progress_bar::Bars::default())?;
     let pending = plan.pending().len();
     println!(

@@ -65,7 +65,8 @@ enum Command {
     /// Patch a weak model's target class with a strong model's module (no retraining), and
     /// report TC precision, recall, F1 and non-TC accuracy before and after.
     Patch(patch::PatchArgs),
-    /// Run the paper's experiments (RQ1, RQ2, RQ3) end to end from a TOML config; resumable.
+    /// Run the paper's experiments (RQ1, RQ2, RQ3) end to end from a TOML config, in this process
+    /// or as a task graph on HyperQueue or Slurm; resumable.
     Experiment(experiment::ExperimentArgs),
     /// Export a model folder (a model, a module) to ONNX.
     Export(export::ExportArgs),

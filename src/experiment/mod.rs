@@ -151,7 +151,7 @@ pub fn run_task(
     let config = ExperimentConfig::load(&ExperimentDir::new(dir).config())?;
     let task = plan.task(id).ok_or_else(|| {
         let ids: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
-        Error::file(&plan.dir.join(plan::PLAN_FILE), format!("has no task `{id}`; its tasks: {}", ids.join(", ")))
+        Error::file(plan.dir.join(plan::PLAN_FILE), format!("has no task `{id}`; its tasks: {}", ids.join(", ")))
     })?;
     if task.is_done(&plan.dir) {
         return Ok(TaskOutcome::AlreadyDone);
