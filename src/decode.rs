@@ -269,7 +269,8 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
     Model::new(new_desc, weights)
 }
 
-/// `desc` with every convolution's output channels set to `width(group)` of its channel group.
+/// `desc` with every convolution's output channels (and a depthwise one's groups) set to
+/// `width(group)` of its channel group.
 fn with_group_widths(
     desc: &ModelDescription,
     groups: &ChannelGroups,
@@ -277,8 +278,13 @@ fn with_group_widths(
 ) -> ModelDescription {
     let mut new_desc = desc.clone();
     for (i, layer) in new_desc.layers.iter_mut().enumerate() {
-        if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&mut layer.kind, groups.layers[i].output) {
+        if let (LayerKind::Conv2d { out_channels, groups: conv_groups, .. }, Some(g)) =
+            (&mut layer.kind, groups.layers[i].output)
+        {
             *out_channels = width(g);
+            if groups.layers[i].depthwise {
+                *conv_groups = width(g);
+            }
         }
     }
     new_desc

@@ -231,3 +231,73 @@ fn a_reused_decoder_equals_fresh_decodes_and_refuses_other_models_masks() {
     let err = decoder.decode(&theirs).unwrap_err().to_string();
     assert!(err.contains("another model"), "{err}");
 }
+
+#[test]
+fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
+    let model = random_model_of(depthwise_net(), 3);
+    let desc = &model.description;
+    let input = desc.input;
+    let images = random_images(3, input, 4);
+
+    // The burn forward pass of the new layers equals the naive loops.
+    let err = relative_error(
+        &burn_logits(&model, &images, 3),
+        &naive_logits(desc, &model.weights, &images, 3, &HashMap::new()),
+    );
+    assert!(err <= 1e-5, "burn vs naive forward: relative error {err}");
+
+    // Groups: stem + projection (the add), expansion + depthwise, narrow + the second depthwise;
+    // the grouped convolution's input (widen) and output stay out, and are named.
+    let groups = ChannelGroups::derive(desc).unwrap();
+    let labels: Vec<String> = (0..groups.groups.len()).map(|g| groups.group_label(desc, g)).collect();
+    assert_eq!(labels, ["stem+project", "expand+dw", "narrow+dw2"]);
+    let grouped = desc.layer_index("grouped").unwrap();
+    assert_eq!(groups.uncut.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [grouped]);
+    assert!(groups.uncut[0].1.contains("4 groups"), "{}", groups.uncut[0].1);
+
+    // All-ones masks give the original exactly.
+    assert_eq!(decode(&model, &groups.keep_all()).unwrap(), model);
+
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for keep in [0.3, 0.6] {
+        let masks = random_keep_masks(&groups, keep, &mut rng);
+        let module = decode(&model, &masks).unwrap();
+        // Depthwise layers stay depthwise at the kept width.
+        for name in ["dw", "dw2"] {
+            let i = module.description.layer_index(name).unwrap();
+            let g = groups.layers[i].output.unwrap();
+            let kept = masks[g].iter().filter(|k| **k).count();
+            let LayerKind::Conv2d { out_channels, groups: conv_groups, .. } = module.description.layers[i].kind else {
+                panic!("{name} is a convolution")
+            };
+            assert_eq!((out_channels, conv_groups), (kept, kept), "{name}");
+        }
+        let got = burn_logits(&module, &images, 3);
+        let want = naive_logits(desc, &model.weights, &images, 3, &removed_inputs(&groups, &masks));
+        let err = relative_error(&got, &want);
+        assert!(err <= 1e-5, "keep {keep}: decoded vs naive masked original, relative error {err}");
+        let reference = zero_removed_inputs(&model, &masks).unwrap();
+        let err = relative_error(&got, &burn_logits(&reference, &images, 3));
+        assert!(err <= 1e-5, "keep {keep}: decoded vs zeroed-weights original, relative error {err}");
+        // MACs: a depthwise kernel reads one channel, a grouped one a quarter.
+        let c = count(&module.description).unwrap();
+        let dw = &c.layers[module.description.layer_index("dw").unwrap()];
+        let k = masks[groups.layers[module.description.layer_index("dw").unwrap()].output.unwrap()]
+            .iter()
+            .filter(|k| **k)
+            .count();
+        assert_eq!(dw.macs, (k * 12 * 12 * 9) as u64);
+        assert_eq!(c.layers[grouped].macs, (32 * 12 * 12 * 8 * 9) as u64);
+    }
+}
+
+#[test]
+fn a_grouped_convolution_that_does_not_divide_its_channels_is_refused() {
+    let mut desc = depthwise_net();
+    let i = desc.layer_index("grouped").unwrap();
+    if let LayerKind::Conv2d { groups, .. } = &mut desc.layers[i].kind {
+        *groups = 5;
+    }
+    let err = cnnsplitter::model::shape::infer_shapes(&desc).unwrap_err().to_string();
+    assert!(err.contains("grouped") && err.contains("groups = 5 must divide"), "{err}");
+}

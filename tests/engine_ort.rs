@@ -49,6 +49,12 @@ fn models() -> Vec<(String, Model)> {
         out.push((arch.to_string(), model));
         out.push((format!("{arch} module"), module));
     }
+    // Depthwise and grouped convolutions, ReLU6, padded pooling.
+    let model = random_model_of(depthwise_net(), 3);
+    let groups = ChannelGroups::derive(&model.description).unwrap();
+    let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(4));
+    out.push(("depthwise-net module".into(), decode(&model, &masks).unwrap()));
+    out.push(("depthwise-net".into(), model));
     out
 }
 

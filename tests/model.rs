@@ -138,7 +138,7 @@ fn burn_forward_matches_a_naive_forward() {
 fn average_pooling_matches_the_naive_forward() {
     let mut d = zoo::build("simcnn-weak@0.125", [3, 32, 32], 10).unwrap();
     let i = d.layer_index("pool_1").unwrap();
-    d.layers[i].kind = LayerKind::AvgPool2d { kernel: [2, 2], stride: [2, 2] };
+    d.layers[i].kind = LayerKind::AvgPool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0] };
     let model = Model::new(d.clone(), Weights::init(&d, 3).unwrap()).unwrap();
     let images = random_images(2, [3, 32, 32], 1);
     let err = relative_error(

@@ -153,7 +153,7 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                 outputs.push(src);
                 continue;
             }
-            LayerKind::Conv2d { kernel, stride, padding, bias, .. } => {
+            LayerKind::Conv2d { kernel, stride, padding, bias, groups, .. } => {
                 let mut inputs = vec![src.clone()];
                 for suffix in if *bias { &["weight", "bias"][..] } else { &["weight"][..] } {
                     let (n, t) = param(suffix)?;
@@ -171,6 +171,7 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                         ("kernel_shape", Attr::Ints(kernel.iter().map(|&k| k as i64).collect())),
                         ("strides", Attr::Ints(stride.iter().map(|&s| s as i64).collect())),
                         ("pads", Attr::Ints(vec![ph, pw, ph, pw])),
+                        ("group", Attr::Int(*groups as i64)),
                     ],
                 );
                 name
@@ -190,18 +191,26 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                 g.node(&name, "Relu", &[&src], &[&name], vec![]);
                 name
             }
-            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
-                let op = if matches!(layer.kind, LayerKind::MaxPool2d { .. }) { "MaxPool" } else { "AveragePool" };
-                g.node(
-                    &name,
-                    op,
-                    &[&src],
-                    &[&name],
-                    vec![
-                        ("kernel_shape", Attr::Ints(kernel.iter().map(|&k| k as i64).collect())),
-                        ("strides", Attr::Ints(stride.iter().map(|&s| s as i64).collect())),
-                    ],
-                );
+            LayerKind::Relu6 => {
+                let (lo, hi) = (format!("{name}.min"), format!("{name}.max"));
+                g.initializer(&lo, &[], &[0.0]);
+                g.initializer(&hi, &[], &[6.0]);
+                g.node(&name, "Clip", &[&src, &lo, &hi], &[&name], vec![]);
+                name
+            }
+            LayerKind::MaxPool2d { kernel, stride, padding } | LayerKind::AvgPool2d { kernel, stride, padding } => {
+                let is_max = matches!(layer.kind, LayerKind::MaxPool2d { .. });
+                let [ph, pw] = padding.map(|p| p as i64);
+                let mut attrs = vec![
+                    ("kernel_shape", Attr::Ints(kernel.iter().map(|&k| k as i64).collect())),
+                    ("strides", Attr::Ints(stride.iter().map(|&s| s as i64).collect())),
+                    ("pads", Attr::Ints(vec![ph, pw, ph, pw])),
+                ];
+                if !is_max {
+                    // Padded positions count as zeros in the average, as in the description.
+                    attrs.push(("count_include_pad", Attr::Int(1)));
+                }
+                g.node(&name, if is_max { "MaxPool" } else { "AveragePool" }, &[&src], &[&name], attrs);
                 name
             }
             LayerKind::GlobalAvgPool => {

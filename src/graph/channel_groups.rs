@@ -4,12 +4,16 @@
 //! channels of the next convolution, or through a flatten to blocks of columns of the next linear
 //! layer (channel-major: channel `c` owns columns `c·HW..(c+1)·HW`). A residual add joins the
 //! channels of its two operands, so the convolutions feeding it form one group and share one
-//! keep-mask. A group is *cuttable* unless it contains the image channels, a linear layer's
-//! outputs, or the logits.
+//! keep-mask. A depthwise convolution (groups = input channels = kernels) maps channel `c` to
+//! channel `c`, so its input and output are one group: removing a channel removes it on both
+//! sides. A grouped convolution with 1 < groups < channels must keep its groups equal in size;
+//! its input and output channels stay out of the search ([`ChannelGroups::uncut`] says which). A
+//! group is *cuttable* unless it contains the image channels, a linear layer's outputs, the logits
+//! or a grouped convolution's channels.
 
 use crate::error::Result;
 use crate::model::description::{LayerKind, ModelDescription, Source};
-use crate::model::shape::{ActShape, infer_shapes};
+use crate::model::shape::{ActShape, LayerShape, infer_shapes};
 
 /// One set of channels that must be kept or removed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +39,8 @@ pub struct LayerChannels {
     pub output: Option<usize>,
     /// For a linear layer reading a flattened group: positions per channel (H·W).
     pub flat_positions: Option<usize>,
+    /// A depthwise convolution: its weight `[C, 1, kh, kw]` follows `output` along axis 0 only.
+    pub depthwise: bool,
 }
 
 /// The cuttable channel groups of a description and each layer's place in them.
@@ -44,6 +50,9 @@ pub struct ChannelGroups {
     pub groups: Vec<ChannelGroup>,
     /// One entry per layer of the description.
     pub layers: Vec<LayerChannels>,
+    /// Grouped convolutions (1 < groups < channels) whose channels stay out of the search, with
+    /// why.
+    pub uncut: Vec<(usize, String)>,
 }
 
 /// The channel identity of an activation: a union-find node, and H·W when flattened.
@@ -88,6 +97,16 @@ impl UnionFind {
     }
 }
 
+/// Whether layer `i` is a depthwise convolution: groups = input channels = kernels > 1.
+fn is_depthwise(desc: &ModelDescription, shapes: &[LayerShape], i: usize) -> bool {
+    match desc.layers[i].kind {
+        LayerKind::Conv2d { groups, out_channels, .. } => {
+            groups > 1 && groups == out_channels && groups == shapes[i].input.channels()
+        }
+        _ => false,
+    }
+}
+
 impl ChannelGroups {
     /// Derives the groups of `desc` (which must be valid).
     pub fn derive(desc: &ModelDescription) -> Result<Self> {
@@ -96,13 +115,26 @@ impl ChannelGroups {
         let image = Channels { node: uf.add(true), flat_positions: None };
         let mut outputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut inputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
+        let mut uncut = Vec::new();
         for (i, layer) in desc.layers.iter().enumerate() {
             let input = match desc.source(i).expect("validated") {
                 Source::Image => image,
                 Source::Layer(j) => outputs[j],
             };
             let output = match &layer.kind {
-                LayerKind::Conv2d { .. } => Channels { node: uf.add(false), flat_positions: None },
+                LayerKind::Conv2d { groups: 1, .. } => Channels { node: uf.add(false), flat_positions: None },
+                LayerKind::Conv2d { .. } if is_depthwise(desc, &shapes, i) => input,
+                LayerKind::Conv2d { groups, .. } => {
+                    uf.fix(input.node);
+                    uncut.push((
+                        i,
+                        format!(
+                            "grouped convolution ({groups} groups): its input and output channels are left out of \
+                             the search, since removing them would make its groups unequal"
+                        ),
+                    ));
+                    Channels { node: uf.add(true), flat_positions: None }
+                }
                 LayerKind::Linear { .. } => Channels { node: uf.add(true), flat_positions: None },
                 LayerKind::Flatten => {
                     let ActShape::Map([_, h, w]) = shapes[i].input else { unreachable!("validated") };
@@ -118,6 +150,7 @@ impl ChannelGroups {
                 }
                 LayerKind::BatchNorm2d { .. }
                 | LayerKind::Relu
+                | LayerKind::Relu6
                 | LayerKind::MaxPool2d { .. }
                 | LayerKind::AvgPool2d { .. }
                 | LayerKind::GlobalAvgPool
@@ -157,6 +190,15 @@ impl ChannelGroups {
             let output = group_of(outputs[i]);
             let mut channels = LayerChannels::default();
             match &layer.kind {
+                LayerKind::Conv2d { .. } if is_depthwise(desc, &shapes, i) => {
+                    // Channel c in, channel c out: its kernels follow the group as a producer's
+                    // do, and it reads no other channel to cut.
+                    channels.output = output;
+                    channels.depthwise = true;
+                    if let Some(g) = output {
+                        groups[g].producers.push(i);
+                    }
+                }
                 LayerKind::Conv2d { .. } => {
                     channels.input = input;
                     channels.output = output;
@@ -189,7 +231,7 @@ impl ChannelGroups {
             }
             layers.push(channels);
         }
-        Ok(ChannelGroups { groups, layers })
+        Ok(ChannelGroups { groups, layers, uncut })
     }
 
     /// Names of a group's producer layers, joined by `+` (e.g. `conv_1+conv_3`).

@@ -1,7 +1,7 @@
 //! Counting: kernels, parameters and multiply-accumulates, per layer and in total.
 //!
 //! MACs follow fvcore's convention (the paper's Table 2): a convolution costs
-//! `out_channels · out_H · out_W · in_channels · kh · kw`, a linear layer `in · out`; bias,
+//! `out_channels · out_H · out_W · (in_channels / groups) · kh · kw`, a linear layer `in · out`; bias,
 //! BatchNorm, activations, pooling and adds are not counted. Parameters are the trainable tensors
 //! (BatchNorm running statistics are buffers, as in PyTorch, and not counted).
 
@@ -61,8 +61,9 @@ pub fn count(desc: &ModelDescription) -> Result<ModelCount> {
             .map(|s| s.shape.iter().product::<usize>())
             .sum();
         let (kernels, macs) = match (&layer.kind, shape.output) {
-            (LayerKind::Conv2d { out_channels, kernel, .. }, ActShape::Map([c, h, w])) => {
-                let cin = shape.input.channels() as u64;
+            (LayerKind::Conv2d { out_channels, kernel, groups, .. }, ActShape::Map([c, h, w])) => {
+                // Each kernel reads `in / groups` channels (fvcore counts grouped convs so too).
+                let cin = (shape.input.channels() / groups) as u64;
                 (*out_channels, (c * h * w) as u64 * cin * (kernel[0] * kernel[1]) as u64)
             }
             (LayerKind::Linear { out_features, .. }, _) => (0, (shape.input.numel() * out_features) as u64),

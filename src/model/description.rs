@@ -53,6 +53,12 @@ pub enum LayerKind {
         padding: [usize; 2],
         /// Whether the layer has a bias.
         bias: bool,
+        /// Channel groups: every kernel sees `in_channels / groups` input channels (weight
+        /// `[out_channels, in_channels / groups, kh, kw]`). 1 (the default): all of them; equal
+        /// to the input and output channel counts: a depthwise convolution, whose output channel
+        /// `c` reads only input channel `c`.
+        #[serde(default = "one", skip_serializing_if = "is_one")]
+        groups: usize,
     },
     /// Batch normalisation over channels, with `weight`, `bias`, `running_mean`, `running_var`
     /// (each `[channels]`).
@@ -64,19 +70,28 @@ pub enum LayerKind {
     },
     /// `max(x, 0)`.
     Relu,
-    /// Max pooling without padding (floor mode).
+    /// `min(max(x, 0), 6)` (MobileNet's ReLU6).
+    Relu6,
+    /// Max pooling (floor mode); padded positions never win.
     MaxPool2d {
         /// Window `[height, width]`.
         kernel: [usize; 2],
         /// Stride `[height, width]`.
         stride: [usize; 2],
+        /// Padding on each side `[height, width]` (default none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        padding: [usize; 2],
     },
-    /// Average pooling without padding (floor mode).
+    /// Average pooling (floor mode); padded positions count as zeros in the average (PyTorch's
+    /// default, `count_include_pad`).
     AvgPool2d {
         /// Window `[height, width]`.
         kernel: [usize; 2],
         /// Stride `[height, width]`.
         stride: [usize; 2],
+        /// Padding on each side `[height, width]` (default none).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        padding: [usize; 2],
     },
     /// Average over all positions: `[C, H, W]` to `[C, 1, 1]`.
     GlobalAvgPool,
@@ -102,6 +117,18 @@ pub enum LayerKind {
     },
 }
 
+fn one() -> usize {
+    1
+}
+
+fn is_one(v: &usize) -> bool {
+    *v == 1
+}
+
+fn is_zero(v: &[usize; 2]) -> bool {
+    *v == [0, 0]
+}
+
 /// Where a layer's (first) input comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
@@ -125,6 +152,7 @@ impl LayerKind {
             LayerKind::Conv2d { .. } => "conv2d",
             LayerKind::BatchNorm2d { .. } => "batch_norm2d",
             LayerKind::Relu => "relu",
+            LayerKind::Relu6 => "relu6",
             LayerKind::MaxPool2d { .. } => "max_pool2d",
             LayerKind::AvgPool2d { .. } => "avg_pool2d",
             LayerKind::GlobalAvgPool => "global_avg_pool",
@@ -137,12 +165,19 @@ impl LayerKind {
 
     /// A 3x3 (or `k`x`k`) convolution with bias, stride 1 and the given padding.
     pub fn conv(out_channels: usize, k: usize, padding: usize) -> Self {
-        LayerKind::Conv2d { out_channels, kernel: [k, k], stride: [1, 1], padding: [padding, padding], bias: true }
+        LayerKind::Conv2d {
+            out_channels,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [padding, padding],
+            bias: true,
+            groups: 1,
+        }
     }
 
     /// A `k`x`k` max pooling with stride `k`.
     pub fn max_pool(k: usize) -> Self {
-        LayerKind::MaxPool2d { kernel: [k, k], stride: [k, k] }
+        LayerKind::MaxPool2d { kernel: [k, k], stride: [k, k], padding: [0, 0] }
     }
 
     /// A linear layer with bias.

@@ -19,10 +19,10 @@ use crate::model::description::{LayerKind, ModelDescription, Source};
 use crate::model::shape::infer_shapes;
 use crate::model::weights::{HostTensor, Weights};
 
-/// A convolution: weight `[out, in, kh, kw]`, optional bias `[out]`.
+/// A convolution: weight `[out, in / groups, kh, kw]`, optional bias `[out]`.
 #[derive(Module, Debug)]
 pub struct ConvLayer {
-    /// Kernel weights `[out, in, kh, kw]`.
+    /// Kernel weights `[out, in / groups, kh, kw]`.
     pub weight: Param<Tensor<4>>,
     /// Bias `[out]`.
     pub bias: Option<Param<Tensor<1>>>,
@@ -55,6 +55,7 @@ pub enum StateLayer {
 enum Op {
     State(usize),
     Relu,
+    Relu6,
     MaxPool(MaxPoolOptions<2>),
     AvgPool(AvgPoolOptions<2>),
     GlobalAvgPool,
@@ -137,11 +138,11 @@ impl Net {
             sources.push(source);
             let name = layer.name.as_str();
             let op = match &layer.kind {
-                LayerKind::Conv2d { stride, padding, bias, .. } => {
+                LayerKind::Conv2d { stride, padding, bias, groups, .. } => {
                     layers.push(StateLayer::Conv(ConvLayer {
                         weight: Param::from_tensor(tensor(param(name, "weight")?, device)),
                         bias: if *bias { Some(Param::from_tensor(tensor(param(name, "bias")?, device))) } else { None },
-                        options: ConvOptions::new(*stride, *padding, [1, 1], 1),
+                        options: ConvOptions::new(*stride, *padding, [1, 1], *groups),
                     }));
                     Op::State(layers.len() - 1)
                 }
@@ -176,15 +177,15 @@ impl Net {
                 }
                 LayerKind::Dropout { p } => Op::Dropout(*p),
                 LayerKind::Relu => Op::Relu,
-                LayerKind::MaxPool2d { kernel, stride } => {
+                LayerKind::Relu6 => Op::Relu6,
+                LayerKind::MaxPool2d { kernel, stride, padding } => {
                     let mut o = MaxPoolOptions::new(*kernel);
                     o.stride = *stride;
+                    o.padding = padding.map(|p| (p, p));
                     Op::MaxPool(o)
                 }
-                LayerKind::AvgPool2d { kernel, stride } => {
-                    let mut o = AvgPoolOptions::new(*kernel);
-                    o.stride = *stride;
-                    Op::AvgPool(o)
+                LayerKind::AvgPool2d { kernel, stride, padding } => {
+                    Op::AvgPool(AvgPoolOptions::new(*kernel).with_stride(*stride).with_padding(*padding))
                 }
                 LayerKind::GlobalAvgPool => Op::GlobalAvgPool,
                 LayerKind::Flatten => Op::Flatten,
@@ -254,6 +255,10 @@ impl Net {
                 Op::Relu => match input {
                     Activation::Map(t) => Activation::Map(relu(t)),
                     Activation::Flat(t) => Activation::Flat(relu(t)),
+                },
+                Op::Relu6 => match input {
+                    Activation::Map(t) => Activation::Map(t.clamp(0.0, 6.0)),
+                    Activation::Flat(t) => Activation::Flat(t.clamp(0.0, 6.0)),
                 },
                 Op::MaxPool(o) => Activation::Map(max_pool(input.map(), o)),
                 Op::AvgPool(o) => Activation::Map(avg_pool2d(input.map(), o.clone())),

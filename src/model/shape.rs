@@ -160,10 +160,18 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
             }
         };
         let output = match &layer.kind {
-            LayerKind::Conv2d { out_channels, kernel, stride, padding, .. } => {
-                let [_, h, w] = expect_map(name, &layer.kind, current)?;
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, groups, .. } => {
+                let [c, h, w] = expect_map(name, &layer.kind, current)?;
                 if *out_channels == 0 {
                     return Err(Error::layer(name, "a convolution needs at least one kernel"));
+                }
+                if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+                    return Err(Error::layer(
+                        name,
+                        format!(
+                            "groups = {groups} must divide both its {c} input channels and its {out_channels} kernels"
+                        ),
+                    ));
                 }
                 check_size(name, "out_channels", *out_channels)?;
                 let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
@@ -177,11 +185,17 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 }
                 current
             }
-            LayerKind::Relu => current,
-            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+            LayerKind::Relu | LayerKind::Relu6 => current,
+            LayerKind::MaxPool2d { kernel, stride, padding } | LayerKind::AvgPool2d { kernel, stride, padding } => {
                 let [c, h, w] = expect_map(name, &layer.kind, current)?;
-                let oh = window_out(name, "pooling", h, kernel[0], stride[0], 0)?;
-                let ow = window_out(name, "pooling", w, kernel[1], stride[1], 0)?;
+                if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
+                    return Err(Error::layer(
+                        name,
+                        format!("pooling padding {padding:?} must be at most half of its window {kernel:?}"),
+                    ));
+                }
+                let oh = window_out(name, "pooling", h, kernel[0], stride[0], padding[0])?;
+                let ow = window_out(name, "pooling", w, kernel[1], stride[1], padding[1])?;
                 ActShape::Map([c, oh, ow])
             }
             LayerKind::GlobalAvgPool => {

@@ -79,8 +79,8 @@ pub fn param_specs(desc: &ModelDescription, shapes: &[LayerShape]) -> Vec<ParamS
             specs.push(ParamSpec { layer: i, name: format!("{}.{suffix}", layer.name), role, shape: dims })
         };
         match &layer.kind {
-            LayerKind::Conv2d { out_channels, kernel, bias, .. } => {
-                let cin = shape.input.channels();
+            LayerKind::Conv2d { out_channels, kernel, bias, groups, .. } => {
+                let cin = shape.input.channels() / groups;
                 add("weight", ParamRole::ConvWeight, vec![*out_channels, cin, kernel[0], kernel[1]]);
                 if *bias {
                     add("bias", ParamRole::Bias, vec![*out_channels]);

@@ -212,6 +212,7 @@ fn resnet8_bn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
         stride: [stride, stride],
         padding: [k / 2, k / 2],
         bias: false,
+        groups: 1,
     };
     b.push("stem_conv", conv(w(16), 3, 1));
     b.push("stem_bn", LayerKind::batch_norm());

@@ -101,7 +101,13 @@ pub fn representative_layers(model: &Model, groups: &ChannelGroups) -> Vec<usize
             if let Some(add) = last_add {
                 // A ReLU right after the add measures the same channels after the activation.
                 return match desc.layers.get(add + 1) {
-                    Some(l) if matches!(l.kind, LayerKind::Relu) && in_group(add + 1) && l.input.is_none() => add + 1,
+                    Some(l)
+                        if matches!(l.kind, LayerKind::Relu | LayerKind::Relu6)
+                            && in_group(add + 1)
+                            && l.input.is_none() =>
+                    {
+                        add + 1
+                    }
                     _ => add,
                 };
             }
@@ -114,7 +120,7 @@ pub fn representative_layers(model: &Model, groups: &ChannelGroups) -> Vec<usize
                             LayerKind::MaxPool2d { .. } | LayerKind::AvgPool2d { .. } | LayerKind::GlobalAvgPool
                         )
                 })
-                .find(|&i| matches!(desc.layers[i].kind, LayerKind::Relu))
+                .find(|&i| matches!(desc.layers[i].kind, LayerKind::Relu | LayerKind::Relu6))
                 .unwrap_or(producer)
         })
         .collect()

@@ -21,7 +21,17 @@ use cnnsplitter::model::weights::Weights;
 /// A model of `arch` with random weights; BatchNorm statistics and affine parameters are drawn
 /// away from their identity values so that slicing them wrongly shows.
 pub fn random_model(arch: &str, input: [usize; 3], classes: usize, seed: u64) -> Model {
-    let model = Model::init(arch, input, classes, seed).expect("architecture builds");
+    randomized(Model::init(arch, input, classes, seed).expect("architecture builds"), seed)
+}
+
+/// A model of the description `desc` with random weights, as [`random_model`].
+pub fn random_model_of(desc: ModelDescription, seed: u64) -> Model {
+    let weights = Weights::init(&desc, seed).expect("the description is valid");
+    randomized(Model::new(desc, weights).expect("fresh weights fit"), seed)
+}
+
+/// `model` with BatchNorm statistics, affine parameters and biases drawn at random.
+fn randomized(model: Model, seed: u64) -> Model {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
     let mut weights = model.weights.clone();
     for (name, t) in weights.tensors.iter_mut() {
@@ -101,8 +111,10 @@ pub fn naive_layers(
         }
         let get = |s: &str| &w.tensors[&format!("{}.{s}", layer.name)];
         let out = match &layer.kind {
-            LayerKind::Conv2d { out_channels, kernel, stride, padding, bias } => {
+            LayerKind::Conv2d { out_channels, kernel, stride, padding, bias, groups } => {
                 let wt = get("weight");
+                // Kernel o reads input channels g·cg..(g+1)·cg of its group g.
+                let (cg, og) = (c / groups, out_channels / groups);
                 let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
                 let ow = (wd + 2 * padding[1] - kernel[1]) / stride[1] + 1;
                 let mut y = vec![0f32; out_channels * oh * ow];
@@ -111,7 +123,8 @@ pub fn naive_layers(
                     for oy in 0..oh {
                         for ox in 0..ow {
                             let mut acc = b as f64;
-                            for ci in 0..c {
+                            for k in 0..cg {
+                                let ci = (o / og) * cg + k;
                                 for ky in 0..kernel[0] {
                                     for kx in 0..kernel[1] {
                                         let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
@@ -120,7 +133,7 @@ pub fn naive_layers(
                                             continue;
                                         }
                                         let xv = x[(ci * h + iy as usize) * wd + ix as usize];
-                                        let wv = wt.data[((o * c + ci) * kernel[0] + ky) * kernel[1] + kx];
+                                        let wv = wt.data[((o * cg + k) * kernel[0] + ky) * kernel[1] + kx];
                                         acc += (xv * wv) as f64;
                                     }
                                 }
@@ -142,18 +155,25 @@ pub fn naive_layers(
                 (x, [c, h, wd])
             }
             LayerKind::Relu => (x.into_iter().map(|v| v.max(0.0)).collect(), [c, h, wd]),
-            LayerKind::MaxPool2d { kernel, stride } | LayerKind::AvgPool2d { kernel, stride } => {
+            LayerKind::Relu6 => (x.into_iter().map(|v| v.clamp(0.0, 6.0)).collect(), [c, h, wd]),
+            LayerKind::MaxPool2d { kernel, stride, padding } | LayerKind::AvgPool2d { kernel, stride, padding } => {
                 let is_max = matches!(layer.kind, LayerKind::MaxPool2d { .. });
-                let oh = (h - kernel[0]) / stride[0] + 1;
-                let ow = (wd - kernel[1]) / stride[1] + 1;
+                let oh = (h + 2 * padding[0] - kernel[0]) / stride[0] + 1;
+                let ow = (wd + 2 * padding[1] - kernel[1]) / stride[1] + 1;
                 let mut y = vec![0f32; c * oh * ow];
                 for ch in 0..c {
                     for oy in 0..oh {
                         for ox in 0..ow {
+                            // Padded positions: skipped by max, zeros in the average.
                             let mut acc = if is_max { f32::NEG_INFINITY } else { 0.0 };
                             for ky in 0..kernel[0] {
                                 for kx in 0..kernel[1] {
-                                    let v = x[(ch * h + oy * stride[0] + ky) * wd + ox * stride[1] + kx];
+                                    let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                                    let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= wd as isize {
+                                        continue;
+                                    }
+                                    let v = x[(ch * h + iy as usize) * wd + ix as usize];
                                     acc = if is_max { acc.max(v) } else { acc + v };
                                 }
                             }
@@ -273,4 +293,48 @@ pub fn sensitivity_logits_run_whole(
                 .collect()
         })
         .collect()
+}
+
+/// A small network with what MobileNet-style models need: ReLU6, an inverted residual block
+/// (1x1 expansion, depthwise 3x3, 1x1 projection, residual add), a grouped convolution, padded
+/// max and average pooling, and a depthwise convolution after a plain one.
+pub fn depthwise_net() -> ModelDescription {
+    use cnnsplitter::model::description::Layer;
+    let conv = |out: usize, k: usize, stride: usize, groups: usize| LayerKind::Conv2d {
+        out_channels: out,
+        kernel: [k, k],
+        stride: [stride, stride],
+        padding: [k / 2, k / 2],
+        bias: groups > 1,
+        groups,
+    };
+    let bn = LayerKind::batch_norm;
+    let l = Layer::new;
+    let layers = vec![
+        l("stem", conv(16, 3, 1, 1)),
+        l("stem_bn", bn()),
+        l("stem_act", LayerKind::Relu6),
+        l("expand", conv(24, 1, 1, 1)),
+        l("expand_bn", bn()),
+        l("expand_act", LayerKind::Relu6),
+        l("dw", conv(24, 3, 1, 24)),
+        l("dw_bn", bn()),
+        l("dw_act", LayerKind::Relu6),
+        l("project", conv(16, 1, 1, 1)),
+        l("project_bn", bn()),
+        l("add", LayerKind::Add { from: "stem_act".into() }),
+        l("widen", conv(32, 1, 1, 1)),
+        l("grouped", conv(32, 3, 1, 4)),
+        l("grouped_act", LayerKind::Relu),
+        l("max", LayerKind::MaxPool2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }),
+        l("narrow", conv(24, 3, 1, 1)),
+        l("narrow_bn", bn()),
+        l("narrow_act", LayerKind::Relu6),
+        l("avg", LayerKind::AvgPool2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }),
+        l("dw2", conv(24, 3, 1, 24)),
+        l("gap", LayerKind::GlobalAvgPool),
+        l("flat", LayerKind::Flatten),
+        l("fc", LayerKind::linear(5)),
+    ];
+    ModelDescription { name: "depthwise-net".into(), input: [3, 12, 12], classes: 5, layers }
 }
