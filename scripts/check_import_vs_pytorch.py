@@ -1,6 +1,7 @@
 """Integration check of `cnnsplitter import`: PyTorch models written the way the original
 CNNSplitter code names them (SimCNN: conv_{i}, fc_13..fc_15; ResCNN: conv_{i} blocks as
-nn.Sequential, classifier = Sequential(Flatten, Dropout, Linear)) and a plain nn.Sequential,
+nn.Sequential, classifier = Sequential(Flatten, Dropout, Linear)), a plain nn.Sequential, and
+torchvision's resnet18, mobilenet_v2 and vgg16_bn made CIFAR-size (state_dict names as they are),
 saved as safetensors state_dicts, imported, exported to ONNX and run in ONNX Runtime: the logits
 must equal PyTorch's (relative error <= 1e-5).
 
@@ -82,6 +83,33 @@ def simple_sequential(w, classes):
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(cin * 2 * 2, classes))
 
 
+def tv_resnet18(classes):
+    """torchvision's resnet18 made CIFAR-size as the peers do: a 3x3 stride-1 stem, no max-pool."""
+    import torchvision
+    m = torchvision.models.resnet18(num_classes=classes)
+    m.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    m.maxpool = nn.Identity()
+    return m
+
+
+def tv_mobilenet_v2(classes):
+    """torchvision's mobilenet_v2 with stride 1 in the stem and the first 24-channel stage."""
+    import torchvision
+    m = torchvision.models.mobilenet_v2(num_classes=classes)
+    m.features[0][0].stride = (1, 1)
+    m.features[2].conv[1][0].stride = (1, 1)
+    return m
+
+
+def tv_vgg16_bn(classes):
+    """torchvision's vgg16_bn on 32x32: no adaptive pool, one linear classifier on the 512 features."""
+    import torchvision
+    m = torchvision.models.vgg16_bn(num_classes=classes)
+    m.avgpool = nn.Identity()
+    m.classifier = nn.Linear(512, classes)
+    return m
+
+
 def save_safetensors(path, state):
     header, blobs, offset = {}, [], 0
     for name, t in state.items():
@@ -101,6 +129,11 @@ def check(binary, arch, net, tmp):
     for p in net.parameters():  # non-zero biases so that every tensor matters
         if p.dim() == 1:
             nn.init.uniform_(p, -0.1, 0.1)
+    for name, b in net.named_buffers():  # BatchNorm statistics away from (0, 1)
+        if name.endswith("running_mean"):
+            nn.init.uniform_(b, -0.1, 0.1)
+        elif name.endswith("running_var"):
+            nn.init.uniform_(b, 0.5, 1.5)
     net.eval()
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
@@ -125,6 +158,9 @@ def main():
             check(binary, "rescnn@0.25", ResCNN(0.25, 7), tmp),
             check(binary, "simcnn", SimCNN(1.0, 10), tmp),
             check(binary, "simcnn-weak@0.5", simple_sequential(0.5, 5), tmp),
+            check(binary, "resnet18", tv_resnet18(10), tmp),
+            check(binary, "mobilenetv2", tv_mobilenet_v2(10), tmp),
+            check(binary, "vgg16-bn", tv_vgg16_bn(10), tmp),
         ])
     print("all equal" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)

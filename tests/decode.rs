@@ -32,7 +32,8 @@ fn removed_inputs(groups: &ChannelGroups, masks: &[Vec<bool>]) -> HashMap<usize,
 
 #[test]
 fn all_ones_masks_give_the_original_network() {
-    for arch in ["simcnn@0.25", "rescnn@0.25", "resnet8-bn@0.5"] {
+    for arch in ["simcnn@0.25", "rescnn@0.25", "resnet8-bn@0.5", "mobilenetv2@0.25", "resnet18@0.125", "vgg16-bn@0.125"]
+    {
         let model = random_model(arch, [3, 32, 32], 10, 1);
         let groups = ChannelGroups::derive(&model.description).unwrap();
         let decoded = decode(&model, &groups.keep_all()).unwrap();
@@ -90,6 +91,14 @@ fn random_masks_on_rescnn_match_the_masked_original() {
 #[test]
 fn random_masks_on_a_batchnorm_resnet_match_the_masked_original() {
     check_random_masks("resnet8-bn@0.5", [3, 32, 32], 5, 3);
+}
+
+#[test]
+fn random_masks_on_the_standard_families_match_the_masked_original() {
+    // Depthwise groups (MobileNetV2), projection shortcuts (ResNet-18), BatchNorm VGG.
+    check_random_masks("mobilenetv2@0.25", [3, 32, 32], 9, 1);
+    check_random_masks("resnet18@0.125", [3, 32, 32], 10, 1);
+    check_random_masks("vgg16-bn@0.125", [3, 32, 32], 11, 1);
 }
 
 #[test]

@@ -41,6 +41,9 @@ fn models() -> Vec<(String, Model)> {
         ("rescnn@0.25", [3, 32, 32]),
         ("resnet8-bn@0.5", [3, 32, 32]),
         ("simcnn-svhn-weak", [1, 28, 28]),
+        ("mobilenetv2@0.25", [3, 32, 32]),
+        ("resnet18@0.125", [3, 32, 32]),
+        ("vgg16-bn@0.125", [3, 32, 32]),
     ] {
         let model = random_model(arch, input, 10, 3);
         let groups = ChannelGroups::derive(&model.description).unwrap();

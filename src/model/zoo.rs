@@ -19,6 +19,9 @@ pub const ARCHITECTURES: &[(&str, &str)] = &[
     ("simcnn-nodrop", "SimCNN without dropout (for the poor-fit recipes)"),
     ("rescnn-nodrop", "ResCNN without dropout (for the poor-fit recipes)"),
     ("resnet8-bn", "small CIFAR ResNet with BatchNorm, projection shortcuts and global average pool"),
+    ("vgg16-bn", "VGG-16 with BatchNorm, CIFAR variant: 13 conv-BN-ReLU, 5 max-pools, 1 FC (torchvision names)"),
+    ("resnet18", "ResNet-18, CIFAR variant: 3x3 stem, no max-pool, 8 basic blocks (torchvision names)"),
+    ("mobilenetv2", "MobileNetV2, CIFAR variant: stride-1 stem and first 24-channel stage (torchvision names)"),
 ];
 
 /// An architecture name split into base name and width multiplier.
@@ -99,6 +102,9 @@ pub fn build(arch: &str, input: [usize; 3], classes: usize) -> Result<ModelDescr
             b.push("classifier", LayerKind::linear(classes));
         }
         "resnet8-bn" => resnet8_bn(&mut b, &w, classes),
+        "vgg16-bn" => vgg16_bn(&mut b, &w, classes),
+        "resnet18" => resnet18(&mut b, &w, classes),
+        "mobilenetv2" => mobilenetv2(&mut b, &w, classes),
         _ => unreachable!("ArchSpec::parse accepts only known names"),
     }
     let desc = ModelDescription { name: spec.label(), input, classes, layers: b.layers };
@@ -242,4 +248,119 @@ fn resnet8_bn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
     b.push("pool", LayerKind::GlobalAvgPool);
     b.push("flatten", LayerKind::Flatten);
     b.push("fc", LayerKind::linear(classes));
+}
+
+/// A convolution without bias, `k`x`k` with padding `k / 2`, in `groups` groups.
+fn conv_nobias(out: usize, k: usize, stride: usize, groups: usize) -> LayerKind {
+    LayerKind::Conv2d {
+        out_channels: out,
+        kernel: [k, k],
+        stride: [stride, stride],
+        padding: [k / 2, k / 2],
+        bias: false,
+        groups,
+    }
+}
+
+/// VGG-16 with BatchNorm as torchvision's `vgg16_bn` names it (`features.N`), with the CIFAR
+/// classifier the peers use: the 1x1x512 map flattened into one linear layer `classifier`.
+fn vgg16_bn(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
+    const CFG: [usize; 18] = [64, 64, 0, 128, 128, 0, 256, 256, 256, 0, 512, 512, 512, 0, 512, 512, 512, 0];
+    let mut index = 0;
+    for c in CFG {
+        if c == 0 {
+            b.push(format!("features.{index}"), LayerKind::max_pool(2));
+            index += 1;
+        } else {
+            b.push(format!("features.{index}"), LayerKind::conv(w(c), 3, 1));
+            b.push(format!("features.{}", index + 1), LayerKind::batch_norm());
+            b.push(format!("features.{}", index + 2), LayerKind::Relu);
+            index += 3;
+        }
+    }
+    b.push("flatten", LayerKind::Flatten);
+    b.push("classifier", LayerKind::linear(classes));
+}
+
+/// ResNet-18 as torchvision's `resnet18` names it (`conv1`, `layerL.B.conv1`,
+/// `layerL.B.downsample.0`, `fc`), CIFAR variant: a 3x3 stride-1 stem and no max-pool.
+fn resnet18(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
+    b.push("conv1", conv_nobias(w(64), 3, 1, 1));
+    b.push("bn1", LayerKind::batch_norm());
+    let mut input = b.push("relu", LayerKind::Relu);
+    let mut channels = w(64);
+    for (l, (planes, first_stride)) in [(64, 1), (128, 2), (256, 2), (512, 2)].into_iter().enumerate() {
+        let planes = w(planes);
+        for block in 0..2 {
+            let stride = if block == 0 { first_stride } else { 1 };
+            let p = format!("layer{}.{block}", l + 1);
+            b.push(format!("{p}.conv1"), conv_nobias(planes, 3, stride, 1));
+            b.push(format!("{p}.bn1"), LayerKind::batch_norm());
+            b.push(format!("{p}.relu1"), LayerKind::Relu);
+            b.push(format!("{p}.conv2"), conv_nobias(planes, 3, 1, 1));
+            let residual = b.push(format!("{p}.bn2"), LayerKind::batch_norm());
+            if stride != 1 || planes != channels {
+                b.push_from(format!("{p}.downsample.0"), &input, conv_nobias(planes, 1, stride, 1));
+                b.push(format!("{p}.downsample.1"), LayerKind::batch_norm());
+                b.push(format!("{p}.add"), LayerKind::Add { from: residual });
+            } else {
+                b.push(format!("{p}.add"), LayerKind::Add { from: input.clone() });
+            }
+            input = b.push(format!("{p}.relu2"), LayerKind::Relu);
+            channels = planes;
+        }
+    }
+    b.push("avgpool", LayerKind::GlobalAvgPool);
+    b.push("flatten", LayerKind::Flatten);
+    b.push("fc", LayerKind::linear(classes));
+}
+
+/// MobileNetV2 as torchvision's `mobilenet_v2` names it (`features.I.conv.J.K`, `classifier.1`),
+/// CIFAR variant: stride 1 in the stem and in the first 24-channel stage. Each inverted residual
+/// block: 1x1 expansion (not for t = 1) + BN + ReLU6, depthwise 3x3 + BN + ReLU6, 1x1 projection
+/// + BN, and a residual add where the stride is 1 and the width stays.
+fn mobilenetv2(b: &mut Builder, w: &dyn Fn(usize) -> usize, classes: usize) {
+    // (expansion t, output channels c, blocks n, first stride s)
+    const SETTINGS: [(usize, usize, usize, usize); 7] =
+        [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)];
+    let mut channels = w(32);
+    b.push("features.0.0", conv_nobias(channels, 3, 1, 1));
+    b.push("features.0.1", LayerKind::batch_norm());
+    let mut input = b.push("features.0.2", LayerKind::Relu6);
+    let mut index = 1;
+    for (t, c, n, s) in SETTINGS {
+        let out = w(c);
+        for block in 0..n {
+            let stride = if block == 0 { s } else { 1 };
+            let hidden = channels * t;
+            let p = format!("features.{index}.conv");
+            let mut j = 0;
+            if t != 1 {
+                b.push(format!("{p}.0.0"), conv_nobias(hidden, 1, 1, 1));
+                b.push(format!("{p}.0.1"), LayerKind::batch_norm());
+                b.push(format!("{p}.0.2"), LayerKind::Relu6);
+                j = 1;
+            }
+            b.push(format!("{p}.{j}.0"), conv_nobias(hidden, 3, stride, hidden));
+            b.push(format!("{p}.{j}.1"), LayerKind::batch_norm());
+            b.push(format!("{p}.{j}.2"), LayerKind::Relu6);
+            b.push(format!("{p}.{}", j + 1), conv_nobias(out, 1, 1, 1));
+            let last = b.push(format!("{p}.{}", j + 2), LayerKind::batch_norm());
+            input = if stride == 1 && channels == out {
+                b.push(format!("features.{index}.add"), LayerKind::Add { from: input })
+            } else {
+                last
+            };
+            channels = out;
+            index += 1;
+        }
+    }
+    let last = w(1280);
+    b.push(format!("features.{index}.0"), conv_nobias(last, 1, 1, 1));
+    b.push(format!("features.{index}.1"), LayerKind::batch_norm());
+    b.push(format!("features.{index}.2"), LayerKind::Relu6);
+    b.push("avgpool", LayerKind::GlobalAvgPool);
+    b.push("flatten", LayerKind::Flatten);
+    b.push("classifier.0", LayerKind::Dropout { p: 0.2 });
+    b.push("classifier.1", LayerKind::linear(classes));
 }

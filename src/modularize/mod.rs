@@ -243,6 +243,9 @@ pub fn run_with(
     let mut runs = ModuleRuns::for_model(&model, engine, rayon::current_num_threads())?;
     runs.jobs = options.jobs.unwrap_or(runs.jobs);
     let groups = ChannelGroups::derive(&model.description)?;
+    for (layer, why) in &groups.uncut {
+        progress.note(&format!("note: layer `{}`: {why}", model.description.layers[*layer].name));
+    }
     let stages = Stages { out: &out, config: &config, model: &model, data: &data, groups, engine, runs, progress };
     let importance = stages.importance()?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
