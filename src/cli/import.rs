@@ -1,28 +1,38 @@
-//! `cnnsplitter import`: a PyTorch state_dict (safetensors) as a model folder.
+//! `cnnsplitter import`: a PyTorch state_dict (safetensors) for a named architecture, or any
+//! supported network as an ONNX file, as a model folder.
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::Args;
 
 use cnnsplitter::model::import::import;
+use cnnsplitter::model::onnx_import::{MAX_RELATIVE_ERROR, check_against_file, from_onnx_bytes};
 
 #[derive(Args)]
+#[command(group = clap::ArgGroup::new("source").required(true).args(["weights", "onnx"]))]
 pub struct ImportArgs {
     /// Architecture the weights belong to, with its width (e.g. simcnn, rescnn@0.25,
-    /// simcnn-weak): the description the tensors are checked against.
-    #[arg(long)]
-    arch: String,
-    /// A PyTorch state_dict saved with safetensors (`safetensors.torch.save_file(model.state_dict(), F)`).
-    /// Names as in the original CNNSplitter code (SimCNN `conv_{i}`, `fc_13..15`; ResCNN
-    /// `conv_{i}.0`, `classifier.2`), as cnnsplitter writes them, or a plain nn.Sequential's
-    /// numbered modules.
-    #[arg(long)]
-    weights: PathBuf,
-    /// Input image shape CxHxW.
-    #[arg(long, default_value = "3x32x32", value_parser = super::parse_shape)]
-    input: [usize; 3],
-    /// Number of classes (default: the output count of the file's last linear layer).
+    /// resnet18): the description the tensors are checked against (with --weights).
+    #[arg(long, requires = "weights")]
+    arch: Option<String>,
+    /// A PyTorch state_dict saved with safetensors (`safetensors.torch.save_file(model.state_dict(), F)`),
+    /// with --arch. Names as in the original CNNSplitter code (SimCNN `conv_{i}`, `fc_13..15`; ResCNN
+    /// `conv_{i}.0`, `classifier.2`), torchvision's (resnet18, mobilenetv2, vgg16-bn), as
+    /// cnnsplitter writes them, or a plain nn.Sequential's numbered modules.
+    #[arg(long, requires = "arch")]
+    weights: Option<PathBuf>,
+    /// An ONNX file of any network the model description can express (`torch.onnx.export`,
+    /// either exporter, opset 17 or newer). After reading it, the imported model and the file
+    /// are run on the same random images (ONNX Runtime, when found) and the import is refused
+    /// when they differ by more than 1e-4 relative.
+    #[arg(long, conflicts_with_all = ["arch", "weights", "classes"])]
+    onnx: Option<PathBuf>,
+    /// Input image shape CxHxW (default 3x32x32 with --arch; with --onnx, the file's own unless
+    /// it leaves it open).
+    #[arg(long, value_parser = super::parse_shape)]
+    input: Option<[usize; 3]>,
+    /// Number of classes (with --arch; default: the output count of the file's last linear layer).
     #[arg(long)]
     classes: Option<usize>,
     /// Model folder to write; must not exist (see --force).
@@ -31,14 +41,20 @@ pub struct ImportArgs {
     /// Replace --out if it exists (it is deleted first).
     #[arg(long)]
     force: bool,
-    /// Print every tensor's mapping.
+    /// Print every tensor's mapping (with --weights) or every imported layer (with --onnx).
     #[arg(long)]
     verbose: bool,
 }
 
-pub fn run(args: ImportArgs) -> Result<()> {
+pub fn run(args: ImportArgs, threads: usize) -> Result<()> {
     let out = super::NewOutput::check(&args.out, args.force)?;
-    let imported = import(&args.arch, args.input, args.classes, &args.weights)?;
+    if let Some(onnx) = &args.onnx {
+        return run_onnx(&args, onnx, out, threads);
+    }
+    let (Some(arch), Some(weights)) = (&args.arch, &args.weights) else {
+        bail!("give --arch and --weights, or --onnx")
+    };
+    let imported = import(arch, args.input.unwrap_or([3, 32, 32]), args.classes, weights)?;
     out.clear()?;
     let renamed = imported.mapping.iter().filter(|(ours, theirs)| ours != theirs).count();
     if args.verbose {
@@ -51,9 +67,55 @@ pub fn run(args: ImportArgs) -> Result<()> {
         "imported {} tensors ({renamed} renamed, {} skipped) from {} as {} ({} classes) into {}",
         imported.mapping.len(),
         imported.skipped.len(),
-        args.weights.display(),
+        weights.display(),
         imported.model.description.name,
         imported.model.description.classes,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, threads: usize) -> Result<()> {
+    let bytes = std::fs::read(onnx).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", onnx.display()))?;
+    let imported = from_onnx_bytes(&bytes, onnx, args.input)?;
+    let desc = &imported.model.description;
+    if args.verbose {
+        for l in &desc.layers {
+            println!("{:<40} {}", l.name, l.kind.type_name());
+        }
+    }
+    match check_against_file(&imported, &bytes, threads)? {
+        None => eprintln!(
+            "note: ONNX Runtime was not found, so the imported model was not compared with the file \
+             (set ORT_DYLIB_PATH to check it)"
+        ),
+        Some(c) if c.relative > MAX_RELATIVE_ERROR => bail!(
+            "{} does not compute what the file computes: on {} random images the logits differ by up to {:.3e} \
+             ({:.2e} relative, more than {MAX_RELATIVE_ERROR:.0e}); nothing was written",
+            onnx.display(),
+            c.images,
+            c.max_abs,
+            c.relative
+        ),
+        Some(c) => println!(
+            "checked against the file on {} random images (ONNX Runtime): max difference {:.2e} ({:.2e} relative)",
+            c.images, c.max_abs, c.relative
+        ),
+    }
+    out.clear()?;
+    imported.model.save(&args.out)?;
+    let count = cnnsplitter::model::count::count(desc)?;
+    println!(
+        "imported {} layers ({} kernels, {} parameters; nodes left out: {}) from {} ({}x{}x{} input, {} classes) into {}",
+        desc.layers.len(),
+        count.kernels,
+        count.params,
+        if imported.dropped.is_empty() { "none".to_string() } else { imported.dropped.join(", ") },
+        onnx.display(),
+        desc.input[0],
+        desc.input[1],
+        desc.input[2],
+        desc.classes,
         args.out.display()
     );
     Ok(())

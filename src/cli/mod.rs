@@ -49,7 +49,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Create a model folder with freshly initialised weights for an architecture.
     Init(init::InitArgs),
-    /// Bring in a PyTorch state_dict saved with safetensors as a model folder (names mapped, shapes checked).
+    /// Bring in a model: a PyTorch state_dict (safetensors) for a named architecture, or any
+    /// supported network as an ONNX file (checked against the file).
     Import(import::ImportArgs),
     /// Print a model's layers with kernels, parameters and multiply-accumulates.
     Inspect(inspect::InspectArgs),
@@ -91,7 +92,7 @@ pub fn run() -> Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run_demo(args, threads),
         Command::Init(args) => init::run(args),
-        Command::Import(args) => import::run(args),
+        Command::Import(args) => import::run(args, threads),
         Command::Inspect(args) => inspect::run(args),
         Command::Bench(args) => bench::run(args, threads),
         Command::Data(cmd) => data::run(cmd),

@@ -5,6 +5,7 @@ pub mod count;
 pub mod description;
 pub mod import;
 pub mod net;
+pub mod onnx_import;
 pub mod shape;
 pub mod split;
 pub mod weights;

@@ -159,89 +159,9 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
                 ));
             }
         };
-        let output = match &layer.kind {
-            LayerKind::Conv2d { out_channels, kernel, stride, padding, groups, .. } => {
-                let [c, h, w] = expect_map(name, &layer.kind, current)?;
-                if *out_channels == 0 {
-                    return Err(Error::layer(name, "a convolution needs at least one kernel"));
-                }
-                if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
-                    return Err(Error::layer(
-                        name,
-                        format!(
-                            "groups = {groups} must divide both its {c} input channels and its {out_channels} kernels"
-                        ),
-                    ));
-                }
-                check_size(name, "out_channels", *out_channels)?;
-                let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
-                let ow = window_out(name, "convolution", w, kernel[1], stride[1], padding[1])?;
-                ActShape::Map([*out_channels, oh, ow])
-            }
-            LayerKind::BatchNorm2d { eps, momentum } => {
-                expect_map(name, &layer.kind, current)?;
-                if eps.is_nan() || *eps <= 0.0 || !(0.0..=1.0).contains(momentum) {
-                    return Err(Error::layer(name, "needs eps > 0 and momentum in [0, 1]"));
-                }
-                current
-            }
-            LayerKind::Relu | LayerKind::Relu6 => current,
-            LayerKind::MaxPool2d { kernel, stride, padding } | LayerKind::AvgPool2d { kernel, stride, padding } => {
-                let [c, h, w] = expect_map(name, &layer.kind, current)?;
-                if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
-                    return Err(Error::layer(
-                        name,
-                        format!("pooling padding {padding:?} must be at most half of its window {kernel:?}"),
-                    ));
-                }
-                let oh = window_out(name, "pooling", h, kernel[0], stride[0], padding[0])?;
-                let ow = window_out(name, "pooling", w, kernel[1], stride[1], padding[1])?;
-                ActShape::Map([c, oh, ow])
-            }
-            LayerKind::GlobalAvgPool => {
-                let [c, _, _] = expect_map(name, &layer.kind, current)?;
-                ActShape::Map([c, 1, 1])
-            }
-            LayerKind::Flatten => ActShape::Flat(expect_map(name, &layer.kind, current)?.iter().product()),
-            LayerKind::Linear { out_features, .. } => {
-                if let ActShape::Map(m) = current {
-                    return Err(Error::layer(
-                        name,
-                        format!(
-                            "linear needs a feature vector, but gets a {}x{}x{} map: add a flatten layer before it",
-                            m[0], m[1], m[2]
-                        ),
-                    ));
-                }
-                if *out_features == 0 {
-                    return Err(Error::layer(name, "a linear layer needs at least one output"));
-                }
-                check_size(name, "out_features", *out_features)?;
-                ActShape::Flat(*out_features)
-            }
-            LayerKind::Dropout { p } => {
-                if !(0.0..1.0).contains(p) {
-                    return Err(Error::layer(name, format!("dropout probability {p} is not in [0, 1)")));
-                }
-                current
-            }
-            LayerKind::Add { from } => {
-                let Some(src) = desc.add_operand(index) else {
-                    return Err(Error::layer(
-                        name,
-                        format!("adds the output of `{from}`, which is not an earlier layer"),
-                    ));
-                };
-                let other = shapes[src].output;
-                if other != current {
-                    return Err(Error::layer(
-                        name,
-                        format!("adds `{from}` of shape {other} to an input of shape {current}: shapes differ"),
-                    ));
-                }
-                current
-            }
-        };
+        let output = layer_output(name, &layer.kind, current, |from| {
+            desc.layers[..index].iter().position(|l| l.name == from).map(|i| shapes[i].output)
+        })?;
         let values = match output {
             ActShape::Map([c, h, w]) => c.checked_mul(h).and_then(|ch| ch.checked_mul(w)),
             ActShape::Flat(n) => Some(n),
@@ -266,4 +186,93 @@ pub fn infer_shapes(desc: &ModelDescription) -> Result<Vec<LayerShape>> {
         ));
     }
     Ok(shapes)
+}
+
+/// The output shape of one layer `name` of kind `kind` for an input of shape `current`;
+/// `earlier(name)` gives the output shape of an earlier layer (for an add's operand). Checks the
+/// layer's sizes; the error names the layer.
+pub fn layer_output(
+    name: &str,
+    kind: &LayerKind,
+    current: ActShape,
+    earlier: impl Fn(&str) -> Option<ActShape>,
+) -> Result<ActShape> {
+    let output = match kind {
+        LayerKind::Conv2d { out_channels, kernel, stride, padding, groups, .. } => {
+            let [c, h, w] = expect_map(name, kind, current)?;
+            if *out_channels == 0 {
+                return Err(Error::layer(name, "a convolution needs at least one kernel"));
+            }
+            if *groups == 0 || c % groups != 0 || out_channels % groups != 0 {
+                return Err(Error::layer(
+                    name,
+                    format!("groups = {groups} must divide both its {c} input channels and its {out_channels} kernels"),
+                ));
+            }
+            check_size(name, "out_channels", *out_channels)?;
+            let oh = window_out(name, "convolution", h, kernel[0], stride[0], padding[0])?;
+            let ow = window_out(name, "convolution", w, kernel[1], stride[1], padding[1])?;
+            ActShape::Map([*out_channels, oh, ow])
+        }
+        LayerKind::BatchNorm2d { eps, momentum } => {
+            expect_map(name, kind, current)?;
+            if eps.is_nan() || *eps <= 0.0 || !(0.0..=1.0).contains(momentum) {
+                return Err(Error::layer(name, "needs eps > 0 and momentum in [0, 1]"));
+            }
+            current
+        }
+        LayerKind::Relu | LayerKind::Relu6 => current,
+        LayerKind::MaxPool2d { kernel, stride, padding } | LayerKind::AvgPool2d { kernel, stride, padding } => {
+            let [c, h, w] = expect_map(name, kind, current)?;
+            if padding[0] * 2 > kernel[0] || padding[1] * 2 > kernel[1] {
+                return Err(Error::layer(
+                    name,
+                    format!("pooling padding {padding:?} must be at most half of its window {kernel:?}"),
+                ));
+            }
+            let oh = window_out(name, "pooling", h, kernel[0], stride[0], padding[0])?;
+            let ow = window_out(name, "pooling", w, kernel[1], stride[1], padding[1])?;
+            ActShape::Map([c, oh, ow])
+        }
+        LayerKind::GlobalAvgPool => {
+            let [c, _, _] = expect_map(name, kind, current)?;
+            ActShape::Map([c, 1, 1])
+        }
+        LayerKind::Flatten => ActShape::Flat(expect_map(name, kind, current)?.iter().product()),
+        LayerKind::Linear { out_features, .. } => {
+            if let ActShape::Map(m) = current {
+                return Err(Error::layer(
+                    name,
+                    format!(
+                        "linear needs a feature vector, but gets a {}x{}x{} map: add a flatten layer before it",
+                        m[0], m[1], m[2]
+                    ),
+                ));
+            }
+            if *out_features == 0 {
+                return Err(Error::layer(name, "a linear layer needs at least one output"));
+            }
+            check_size(name, "out_features", *out_features)?;
+            ActShape::Flat(*out_features)
+        }
+        LayerKind::Dropout { p } => {
+            if !(0.0..1.0).contains(p) {
+                return Err(Error::layer(name, format!("dropout probability {p} is not in [0, 1)")));
+            }
+            current
+        }
+        LayerKind::Add { from } => {
+            let Some(other) = earlier(from) else {
+                return Err(Error::layer(name, format!("adds the output of `{from}`, which is not an earlier layer")));
+            };
+            if other != current {
+                return Err(Error::layer(
+                    name,
+                    format!("adds `{from}` of shape {other} to an input of shape {current}: shapes differ"),
+                ));
+            }
+            current
+        }
+    };
+    Ok(output)
 }
