@@ -149,6 +149,46 @@ def check(binary, arch, net, tmp):
     return err <= 1e-5
 
 
+def check_onnx(binary, arch, net, tmp, dynamo):
+    """Exports `net` with one of PyTorch's exporters, imports the file with `import --onnx` (which
+    checks itself against the file in ONNX Runtime), exports the imported model again and compares
+    its logits with PyTorch's."""
+    import glob
+    import os
+    torch.manual_seed(1)
+    for p in net.parameters():
+        if p.dim() == 1:
+            nn.init.uniform_(p, -0.1, 0.1)
+    for name, b in net.named_buffers():
+        if name.endswith("running_mean"):
+            nn.init.uniform_(b, -0.1, 0.1)
+        elif name.endswith("running_var"):
+            nn.init.uniform_(b, 0.5, 1.5)
+    net.eval()
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        want = net(x).numpy()
+    kind = "dynamo" if dynamo else "legacy"
+    path = tmp / f"{arch}-{kind}.onnx"
+    torch.onnx.export(net, (x[:1],), str(path), dynamo=dynamo, input_names=["input"], output_names=["logits"])
+    folder, again = tmp / f"{arch}-{kind}-model", tmp / f"{arch}-{kind}-again.onnx"
+    env = dict(os.environ)
+    lib = glob.glob(os.path.join(os.path.dirname(ort.__file__), "capi", "libonnxruntime.so*"))
+    if lib:
+        env["ORT_DYLIB_PATH"] = lib[0]
+    run = subprocess.run([binary, "import", "--onnx", str(path), "--out", str(folder)], env=env,
+                         capture_output=True, text=True)
+    if run.returncode != 0:
+        print(f"{arch:<12} {kind:<7} import FAILED: {run.stderr.strip()}")
+        return False
+    subprocess.run([binary, "export", str(folder), "--onnx", str(again)], check=True, capture_output=True)
+    got = ort.InferenceSession(str(again)).run(None, {"input": x.numpy()})[0]
+    err = float(np.abs(got - want).max() / max(np.abs(want).max(), 1e-12))
+    layers = len(json.loads((folder / "model.json").read_text())["layers"])
+    print(f"{arch:<12} {kind:<7} ONNX import: {layers} layers, max relative error {err:.2e}")
+    return err <= 1e-4
+
+
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else "target/release/cnnsplitter"
     with tempfile.TemporaryDirectory() as d:
@@ -162,6 +202,9 @@ def main():
             check(binary, "mobilenetv2", tv_mobilenet_v2(10), tmp),
             check(binary, "vgg16-bn", tv_vgg16_bn(10), tmp),
         ])
+        for dynamo in [False, True]:
+            for arch, make in [("resnet18", tv_resnet18), ("mobilenetv2", tv_mobilenet_v2), ("vgg16-bn", tv_vgg16_bn)]:
+                ok = check_onnx(binary, arch, make(10), tmp, dynamo) and ok
     print("all equal" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)
 

@@ -7,7 +7,7 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use cnnsplitter::model::import::import;
-use cnnsplitter::model::onnx_import::{MAX_RELATIVE_ERROR, check_against_file, from_onnx_bytes};
+use cnnsplitter::model::onnx_import::{MAX_RELATIVE_ERROR, check_against_file, from_onnx_bytes, with_inline_data};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["weights", "onnx"]))]
@@ -84,7 +84,8 @@ fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, th
             println!("{:<40} {}", l.name, l.kind.type_name());
         }
     }
-    match check_against_file(&imported, &bytes, threads)? {
+    let runnable = with_inline_data(&bytes, onnx)?;
+    match check_against_file(&imported, &runnable, threads)? {
         None => eprintln!(
             "note: ONNX Runtime was not found, so the imported model was not compared with the file \
              (set ORT_DYLIB_PATH to check it)"

@@ -59,6 +59,8 @@ struct Reader<'a> {
     names: std::collections::HashSet<String>,
     /// The image's shape.
     image: ActShape,
+    /// Files of external tensor data, read once.
+    external_files: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
 }
 
 /// Reads the ONNX file at `path`; `input` gives `[C, H, W]` where the file leaves it symbolic.
@@ -81,6 +83,7 @@ pub fn from_onnx_bytes(bytes: &[u8], path: &Path, input: Option<[usize; 3]>) -> 
         dropped: Vec::new(),
         names: Default::default(),
         image: ActShape::Map([1, 1, 1]),
+        external_files: Default::default(),
     };
     for t in &graph.initializer {
         let value = r.tensor(t)?;
@@ -171,7 +174,13 @@ impl Reader<'_> {
         let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
         let n: usize = shape.iter().product();
         let bad = |what: &str| Error::file(self.path, format!("tensor `{}`: {what}", t.name));
-        let raw = &t.raw_data;
+        let external;
+        let raw: &[u8] = if is_external(t) {
+            external = external_bytes(self.path, t, &mut self.external_files.borrow_mut())?;
+            &external
+        } else {
+            &t.raw_data
+        };
         let (floats, ints): (Vec<f32>, Vec<i64>) = match protobuf::Enum::from_i32(t.data_type) {
             Some(DataType::FLOAT) => {
                 let f: Vec<f32> = if !raw.is_empty() {
@@ -570,6 +579,60 @@ impl Reader<'_> {
         }
         Ok(())
     }
+}
+
+fn is_external(t: &TensorProto) -> bool {
+    t.data_location.value() == onnx_protobuf::tensor_proto::DataLocation::EXTERNAL as i32
+}
+
+/// The bytes of a tensor stored outside the model file at `path` (`location`, `offset`,
+/// `length`), as PyTorch's default exporter writes its weights: a file next to the model.
+/// `cache` keeps the files read.
+fn external_bytes(path: &Path, t: &TensorProto, cache: &mut HashMap<std::path::PathBuf, Vec<u8>>) -> Result<Vec<u8>> {
+    let bad = |what: String| Error::file(path, format!("tensor `{}`: {what}", t.name));
+    let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
+    let location = entry("location").ok_or_else(|| bad("is stored externally without a location".into()))?;
+    let relative = Path::new(location);
+    if relative.is_absolute() || relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(bad(format!("external data `{location}` must be a file next to the model")));
+    }
+    let number = |key: &str| -> Result<Option<usize>> {
+        entry(key)
+            .map(|v| v.parse::<usize>().map_err(|_| bad(format!("external data {key} `{v}` is not a number"))))
+            .transpose()
+    };
+    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+    let file = path.parent().unwrap_or(Path::new(".")).join(relative);
+    if !cache.contains_key(&file) {
+        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
+        cache.insert(file.clone(), bytes);
+    }
+    let bytes = &cache[&file];
+    let end = length.map_or(bytes.len(), |l| offset.saturating_add(l));
+    bytes.get(offset..end).map(<[u8]>::to_vec).ok_or_else(|| {
+        bad(format!("external data {offset}..{end} lies beyond the {} bytes of {}", bytes.len(), file.display()))
+    })
+}
+
+/// The ONNX model `bytes` (read from `path`) with every externally stored tensor moved into the
+/// model, so that it runs from memory.
+pub fn with_inline_data(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
+    let mut model = ModelProto::parse_from_bytes(bytes)
+        .map_err(|e| Error::file(path, format!("is not an ONNX model (truncated or another format): {e}")))?;
+    let mut cache = HashMap::new();
+    let mut changed = false;
+    if let Some(graph) = model.graph.as_mut() {
+        for t in graph.initializer.iter_mut().filter(|t| is_external(t)) {
+            t.raw_data = external_bytes(path, t, &mut cache)?;
+            t.external_data.clear();
+            t.data_location = onnx_protobuf::tensor_proto::DataLocation::DEFAULT.into();
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(bytes.to_vec());
+    }
+    model.write_to_bytes().map_err(|e| Error::Serialize(format!("ONNX: {e}")))
 }
 
 fn pair(r: &Reader, node: &NodeProto, key: &str, default: usize) -> Result<[usize; 2]> {
