@@ -259,3 +259,46 @@ fn csv_rows_quote_what_needs_it_and_keep_columns_when_values_are_absent() {
     ];
     assert_eq!(csv(&rows), "name,interval_0,interval_1,extra\nplain,0.5,1.0,\n\"a, \"\"b\"\"\",-1.0,2.0,3.0\n");
 }
+
+#[test]
+fn the_standard_families_train_modularize_and_patch_end_to_end() {
+    // MobileNetV2 as the strong model (depthwise groups), ResNet-18 as the simple weak model,
+    // VGG16-BN as the poor-fit one (picked overfit), on the tiny synthetic data.
+    let text = TINY
+        .replace("arch = \"rescnn-weak@0.25\"", "arch = \"mobilenetv2@0.25\"")
+        .replace("weak_arch = \"simcnn-weak@0.125\"", "weak_arch = \"resnet18@0.125\"")
+        .replace("poor_fit_arch = \"simcnn-weak@0.125\"", "poor_fit_arch = \"vgg16-bn@0.125\"")
+        .replace("tcs = [0, 3]", "tcs = [3]")
+        .replace("kinds = [\"simple\", \"underfit\", \"overfit\"]", "kinds = [\"simple\", \"overfit\"]");
+    assert!(text.contains("mobilenetv2@0.25") && text.contains("resnet18") && text.contains("vgg16-bn"));
+    let config = ExperimentConfig::from_toml(&text, Path::new("families.toml")).unwrap();
+    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let tmp = tempfile::tempdir().unwrap();
+    let reports = run(Rq::Rq2, &config, tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
+    let r1 = &reports.rq1[0];
+    assert!(r1.module_kernels < r1.model_kernels as f64, "{r1:?}");
+    assert_eq!(reports.rq2.len(), 2 * 2, "2 kinds x 2 rules");
+    // A saved module keeps the strong model's depthwise convolutions depthwise at their kept
+    // width (groups = kernels, 1 included).
+    use cnnsplitter::model::description::LayerKind;
+    let conv = |l: &cnnsplitter::model::description::Layer| match l.kind {
+        LayerKind::Conv2d { out_channels, groups, .. } => Some((out_channels, groups)),
+        _ => None,
+    };
+    let strong = cnnsplitter::Model::load(&tmp.path().join("strong/Tiny")).unwrap();
+    let module = cnnsplitter::Model::load(&tmp.path().join("modules/Tiny/modules/class_03")).unwrap();
+    let depthwise: Vec<&str> = strong
+        .description
+        .layers
+        .iter()
+        .filter(|l| conv(l).is_some_and(|(_, g)| g > 1))
+        .map(|l| l.name.as_str())
+        .collect();
+    assert_eq!(depthwise.len(), 17, "MobileNetV2 has 17 depthwise convolutions");
+    for name in depthwise {
+        let l = &module.description.layers[module.description.layer_index(name).unwrap()];
+        let (out, groups) = conv(l).unwrap();
+        assert_eq!(groups, out, "{name}");
+    }
+    assert!(tmp.path().join("patched/Tiny/tc3/overfit/calibrated/report.json").is_file());
+}
