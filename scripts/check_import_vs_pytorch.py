@@ -124,17 +124,23 @@ def save_safetensors(path, state):
     Path(path).write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
-def check(binary, arch, net, tmp):
-    torch.manual_seed(0)
-    for p in net.parameters():  # non-zero biases so that every tensor matters
+def randomize(net, seed):
+    """Non-zero biases and BatchNorm statistics away from (0, 1), so that every tensor matters;
+    then eval mode."""
+    torch.manual_seed(seed)
+    for p in net.parameters():
         if p.dim() == 1:
             nn.init.uniform_(p, -0.1, 0.1)
-    for name, b in net.named_buffers():  # BatchNorm statistics away from (0, 1)
+    for name, b in net.named_buffers():
         if name.endswith("running_mean"):
             nn.init.uniform_(b, -0.1, 0.1)
         elif name.endswith("running_var"):
             nn.init.uniform_(b, 0.5, 1.5)
     net.eval()
+
+
+def check(binary, arch, net, tmp):
+    randomize(net, seed=0)
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
         want = net(x).numpy()
@@ -155,16 +161,7 @@ def check_onnx(binary, arch, net, tmp, dynamo):
     its logits with PyTorch's."""
     import glob
     import os
-    torch.manual_seed(1)
-    for p in net.parameters():
-        if p.dim() == 1:
-            nn.init.uniform_(p, -0.1, 0.1)
-    for name, b in net.named_buffers():
-        if name.endswith("running_mean"):
-            nn.init.uniform_(b, -0.1, 0.1)
-        elif name.endswith("running_var"):
-            nn.init.uniform_(b, 0.5, 1.5)
-    net.eval()
+    randomize(net, seed=1)
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
         want = net(x).numpy()

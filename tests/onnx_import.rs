@@ -209,6 +209,9 @@ fn broken_and_unsupported_files_are_clear_errors() {
     assert!(err(&open, None).contains("--input"));
     let m: Model = from_onnx_bytes(&open, origin(), Some([3, 2, 2])).unwrap().model;
     assert_eq!(m.description.layers.len(), 2);
+    // A given shape that contradicts the file's.
+    let e = err(&bytes, Some([3, 32, 32]));
+    assert!(e.contains("takes 2x6x6 images, but --input says 3x32x32"), "{e}");
 
     // Asymmetric padding, a dilated convolution, a constant that is not a bias.
     for (attrs, says) in [

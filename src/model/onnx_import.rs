@@ -98,6 +98,12 @@ pub fn from_onnx_bytes(bytes: &[u8], path: &Path, input: Option<[usize; 3]>) -> 
     };
     let file_input = input_dims(image);
     let chw = match (file_input, input) {
+        ([_, Some(c), Some(h), Some(w)], Some(given)) if given != [c, h, w] => {
+            return Err(Error::file(
+                path,
+                format!("takes {c}x{h}x{w} images, but --input says {}x{}x{}", given[0], given[1], given[2]),
+            ));
+        }
         (_, Some(given)) => given,
         ([_, Some(c), Some(h), Some(w)], None) => [c, h, w],
         _ => {
@@ -171,9 +177,16 @@ impl Reader<'_> {
 
     /// A tensor initializer or constant: floats as f32, integers kept as i64 too.
     fn tensor(&self, t: &TensorProto) -> Result<Value> {
-        let shape: Vec<usize> = t.dims.iter().map(|&d| d.max(0) as usize).collect();
-        let n: usize = shape.iter().product();
         let bad = |what: &str| Error::file(self.path, format!("tensor `{}`: {what}", t.name));
+        if t.dims.iter().any(|&d| d < 0) {
+            return Err(bad(&format!("has a negative dimension in {:?}", t.dims)));
+        }
+        let shape: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let n = shape
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&n| n <= isize::MAX as usize / 8)
+            .ok_or_else(|| bad(&format!("shape {shape:?} is too large")))?;
         let external;
         let raw: &[u8] = if is_external(t) {
             external = external_bytes(self.path, t, &mut self.external_files.borrow_mut())?;
