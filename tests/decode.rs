@@ -301,6 +301,33 @@ fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
 }
 
 #[test]
+fn a_channel_concat_runs_and_its_channels_stay_out_of_the_search() {
+    let model = random_model_of(concat_net(), 6);
+    let desc = &model.description;
+    let images = random_images(3, desc.input, 7);
+    let plain = HashMap::new();
+    let err = relative_error(&burn_logits(&model, &images, 3), &naive_logits(desc, &model.weights, &images, 3, &plain));
+    assert!(err <= 1e-5, "burn vs naive forward: relative error {err}");
+    let groups = ChannelGroups::derive(desc).unwrap();
+    let labels: Vec<String> = (0..groups.groups.len()).map(|g| groups.group_label(desc, g)).collect();
+    assert_eq!(labels, ["mix", "head"], "stem and grow feed the concat: left out");
+    assert_eq!(groups.uncut.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [desc.layer_index("join").unwrap()]);
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for keep in [0.3, 0.6] {
+        let masks = random_keep_masks(&groups, keep, &mut rng);
+        let module = decode(&model, &masks).unwrap();
+        let want = naive_logits(desc, &model.weights, &images, 3, &removed_inputs(&groups, &masks));
+        let err = relative_error(&burn_logits(&module, &images, 3), &want);
+        assert!(err <= 1e-5, "keep {keep}: decoded vs naive masked original, relative error {err}");
+    }
+    // A concat that names no earlier layer is refused, naming itself and the name.
+    let mut bad = concat_net();
+    bad.layers[5].kind = LayerKind::Concat { from: vec!["nothing".into()] };
+    let e = cnnsplitter::model::shape::infer_shapes(&bad).unwrap_err().to_string();
+    assert!(e.contains("join") && e.contains("`nothing`, which is not an earlier layer"), "{e}");
+}
+
+#[test]
 fn a_grouped_convolution_that_does_not_divide_its_channels_is_refused() {
     let mut desc = depthwise_net();
     let i = desc.layer_index("grouped").unwrap();

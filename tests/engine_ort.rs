@@ -58,6 +58,7 @@ fn models() -> Vec<(String, Model)> {
     let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(4));
     out.push(("depthwise-net module".into(), decode(&model, &masks).unwrap()));
     out.push(("depthwise-net".into(), model));
+    out.push(("concat-net".into(), random_model_of(concat_net(), 3)));
     out
 }
 

@@ -28,6 +28,16 @@ fn origin() -> &'static Path {
 }
 
 #[test]
+fn grouped_depthwise_and_concat_nets_round_trip_through_our_export() {
+    for desc in [depthwise_net(), concat_net()] {
+        let model = random_model_of(desc, 4);
+        let imported = from_onnx_bytes(&to_onnx(&model).unwrap(), origin(), None).unwrap();
+        assert_eq!(normalized(imported.model.description.layers.clone()), normalized(model.description.layers.clone()));
+        assert_eq!(imported.model.weights, model.weights);
+    }
+}
+
+#[test]
 fn every_zoo_architecture_round_trips_through_our_export() {
     for (arch, _) in ARCHITECTURES {
         let (input, width) = match *arch {

@@ -232,6 +232,13 @@ pub fn add_model(g: &mut GraphBuilder, model: &Model, input: &str, prefix: &str)
                 g.node(&name, "Gemm", &refs, &[&name], vec![("transB", Attr::Int(1))]);
                 name
             }
+            LayerKind::Concat { .. } => {
+                let mut inputs = vec![src.clone()];
+                inputs.extend(desc.concat_operands(i).expect("validated").into_iter().map(|j| outputs[j].clone()));
+                let refs: Vec<&str> = inputs.iter().map(String::as_str).collect();
+                g.node(&name, "Concat", &refs, &[&name], vec![("axis", Attr::Int(1))]);
+                name
+            }
             LayerKind::Add { .. } => {
                 let other = outputs[desc.add_operand(i).expect("validated")].clone();
                 g.node(&name, "Add", &[&src, &other], &[&name], vec![]);

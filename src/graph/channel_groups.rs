@@ -8,8 +8,9 @@
 //! channel `c`, so its input and output are one group: removing a channel removes it on both
 //! sides. A grouped convolution with 1 < groups < channels must keep its groups equal in size;
 //! its input and output channels stay out of the search ([`ChannelGroups::uncut`] says which). A
-//! group is *cuttable* unless it contains the image channels, a linear layer's outputs, the logits
-//! or a grouped convolution's channels.
+//! group is *cuttable* unless it contains the image channels, a linear layer's outputs, the logits,
+//! a grouped convolution's channels or a channel concat's (a concat's inputs and output are left
+//! out of the search for now, and named in [`ChannelGroups::uncut`]).
 
 use crate::error::Result;
 use crate::model::description::{LayerKind, ModelDescription, Source};
@@ -50,8 +51,8 @@ pub struct ChannelGroups {
     pub groups: Vec<ChannelGroup>,
     /// One entry per layer of the description.
     pub layers: Vec<LayerChannels>,
-    /// Grouped convolutions (1 < groups < channels) whose channels stay out of the search, with
-    /// why.
+    /// Grouped convolutions (1 < groups < channels) and channel concats whose channels stay out
+    /// of the search, with why.
     pub uncut: Vec<(usize, String)>,
 }
 
@@ -136,6 +137,20 @@ impl ChannelGroups {
                     Channels { node: uf.add(true), flat_positions: None }
                 }
                 LayerKind::Linear { .. } => Channels { node: uf.add(true), flat_positions: None },
+                LayerKind::Concat { .. } => {
+                    // Not cut yet: its operands' channels and its output stay out of the search.
+                    uf.fix(input.node);
+                    for j in desc.concat_operands(i).expect("validated") {
+                        uf.fix(outputs[j].node);
+                    }
+                    uncut.push((
+                        i,
+                        "channel concat: the channels it joins are left out of the search (cutting through a \
+                         concat is not built yet)"
+                            .to_string(),
+                    ));
+                    Channels { node: uf.add(true), flat_positions: None }
+                }
                 LayerKind::Flatten => {
                     let ActShape::Map([_, h, w]) = shapes[i].input else { unreachable!("validated") };
                     Channels { node: input.node, flat_positions: Some(h * w) }

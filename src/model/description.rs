@@ -115,6 +115,12 @@ pub enum LayerKind {
         /// Name of the earlier layer whose output is added.
         from: String,
     },
+    /// Channel concatenation (a DenseNet / Inception join): the previous layer's channels, then
+    /// those of each earlier layer in `from`, in order; every map of the same height and width.
+    Concat {
+        /// Names of the earlier layers whose outputs follow the input's channels.
+        from: Vec<String>,
+    },
 }
 
 fn one() -> usize {
@@ -160,6 +166,7 @@ impl LayerKind {
             LayerKind::Linear { .. } => "linear",
             LayerKind::Dropout { .. } => "dropout",
             LayerKind::Add { .. } => "add",
+            LayerKind::Concat { .. } => "concat",
         }
     }
 
@@ -220,6 +227,17 @@ impl ModelDescription {
     pub fn add_operand(&self, index: usize) -> Option<usize> {
         match &self.layers[index].kind {
             LayerKind::Add { from } => self.layers[..index].iter().position(|l| &l.name == from),
+            _ => None,
+        }
+    }
+
+    /// Indices of the earlier layers a `Concat` at `index` appends, in order (`None` for other
+    /// layers, or when one names no earlier layer).
+    pub fn concat_operands(&self, index: usize) -> Option<Vec<usize>> {
+        match &self.layers[index].kind {
+            LayerKind::Concat { from } => {
+                from.iter().map(|f| self.layers[..index].iter().position(|l| &l.name == f)).collect()
+            }
             _ => None,
         }
     }

@@ -61,6 +61,7 @@ enum Op {
     GlobalAvgPool,
     Flatten,
     Add(usize),
+    Concat(Vec<usize>),
     Dropout(f64),
 }
 
@@ -194,6 +195,13 @@ impl Net {
                     kept[j] = true;
                     Op::Add(j)
                 }
+                LayerKind::Concat { .. } => {
+                    let from = desc.concat_operands(i).expect("validated");
+                    for &j in &from {
+                        kept[j] = true;
+                    }
+                    Op::Concat(from)
+                }
             };
             ops.push(op);
         }
@@ -276,6 +284,11 @@ impl Net {
                     (Activation::Flat(a), Activation::Flat(b)) => Activation::Flat(a + b),
                     _ => unreachable!("shapes are checked when the net is built"),
                 },
+                Op::Concat(from) => {
+                    let mut parts = vec![input.map()];
+                    parts.extend(from.iter().map(|j| saved[*j].clone().expect("kept output").map()));
+                    Activation::Map(Tensor::cat(parts, 1))
+                }
             };
             observe(i, &output);
             if plan.kept[i] {

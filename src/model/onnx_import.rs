@@ -5,8 +5,8 @@
 //! dilation 1), `BatchNormalization`, `Relu`, `Clip(0, 6)` (ReLU6; `Clip(0, +inf)` is a ReLU),
 //! `MaxPool` / `AveragePool` (symmetric padding, floor mode), `GlobalAveragePool`, `ReduceMean`
 //! over H and W, `Flatten` and `Reshape` to `[batch, features]`, `Gemm` and `MatMul` (+ `Add` of a
-//! constant, folded into the bias), `Add` of two activations (a residual add), `Dropout` and
-//! `Identity` (left out), `Constant`. Weights come from initializers or `Constant` nodes. A layer
+//! constant, folded into the bias), `Add` of two activations (a residual add), `Concat` over
+//! channels, `Dropout` and `Identity` (left out), `Constant`. Weights come from initializers or `Constant` nodes. A layer
 //! takes its name from its weight (`layer1.0.conv1.weight` gives `layer1.0.conv1`), else from its
 //! node. Any other node is an error that names it, its op type and what is supported.
 
@@ -26,7 +26,7 @@ use crate::model::weights::{HostTensor, Weights};
 
 /// The ops the importer maps, for error messages.
 pub const SUPPORTED: &str = "Conv, BatchNormalization, Relu, Clip(0, 6), MaxPool, AveragePool, GlobalAveragePool, \
-     ReduceMean over H and W, Flatten, Reshape to 2-D, Gemm, MatMul (+ Add of a constant), Add, Dropout, Identity, \
+     ReduceMean over H and W, Flatten, Reshape to 2-D, Gemm, MatMul (+ Add of a constant), Add, Concat over channels, Dropout, Identity, \
      Constant";
 
 /// An ONNX file read as a model, with what the importer did not keep.
@@ -436,6 +436,25 @@ impl Reader<'_> {
                 self.weights.tensors.insert(format!("{name}.weight"), weight);
             }
             "Add" => self.add(node)?,
+            "Concat" => {
+                let axis = attr_int(node, "axis", 1);
+                if axis != 1 && axis != -3 {
+                    return Err(self.unsupported(node, format!("Concat over axis {axis}; only over channels (1)")));
+                }
+                let mut sources = Vec::new();
+                for k in 0..node.input.len() {
+                    match self.act(node, k)? {
+                        (Some(l), ActShape::Map(_)) => sources.push(l),
+                        _ => return Err(self.unsupported(node, "Concat of the image or of vectors")),
+                    }
+                }
+                let Some((&first, rest)) = sources.split_first() else {
+                    return Err(self.fail(node, "has no inputs"));
+                };
+                let from = rest.iter().map(|&l| self.layers[l].name.clone()).collect();
+                let name = self.layer_name(node, None);
+                self.push(node, name, Some(first), LayerKind::Concat { from })?;
+            }
             other => {
                 return Err(self.unsupported(node, format!("op `{other}` has no counterpart in the model description")));
             }

@@ -261,6 +261,30 @@ pub fn layer_output(
             }
             current
         }
+        LayerKind::Concat { from } => {
+            let [mut channels, h, w] = expect_map(name, kind, current)?;
+            if from.is_empty() {
+                return Err(Error::layer(name, "a concat needs at least one earlier layer in `from`"));
+            }
+            for f in from {
+                match earlier(f) {
+                    Some(ActShape::Map([c, fh, fw])) if (fh, fw) == (h, w) => channels += c,
+                    Some(other) => {
+                        return Err(Error::layer(
+                            name,
+                            format!(
+                                "concatenates `{f}` of shape {other} to an input of shape {current}: maps of the same height and width needed"
+                            ),
+                        ));
+                    }
+                    None => {
+                        return Err(Error::layer(name, format!("concatenates `{f}`, which is not an earlier layer")));
+                    }
+                }
+            }
+            check_size(name, "concatenated channels", channels)?;
+            ActShape::Map([channels, h, w])
+        }
         LayerKind::Add { from } => {
             let Some(other) = earlier(from) else {
                 return Err(Error::layer(name, format!("adds the output of `{from}`, which is not an earlier layer")));

@@ -28,7 +28,9 @@ fn crosses_one_map(desc: &ModelDescription, shapes: Option<&[crate::model::shape
             Some(Source::Layer(k)) => k < j - 1,
             Some(Source::Image) | None => true,
         };
-        source || desc.add_operand(i).is_some_and(|k| k < j - 1)
+        source
+            || desc.add_operand(i).is_some_and(|k| k < j - 1)
+            || desc.concat_operands(i).is_some_and(|ks| ks.iter().any(|&k| k < j - 1))
     };
     is_map && !(j..desc.layers.len()).any(reads_before)
 }

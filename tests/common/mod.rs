@@ -204,6 +204,16 @@ pub fn naive_layers(
                 (y, [*out_features, 1, 1])
             }
             LayerKind::Dropout { .. } => (x, [c, h, wd]),
+            LayerKind::Concat { .. } => {
+                // Channel-major maps: concatenating channels appends the data.
+                let mut channels = c;
+                for j in desc.concat_operands(i).unwrap() {
+                    let (more, [mc, ..]) = &outputs[j];
+                    x.extend_from_slice(more);
+                    channels += mc;
+                }
+                (x, [channels, h, wd])
+            }
             LayerKind::Add { .. } => {
                 let (other, _) = &outputs[desc.add_operand(i).unwrap()];
                 (x.iter().zip(other).map(|(a, b)| a + b).collect(), [c, h, wd])
@@ -337,4 +347,27 @@ pub fn depthwise_net() -> ModelDescription {
         l("fc", LayerKind::linear(5)),
     ];
     ModelDescription { name: "depthwise-net".into(), input: [3, 12, 12], classes: 5, layers }
+}
+
+/// A DenseNet-style join: a conv's output concatenated with the stem's, then a 1x1 conv that
+/// reads both (the concat's channels stay out of the search; the 1x1 conv's do not).
+pub fn concat_net() -> ModelDescription {
+    use cnnsplitter::model::description::Layer;
+    let l = Layer::new;
+    let layers = vec![
+        l("stem", LayerKind::conv(8, 3, 1)),
+        l("stem_bn", LayerKind::batch_norm()),
+        l("stem_act", LayerKind::Relu),
+        l("grow", LayerKind::conv(6, 3, 1)),
+        l("grow_act", LayerKind::Relu),
+        l("join", LayerKind::Concat { from: vec!["stem_act".into()] }),
+        l("mix", LayerKind::conv(10, 1, 0)),
+        l("mix_act", LayerKind::Relu),
+        l("pool", LayerKind::MaxPool2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }),
+        l("head", LayerKind::conv(12, 3, 1)),
+        l("gap", LayerKind::GlobalAvgPool),
+        l("flat", LayerKind::Flatten),
+        l("fc", LayerKind::linear(4)),
+    ];
+    ModelDescription { name: "concat-net".into(), input: [3, 10, 10], classes: 4, layers }
 }
