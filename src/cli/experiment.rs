@@ -290,18 +290,7 @@ fn estimate(args: EstimateArgs) -> Result<()> {
             serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a JSON object of task ids and seconds", file.display()))?
         }
-        None => {
-            let mut measured = std::collections::HashMap::new();
-            for t in &plan.tasks {
-                let path = plan.dir.join("tasks").join(format!("{}.json", t.file_stem()));
-                if let Ok(text) = std::fs::read_to_string(&path) {
-                    let timing: cnnsplitter::experiment::TaskTiming = serde_json::from_str(&text)
-                        .with_context(|| format!("{} is not a task timing", path.display()))?;
-                    measured.insert(t.id.clone(), timing.seconds);
-                }
-            }
-            measured
-        }
+        None => cnnsplitter::experiment::measured_seconds(&plan)?,
     };
     let secs = durations(&plan, &seconds).map_err(|e| {
         anyhow::anyhow!(

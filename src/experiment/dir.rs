@@ -8,6 +8,8 @@
 //! DIR/weak/<model>/tc<K>/{underfit,overfit}/     models picked from the poor-fit run
 //! DIR/patched/<model>/tc<K>/<kind>/<rule>/       patched models
 //! DIR/rq3/<model>/<grouping>-<init>/             RQ3 ablation modularizations
+//! DIR/plan.json                                  the task graph
+//! DIR/tasks/<id>.json                            what each task cost
 //! DIR/reports/                                   Markdown, JSON, CSV and plots
 //! ```
 
@@ -70,6 +72,10 @@ impl ExperimentDir {
     /// An RQ3 ablation run.
     pub fn ablation(&self, model: &str, grouping: GroupingKind, init: InitKind) -> ModularizeDir {
         ModularizeDir::new(&self.root.join("rq3").join(model).join(format!("{}-{}", grouping.name(), init.name())))
+    }
+    /// `tasks/<stem>.json`: what the task with file stem `stem` cost ([`crate::experiment::TaskTiming`]).
+    pub fn task_timing(&self, stem: &str) -> PathBuf {
+        self.root.join("tasks").join(format!("{stem}.json"))
     }
     /// `reports/`.
     pub fn reports(&self) -> PathBuf {

@@ -111,13 +111,13 @@ pub fn submit(plan: &Plan, options: &HqOptions, progress: &dyn Progress) -> Resu
             t.id, t.resources.cores
         )));
     }
-    let index = |id: &str| pending.iter().position(|t| t.id == id);
     let tasks: Vec<JobTask> = pending
         .iter()
-        .map(|t| JobTask {
+        .zip(Plan::pending_deps(&pending))
+        .map(|(t, deps)| JobTask {
             id: &t.id,
             args: &t.command,
-            deps: t.deps.iter().filter_map(|d| index(d)).collect(),
+            deps,
             cpus: t.resources.cores,
             stdout: plan.dir.join(&t.logs[0]),
             stderr: plan.dir.join(&t.logs[1]),

@@ -188,7 +188,20 @@ fn run_timed(runner: &mut StageRunner, task: &Task) -> Result<()> {
         seconds: started.elapsed().as_secs_f64(),
         process_peak_rss_mib: peak_rss_mib(),
     };
-    crate::files::write_json(&runner.dir.root.join("tasks").join(format!("{}.json", task.file_stem())), &record)
+    crate::files::write_json(&runner.dir.task_timing(&task.file_stem()), &record)
+}
+
+/// The recorded wall seconds of every task of `plan` that has run, by id.
+pub fn measured_seconds(plan: &Plan) -> Result<std::collections::HashMap<String, f64>> {
+    let dir = ExperimentDir::new(&plan.dir);
+    let mut seconds = std::collections::HashMap::new();
+    for t in &plan.tasks {
+        let path = dir.task_timing(&t.file_stem());
+        if path.is_file() {
+            seconds.insert(t.id.clone(), read_json::<TaskTiming>(&path)?.seconds);
+        }
+    }
+    Ok(seconds)
 }
 
 /// The measured cost of one task (`DIR/tasks/<id>.json`; not part of the reports).

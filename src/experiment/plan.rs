@@ -124,7 +124,7 @@ impl Task {
 
     /// The id as one file name (`/` becomes `__`), for logs and timing records.
     pub fn file_stem(&self) -> String {
-        self.id.replace('/', "__")
+        file_stem(&self.id)
     }
 }
 
@@ -179,8 +179,10 @@ impl Plan {
             .filter(|t| matches!(t.stage, Stage::Modularize { .. } | Stage::Patch { .. } | Stage::Ablation { .. }))
             .map(|t| t.id.clone())
             .collect();
-        let done = Path::new("reports").join(format!("{}.json", rq.name()));
-        b.push("reports", "writing the reports".into(), Stage::Reports, collected, done, estimate::BASE_MIB as u64);
+        let reports = b.dir.reports();
+        let done = reports.join(format!("{}.json", rq.name()));
+        let label = "writing the reports".to_string();
+        b.push(&reports, &done, label, Stage::Reports, collected, estimate::BASE_MIB as u64);
         let plan = Plan { rq, dir, tasks: b.tasks };
         plan.check()?;
         Ok(plan)
@@ -215,6 +217,13 @@ impl Plan {
     /// The tasks whose done file does not exist yet, in plan order.
     pub fn pending(&self) -> Vec<&Task> {
         self.tasks.iter().filter(|t| !t.is_done(&self.dir)).collect()
+    }
+
+    /// For each of `pending` (from [`Plan::pending`]), the positions in `pending` of its
+    /// dependencies that are pending too (done ones need no waiting).
+    pub fn pending_deps(pending: &[&Task]) -> Vec<Vec<usize>> {
+        let index: HashMap<&str, usize> = pending.iter().enumerate().map(|(i, t)| (t.id.as_str(), i)).collect();
+        pending.iter().map(|t| t.deps.iter().filter_map(|d| index.get(d.as_str()).copied()).collect()).collect()
     }
 
     /// Writes `DIR/plan.json`.
@@ -256,13 +265,28 @@ struct Builder<'a> {
 }
 
 impl Builder<'_> {
+    /// The id of the stage writing `out`: its path inside the experiment folder.
+    fn id(&self, out: &Path) -> String {
+        self.rel(out).to_string_lossy().into_owned()
+    }
+
     /// Relative path of `path` inside the experiment folder.
     fn rel(&self, path: &Path) -> PathBuf {
         path.strip_prefix(&self.dir.root).expect("every stage writes inside the experiment folder").to_path_buf()
     }
 
-    fn push(&mut self, id: &str, label: String, stage: Stage, deps: Vec<String>, done: PathBuf, memory_mib: u64) {
-        let stem = id.replace('/', "__");
+    /// Adds the task writing `out` (done once `done` exists); returns its id.
+    fn push(
+        &mut self,
+        out: &Path,
+        done: &Path,
+        label: String,
+        stage: Stage,
+        deps: Vec<String>,
+        memory_mib: u64,
+    ) -> String {
+        let id = self.id(out);
+        let stem = file_stem(&id);
         let logs = [format!("{stem}.out"), format!("{stem}.err")].map(|f| Path::new("logs").join(f));
         let l = self.launch;
         let command = [
@@ -274,13 +298,15 @@ impl Builder<'_> {
             "--out".into(),
             self.dir.root.to_string_lossy().into_owned(),
             "--id".into(),
-            id.into(),
+            id.clone(),
             "--engine".into(),
             l.engine.name().into(),
         ]
         .into();
         let resources = Resources { cores: l.threads, memory_mib };
-        self.tasks.push(Task { id: id.into(), label, stage, command, deps, out: id.into(), done, logs, resources });
+        let (out, done) = (self.rel(out), self.rel(done));
+        self.tasks.push(Task { id: id.clone(), label, stage, command, deps, out, done, logs, resources });
+        id
     }
 
     fn strong_data(&self) -> DataSelection {
@@ -289,34 +315,27 @@ impl Builder<'_> {
 
     fn train_strong(&mut self, m: &ModelConfig) {
         let run = self.dir.strong(&m.name);
-        let done = self.rel(&run.report());
         let memory = estimate::training(&m.arch, &self.strong_data(), self.config.strong.batch);
         let label = format!("training strong model {} ({}) on {}", m.name, m.arch, self.config.strong.dataset);
-        self.push(
-            &self.rel(&run.root).to_string_lossy(),
-            label,
-            Stage::TrainStrong { model: m.name.clone() },
-            vec![],
-            done,
-            memory,
-        );
+        let stage = Stage::TrainStrong { model: m.name.clone() };
+        self.push(&run.root, &run.report(), label, stage, vec![], memory);
     }
 
     fn strong_id(&self, m: &ModelConfig) -> String {
-        self.rel(&self.dir.strong(&m.name).root).to_string_lossy().into_owned()
+        self.id(&self.dir.strong(&m.name).root)
     }
 
     fn modules_id(&self, m: &ModelConfig) -> String {
-        self.rel(&self.dir.modules(&m.name).root).to_string_lossy().into_owned()
+        self.id(&self.dir.modules(&m.name).root)
     }
 
     fn strong(&mut self, m: &ModelConfig) {
         self.train_strong(m);
         let dir = self.dir.modules(&m.name);
         let memory = estimate::search(&m.arch, &self.strong_data(), self.config.modularize.population);
-        let (id, done) = (self.modules_id(m), self.rel(&dir.summary()));
         let stage = Stage::Modularize { model: m.name.clone() };
-        self.push(&id, format!("modularizing {}", m.name), stage, vec![self.strong_id(m)], done, memory);
+        let deps = vec![self.strong_id(m)];
+        self.push(&dir.root, &dir.summary(), format!("modularizing {}", m.name), stage, deps, memory);
     }
 
     fn weak(&mut self, m: &ModelConfig) -> Result<()> {
@@ -330,46 +349,36 @@ impl Builder<'_> {
                 let run = self.dir.weak_run(&m.name, tc, WeakKind::Simple);
                 let label = format!("training simple weak model {} ({}) for TC {tc}", m.name, m.weak_arch);
                 let memory = estimate::training(&m.weak_arch, &data, w.simple.batch);
-                let (id, done) = (self.rel(&run.root), self.rel(&run.report()));
                 let stage = Stage::TrainSimple { model: name.clone(), tc };
-                self.push(&id.to_string_lossy(), label, stage, vec![], done, memory);
+                self.push(&run.root, &run.report(), label, stage, vec![], memory);
             }
             if w.kinds.iter().any(|k| *k != WeakKind::Simple) {
                 let arch = m.poor_fit_arch.as_deref().unwrap_or(&m.arch);
                 let run = self.dir.poor_fit_run(&m.name, tc);
                 let label = format!("training poor-fit model {} ({arch}) for TC {tc}", m.name);
                 let memory = estimate::training(arch, &data, w.poor_fit.batch);
-                let (run_id, done) = (self.rel(&run.root).to_string_lossy().into_owned(), self.rel(&run.report()));
                 let stage = Stage::TrainPoorFit { model: name.clone(), tc };
-                self.push(&run_id, label, stage, vec![], done, memory);
+                let run_id = self.push(&run.root, &run.report(), label, stage, vec![], memory);
                 for kind in [WeakKind::Underfit, WeakKind::Overfit] {
                     if w.kinds.contains(&kind) {
                         let out = self.dir.weak(&m.name, tc, kind);
                         let label = format!("picking the {} model {} for TC {tc}", kind.name(), m.name);
-                        let (id, done) = (self.rel(&out), self.rel(&pick_file(&out)));
                         let stage = Stage::Pick { model: name.clone(), tc, weak: kind };
-                        self.push(
-                            &id.to_string_lossy(),
-                            label,
-                            stage,
-                            vec![run_id.clone()],
-                            done,
-                            estimate::BASE_MIB as u64,
-                        );
+                        let memory = estimate::BASE_MIB as u64;
+                        self.push(&out, &pick_file(&out), label, stage, vec![run_id.clone()], memory);
                     }
                 }
             }
             let memory = estimate::patch(&m.arch, &data);
             for &kind in &w.kinds {
-                let weak_id = self.rel(&self.dir.weak(&m.name, tc, kind)).to_string_lossy().into_owned();
+                let weak_id = self.id(&self.dir.weak(&m.name, tc, kind));
                 for &rule in &w.rules {
                     let out = self.dir.patched(&m.name, tc, kind, rule);
                     let label =
                         format!("patching the {} model {} for TC {tc} ({} rule)", kind.name(), m.name, rule.name());
-                    let (id, done) = (self.rel(&out.root), self.rel(&out.report()));
                     let deps = vec![self.strong_id(m), self.modules_id(m), weak_id.clone()];
                     let stage = Stage::Patch { model: name.clone(), tc, weak: kind, rule };
-                    self.push(&id.to_string_lossy(), label, stage, deps, done, memory);
+                    self.push(&out.root, &out.report(), label, stage, deps, memory);
                 }
             }
         }
@@ -383,12 +392,16 @@ impl Builder<'_> {
             for &init in &c.rq3.inits {
                 let dir = self.dir.ablation(&m.name, grouping, init);
                 let label = format!("RQ3: {} with {} grouping, {} init", m.name, grouping.name(), init.name());
-                let (id, done) = (self.rel(&dir.root), self.rel(&dir.summary()));
                 let stage = Stage::Ablation { model: m.name.clone(), grouping, init };
-                self.push(&id.to_string_lossy(), label, stage, vec![self.strong_id(m)], done, memory);
+                self.push(&dir.root, &dir.summary(), label, stage, vec![self.strong_id(m)], memory);
             }
         }
     }
+}
+
+/// A task id as one file name: `/` becomes `__`.
+fn file_stem(id: &str) -> String {
+    id.replace('/', "__")
 }
 
 /// Rough upper estimates of a task's peak memory, from the model's size and its dataset's.

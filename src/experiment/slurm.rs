@@ -79,8 +79,7 @@ fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
         }
     }
     site.extend(options.extra.iter().map(|a| quote(a)));
-    let index = |id: &str| pending.iter().position(|t| t.id == id);
-    for (i, t) in pending.iter().enumerate() {
+    for (i, (t, deps)) in pending.iter().zip(Plan::pending_deps(pending)).enumerate() {
         let mut args = vec![
             quote(&format!("--job-name=cnnsplitter:{}", t.id)),
             format!("--cpus-per-task={}", t.resources.cores),
@@ -88,7 +87,7 @@ fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
             quote(&format!("--output={}", plan.dir.join(&t.logs[0]).to_string_lossy())),
             quote(&format!("--error={}", plan.dir.join(&t.logs[1]).to_string_lossy())),
         ];
-        let deps: Vec<String> = t.deps.iter().filter_map(|d| index(d)).map(|j| format!("$j{j}")).collect();
+        let deps: Vec<String> = deps.iter().map(|j| format!("$j{j}")).collect();
         if !deps.is_empty() {
             args.push(format!("--dependency=afterok:{}", deps.join(":")));
         }

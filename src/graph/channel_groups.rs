@@ -117,6 +117,7 @@ impl ChannelGroups {
         let mut outputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut inputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut uncut = Vec::new();
+        let depthwise: Vec<bool> = (0..desc.layers.len()).map(|i| is_depthwise(desc, &shapes, i)).collect();
         for (i, layer) in desc.layers.iter().enumerate() {
             let input = match desc.source(i).expect("validated") {
                 Source::Image => image,
@@ -124,7 +125,7 @@ impl ChannelGroups {
             };
             let output = match &layer.kind {
                 LayerKind::Conv2d { groups: 1, .. } => Channels { node: uf.add(false), flat_positions: None },
-                LayerKind::Conv2d { .. } if is_depthwise(desc, &shapes, i) => input,
+                LayerKind::Conv2d { .. } if depthwise[i] => input,
                 LayerKind::Conv2d { groups, .. } => {
                     uf.fix(input.node);
                     uncut.push((
@@ -205,7 +206,7 @@ impl ChannelGroups {
             let output = group_of(outputs[i]);
             let mut channels = LayerChannels::default();
             match &layer.kind {
-                LayerKind::Conv2d { .. } if is_depthwise(desc, &shapes, i) => {
+                LayerKind::Conv2d { .. } if depthwise[i] => {
                     // Channel c in, channel c out: its kernels follow the group as a producer's
                     // do, and it reads no other channel to cut.
                     channels.output = output;

@@ -100,6 +100,19 @@ impl SegmentPlan {
     }
 }
 
+/// The keep-masks of the module for class `n` that drops the share `ratio` of segment `s`'s
+/// least important kernels (for class `n`; at least one kept) and keeps everything else.
+pub fn drop_masks(layout: &Layout, s: usize, ratio: f64, n: usize) -> Vec<Vec<bool>> {
+    let segment = &layout.segments[s];
+    let keep = ((segment.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, segment.width);
+    let mut masks: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
+    masks[s] = vec![false; segment.width];
+    for &k in &segment.importance_order[n][..keep] {
+        masks[s][k] = true;
+    }
+    masks
+}
+
 /// Own-class logits `[ratio][class][image]` of the modules that drop each of [`RATIOS`] of
 /// segment `s`'s least important kernels (per class), run from `plan.cut` on.
 pub fn segment_logits(
@@ -110,20 +123,11 @@ pub fn segment_logits(
     classes: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<Vec<Vec<f32>>>> {
-    let segment = &layout.segments[s];
     let modules = RATIOS
         .iter()
-        .map(|ratio| {
-            let keep = ((segment.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, segment.width);
+        .map(|&ratio| {
             (0..classes)
-                .map(|n| {
-                    let mut masks: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
-                    masks[s] = vec![false; segment.width];
-                    for &k in &segment.importance_order[n][..keep] {
-                        masks[s][k] = true;
-                    }
-                    evaluator.keep_masks(masks).map(|m| (n, m))
-                })
+                .map(|n| evaluator.keep_masks(drop_masks(layout, s, ratio, n)).map(|m| (n, m)))
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;

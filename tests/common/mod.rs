@@ -284,20 +284,13 @@ pub fn sensitivity_logits_run_whole(
     s: usize,
     classes: usize,
 ) -> Vec<Vec<Vec<f32>>> {
-    use cnnsplitter::modularize::sensitivity::RATIOS;
-    let segment = &layout.segments[s];
+    use cnnsplitter::modularize::sensitivity::{RATIOS, drop_masks};
     RATIOS
         .iter()
-        .map(|ratio| {
-            let keep = ((segment.width as f64 * (1.0 - ratio)).round() as usize).clamp(1, segment.width);
+        .map(|&ratio| {
             (0..classes)
                 .map(|c| {
-                    let mut masks: Vec<Vec<bool>> = layout.segments.iter().map(|s| vec![true; s.width]).collect();
-                    masks[s] = vec![false; segment.width];
-                    for &k in &segment.importance_order[c][..keep] {
-                        masks[s][k] = true;
-                    }
-                    let masks = evaluator.keep_masks(masks).unwrap();
+                    let masks = evaluator.keep_masks(drop_masks(layout, s, ratio, c)).unwrap();
                     evaluator.run(c, &masks).unwrap()
                 })
                 .collect()

@@ -65,17 +65,12 @@ struct Reader<'a> {
     shapes: Vec<ActShape>,
     weights: Weights,
     dropped: Vec<String>,
-    names: std::collections::HashSet<String>,
+    /// Each layer's index by name.
+    names: HashMap<String, usize>,
     /// The image's shape.
     image: ActShape,
     /// Files of external tensor data, read once.
     external_files: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
-}
-
-/// Reads the ONNX file at `path`; `input` gives `[C, H, W]` where the file leaves it symbolic.
-pub fn import_onnx(path: &Path, input: Option<[usize; 3]>) -> Result<OnnxImport> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    from_onnx_bytes(&bytes, path, input)
 }
 
 /// Reads ONNX `bytes` (`path` names them in errors).
@@ -276,7 +271,7 @@ impl Reader<'_> {
         };
         let mut name = base.clone();
         let mut k = 1;
-        while self.names.contains(&name) {
+        while self.names.contains_key(&name) {
             name = format!("{base}_{k}");
             k += 1;
         }
@@ -296,28 +291,18 @@ impl Reader<'_> {
                 );
             }
         };
+        let input_shape = source.map_or(self.image, |s| self.shapes[s]);
+        let shape = crate::model::shape::layer_output(&name, &kind, input_shape, |from| {
+            self.names.get(from).map(|&i| self.shapes[i])
+        })
+        .map_err(|e| self.fail(node, e))?;
         let mut layer = Layer::new(name.clone(), kind);
         layer.input = input;
         self.layers.push(layer);
-        let shape = self.shape_of(index, node)?;
         self.shapes.push(shape);
-        self.names.insert(name);
+        self.names.insert(name, index);
         self.bind(node, Value::Act(Some(index), shape));
         Ok(index)
-    }
-
-    /// The output shape of the layer just pushed, from its input shape.
-    fn shape_of(&self, index: usize, node: &NodeProto) -> Result<ActShape> {
-        let layer = &self.layers[index];
-        let input_shape = match &layer.input {
-            Some(n) => self.shapes[self.layers.iter().position(|l| &l.name == n).expect("named earlier")],
-            None if index == 0 => self.image,
-            None => self.shapes[index - 1],
-        };
-        crate::model::shape::layer_output(&layer.name, &layer.kind, input_shape, |from| {
-            self.layers[..index].iter().position(|l| l.name == from).map(|i| self.shapes[i])
-        })
-        .map_err(|e| self.fail(node, e))
     }
 
     fn bind(&mut self, node: &NodeProto, value: Value) {
