@@ -7,7 +7,7 @@
 //! layers. The image channels and the logits are never cut.
 
 use crate::error::{Error, Result};
-use crate::graph::channel_groups::ChannelGroups;
+use crate::graph::channel_groups::{ChannelGroups, ChannelLayout, LayerChannels};
 use crate::model::Model;
 use crate::model::description::{LayerKind, ModelDescription};
 use crate::model::shape::infer_shapes;
@@ -69,6 +69,11 @@ impl KeepMasks {
         self.masks[g].iter().enumerate().filter(|(_, k)| **k).map(|(i, _)| i).collect()
     }
 
+    /// The channels each group keeps, in order (one list per group).
+    pub fn kept_per_group(&self) -> Vec<Vec<usize>> {
+        (0..self.masks.len()).map(|g| self.kept(g)).collect()
+    }
+
     /// Whether these masks were made for `groups` (same count and widths).
     fn fits(&self, groups: &ChannelGroups) -> bool {
         self.masks.len() == groups.groups.len()
@@ -117,23 +122,18 @@ impl<'a> Decoder<'a> {
     pub fn decode(&self, masks: &KeepMasks) -> Result<Model> {
         self.check(masks)?;
         let desc = &self.model.description;
-        let kept: Vec<Vec<usize>> = (0..masks.len()).map(|g| masks.kept(g)).collect();
+        let kept = masks.kept_per_group();
         let new_desc = with_group_widths(desc, &self.groups, |g| kept[g].len());
+        let select = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
+            layout.is_cut().then(|| layout.kept(&kept).into_iter().map(Some).collect())
+        };
+        let axes: Vec<(Option<Vec<Option<usize>>>, Option<Vec<Option<usize>>>)> =
+            self.groups.layers.iter().map(|l| (select(&l.input), select(&l.output))).collect();
         let mut weights = Weights::default();
         for spec in &self.specs {
             let tensor = self.model.weights.get(&spec.name)?;
-            let channels = self.groups.layers[spec.layer];
-            let rows = channels.output.map(|g| kept[g].as_slice());
-            let cols = channels.input.map(|g| kept[g].as_slice());
-            let sliced = match spec.role {
-                ParamRole::ConvWeight => select_axes(tensor, rows, cols, 1),
-                ParamRole::LinearWeight => select_axes(tensor, None, cols, channels.flat_positions.unwrap_or(1)),
-                // A BatchNorm's parameters follow its input channels; a bias follows the output rows.
-                ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean | ParamRole::RunningVar => {
-                    select_axes(tensor, cols, None, 1)
-                }
-                ParamRole::Bias => select_axes(tensor, rows, None, 1),
-            };
+            let (input, output) = &axes[spec.layer];
+            let sliced = slice_param(tensor, spec.role, &self.groups.layers[spec.layer], input, output, 0.0);
             weights.tensors.insert(spec.name.clone(), sliced);
         }
         Model::new(new_desc, weights)
@@ -145,23 +145,26 @@ impl<'a> Decoder<'a> {
     pub fn zero_removed_inputs(&self, masks: &KeepMasks) -> Result<Model> {
         self.check(masks)?;
         let desc = &self.model.description;
+        let masks = &masks.masks;
         let mut weights = self.model.weights.clone();
-        for (g, group) in self.groups.groups.iter().enumerate() {
-            let removed = masks.group(g).iter().enumerate().filter(|(_, k)| !**k).map(|(c, _)| c);
-            for c in removed {
-                let consumers =
-                    group.conv_consumers.iter().map(|&l| (l, 1)).chain(group.linear_consumers.iter().copied());
-                for (layer, block) in consumers {
-                    let name = format!("{}.weight", desc.layers[layer].name);
-                    let t = weights
-                        .tensors
-                        .get_mut(&name)
-                        .ok_or_else(|| Error::layer(&desc.layers[layer].name, "has no weight tensor"))?;
-                    let d1 = t.shape[1];
-                    let inner: usize = t.shape.iter().skip(2).product();
-                    for row in t.data.chunks_mut(d1 * inner) {
-                        row[c * block * inner..(c + 1) * block * inner].fill(0.0);
-                    }
+        for (i, layer) in desc.layers.iter().enumerate() {
+            let channels = &self.groups.layers[i];
+            let block = match layer.kind {
+                LayerKind::Conv2d { .. } if !channels.depthwise => 1,
+                LayerKind::Linear { .. } => channels.flat_positions.unwrap_or(1),
+                _ => continue,
+            };
+            let removed = channels.input.removed(masks);
+            if removed.is_empty() {
+                continue;
+            }
+            let name = format!("{}.weight", layer.name);
+            let t = weights.tensors.get_mut(&name).ok_or_else(|| Error::layer(&layer.name, "has no weight tensor"))?;
+            let d1 = t.shape[1];
+            let inner: usize = t.shape.iter().skip(2).product();
+            for row in t.data.chunks_mut(d1 * inner) {
+                for &c in &removed {
+                    row[c * block * inner..(c + 1) * block * inner].fill(0.0);
                 }
             }
         }
@@ -202,30 +205,67 @@ pub fn random_keep_masks(groups: &ChannelGroups, keep: f64, rng: &mut impl rand:
         .collect()
 }
 
-/// Selects rows (axis 0) and blocks of `block` consecutive entries along axis 1 of `t`.
-/// A 4-D conv weight is treated as `[out, in, kh·kw]` with `block` = 1 and the kernel kept whole.
-fn select_axes(t: &HostTensor, rows: Option<&[usize]>, cols: Option<&[usize]>, block: usize) -> HostTensor {
+/// One parameter of a layer with its channel axes gathered: rows (axis 0) follow the layer's
+/// output channels, columns its input channels (a linear layer's in blocks of H·W), a
+/// BatchNorm's parameters its input and a bias its output. `None` leaves an axis as it is.
+fn slice_param(
+    t: &HostTensor,
+    role: ParamRole,
+    channels: &LayerChannels,
+    input: &Option<Vec<Option<usize>>>,
+    output: &Option<Vec<Option<usize>>>,
+    fill: f32,
+) -> HostTensor {
+    let (input, output) = (input.as_deref(), output.as_deref());
+    match role {
+        // A depthwise kernel reads one channel: its axis 1 has one entry.
+        ParamRole::ConvWeight => gather(t, output, input.filter(|_| !channels.depthwise), 1, 0.0),
+        ParamRole::LinearWeight => gather(t, None, input, channels.flat_positions.unwrap_or(1), 0.0),
+        ParamRole::RunningVar => gather(t, input, None, 1, fill),
+        ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean => gather(t, input, None, 1, 0.0),
+        ParamRole::Bias => gather(t, output, None, 1, 0.0),
+    }
+}
+
+/// Gathers rows (axis 0) and blocks of `block` consecutive entries along axis 1 of `t`: new row
+/// `i` is old row `rows[i]`, or `fill` where that is `None` (likewise for column blocks). A 4-D
+/// conv weight is treated as `[out, in, kh·kw]` with the kernel kept whole.
+fn gather(
+    t: &HostTensor,
+    rows: Option<&[Option<usize>]>,
+    cols: Option<&[Option<usize>]>,
+    block: usize,
+    fill: f32,
+) -> HostTensor {
     let d0 = t.shape[0];
     let d1 = t.shape.get(1).copied().unwrap_or(1);
     let inner: usize = t.shape.iter().skip(2).product();
-    let all_rows: Vec<usize>;
+    let all_rows: Vec<Option<usize>>;
     let rows = match rows {
         Some(r) => r,
         None => {
-            all_rows = (0..d0).collect();
+            all_rows = (0..d0).map(Some).collect();
             &all_rows
         }
     };
-    // Columns expressed as indices along axis 1, each a block of `block` entries.
-    let col_indices: Vec<usize> = match cols {
-        Some(c) => c.iter().flat_map(|&c| c * block..(c + 1) * block).collect(),
-        None => (0..d1).collect(),
+    // Columns as indices along axis 1, each a block of `block` entries.
+    let col_indices: Vec<Option<usize>> = match cols {
+        Some(c) => c.iter().flat_map(|&c| (0..block).map(move |k| c.map(|c| c * block + k))).collect(),
+        None => (0..d1).map(Some).collect(),
     };
     let mut data = Vec::with_capacity(rows.len() * col_indices.len() * inner);
     for &r in rows {
-        let row = &t.data[r * d1 * inner..(r + 1) * d1 * inner];
-        for &c in &col_indices {
-            data.extend_from_slice(&row[c * inner..(c + 1) * inner]);
+        match r {
+            Some(r) => {
+                let row = &t.data[r * d1 * inner..(r + 1) * d1 * inner];
+                for &c in &col_indices {
+                    match c {
+                        Some(c) => data.extend_from_slice(&row[c * inner..(c + 1) * inner]),
+                        None => data.extend(std::iter::repeat_n(fill, inner)),
+                    }
+                }
+            }
+            None => data.extend(std::iter::repeat_n(fill, col_indices.len() * inner)),
         }
     }
     let mut shape = t.shape.clone();
@@ -244,33 +284,39 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
     let desc = &model.description;
     let groups = ChannelGroups::derive(desc)?;
     let multiple = multiple.max(1);
-    let widths: Vec<(usize, usize)> =
-        groups.groups.iter().map(|g| (g.width, g.width.div_ceil(multiple) * multiple)).collect();
-    if widths.iter().all(|(w, p)| w == p) {
+    let padded: Vec<usize> = groups.groups.iter().map(|g| g.width.div_ceil(multiple) * multiple).collect();
+    if groups.groups.iter().zip(&padded).all(|(g, &p)| g.width == p) {
         return Ok(model.clone());
     }
-    let new_desc = with_group_widths(desc, &groups, |g| widths[g].1);
-    let shapes = infer_shapes(desc)?;
+    let new_desc = with_group_widths(desc, &groups, |g| padded[g]);
+    // New channel i of a span takes old channel i, and the padding after it takes nothing.
+    let spread = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
+        layout.is_cut().then(|| {
+            let mut out = Vec::new();
+            let mut offset = 0;
+            for span in &layout.spans {
+                out.extend((offset..offset + span.width).map(Some));
+                if let Some(g) = span.group {
+                    out.extend(std::iter::repeat_n(None, padded[g] - span.width));
+                }
+                offset += span.width;
+            }
+            out
+        })
+    };
     let mut weights = Weights::default();
-    for spec in param_specs(desc, &shapes) {
+    for spec in param_specs(desc, &infer_shapes(desc)?) {
         let t = model.weights.get(&spec.name)?;
-        let channels = groups.layers[spec.layer];
-        let rows = channels.output.map(|g| widths[g]);
-        let cols = channels.input.map(|g| widths[g]);
-        let padded = match spec.role {
-            ParamRole::ConvWeight => widen(t, rows, cols, 1, 0.0),
-            ParamRole::LinearWeight => widen(t, None, cols, channels.flat_positions.unwrap_or(1), 0.0),
-            ParamRole::RunningVar => widen(t, cols, None, 1, 1.0),
-            ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean => widen(t, cols, None, 1, 0.0),
-            ParamRole::Bias => widen(t, rows, None, 1, 0.0),
-        };
-        weights.tensors.insert(spec.name, padded);
+        let channels = &groups.layers[spec.layer];
+        // Padded BatchNorm channels get variance 1 (scale and shift 0 make them output 0).
+        let sliced = slice_param(t, spec.role, channels, &spread(&channels.input), &spread(&channels.output), 1.0);
+        weights.tensors.insert(spec.name, sliced);
     }
     Model::new(new_desc, weights)
 }
 
-/// `desc` with every convolution's output channels (and a depthwise one's groups) set to
-/// `width(group)` of its channel group.
+/// `desc` with every convolution's output channels (and a depthwise one's groups) set to the
+/// sum over its output spans of `width(group)` (an uncut span keeps its width).
 fn with_group_widths(
     desc: &ModelDescription,
     groups: &ChannelGroups,
@@ -278,43 +324,17 @@ fn with_group_widths(
 ) -> ModelDescription {
     let mut new_desc = desc.clone();
     for (i, layer) in new_desc.layers.iter_mut().enumerate() {
-        if let (LayerKind::Conv2d { out_channels, groups: conv_groups, .. }, Some(g)) =
-            (&mut layer.kind, groups.layers[i].output)
+        let channels = &groups.layers[i];
+        if let LayerKind::Conv2d { out_channels, groups: conv_groups, .. } = &mut layer.kind
+            && channels.output.is_cut()
         {
-            *out_channels = width(g);
-            if groups.layers[i].depthwise {
-                *conv_groups = width(g);
+            *out_channels = channels.output.spans.iter().map(|s| s.group.map_or(s.width, &width)).sum();
+            if channels.depthwise {
+                *conv_groups = *out_channels;
             }
         }
     }
     new_desc
-}
-
-/// Widens axis 0 from `rows.0` to `rows.1` entries and axis 1 from `cols.0` to `cols.1` blocks of
-/// `block` entries, filling new entries with `fill`.
-fn widen(
-    t: &HostTensor,
-    rows: Option<(usize, usize)>,
-    cols: Option<(usize, usize)>,
-    block: usize,
-    fill: f32,
-) -> HostTensor {
-    let d0 = t.shape[0];
-    let d1 = t.shape.get(1).copied().unwrap_or(1);
-    let inner: usize = t.shape.iter().skip(2).product();
-    let new_d0 = rows.map_or(d0, |(_, p)| p);
-    let new_d1 = cols.map_or(d1, |(_, p)| p * block);
-    let mut data = vec![fill; new_d0 * new_d1 * inner];
-    for r in 0..d0 {
-        let src = &t.data[r * d1 * inner..(r + 1) * d1 * inner];
-        data[r * new_d1 * inner..r * new_d1 * inner + d1 * inner].copy_from_slice(src);
-    }
-    let mut shape = t.shape.clone();
-    shape[0] = new_d0;
-    if shape.len() > 1 {
-        shape[1] = new_d1;
-    }
-    HostTensor { shape, data }
 }
 
 #[cfg(test)]
@@ -322,20 +342,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn select_axes_picks_rows_and_column_blocks() {
+    fn gather_picks_rows_and_column_blocks() {
         // 2 x 6 matrix; columns are 3 channels of 2 positions each.
         let t = HostTensor { shape: vec![2, 6], data: (0..12).map(|v| v as f32).collect() };
-        let out = select_axes(&t, Some(&[1]), Some(&[0, 2]), 2);
+        let out = gather(&t, Some(&[Some(1)]), Some(&[Some(0), Some(2)]), 2, 0.0);
         assert_eq!(out.shape, vec![1, 4]);
         assert_eq!(out.data, vec![6.0, 7.0, 10.0, 11.0]);
     }
 
     #[test]
-    fn select_axes_keeps_conv_kernels_whole() {
+    fn gather_keeps_conv_kernels_whole() {
         // [out 2, in 3, 1, 2]
         let t = HostTensor { shape: vec![2, 3, 1, 2], data: (0..12).map(|v| v as f32).collect() };
-        let out = select_axes(&t, Some(&[0, 1]), Some(&[2]), 1);
+        let out = gather(&t, Some(&[Some(0), Some(1)]), Some(&[Some(2)]), 1, 0.0);
         assert_eq!(out.shape, vec![2, 1, 1, 2]);
         assert_eq!(out.data, vec![4.0, 5.0, 10.0, 11.0]);
+    }
+
+    #[test]
+    fn gather_fills_the_entries_it_has_no_source_for() {
+        // 2 x 2 matrix, widened to 3 x 3: a new row and a new column of `fill`.
+        let t = HostTensor { shape: vec![2, 2], data: vec![1.0, 2.0, 3.0, 4.0] };
+        let out = gather(&t, Some(&[Some(0), None, Some(1)]), Some(&[Some(0), Some(1), None]), 1, 9.0);
+        assert_eq!(out.shape, vec![3, 3]);
+        assert_eq!(out.data, vec![1.0, 2.0, 9.0, 9.0, 9.0, 9.0, 3.0, 4.0, 9.0]);
     }
 }

@@ -11,20 +11,22 @@ use cnnsplitter::Model;
 use cnnsplitter::decode::{decode, random_keep_masks, zero_removed_inputs};
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::model::count::count;
-use cnnsplitter::model::description::LayerKind;
+use cnnsplitter::model::description::{LayerKind, ModelDescription};
 use common::*;
 
-/// For each consumer layer, the removed input channels (and positions per channel for linear
-/// layers), read from the channel groups.
-fn removed_inputs(groups: &ChannelGroups, masks: &[Vec<bool>]) -> HashMap<usize, (Vec<usize>, usize)> {
+/// For each consumer layer (a convolution other than a depthwise one, or a linear layer), the
+/// removed input channels (and positions per channel for linear layers), read from the layouts.
+fn removed_inputs(
+    desc: &ModelDescription,
+    groups: &ChannelGroups,
+    masks: &[Vec<bool>],
+) -> HashMap<usize, (Vec<usize>, usize)> {
     let mut zero = HashMap::new();
-    for (group, mask) in groups.groups.iter().zip(masks) {
-        let removed: Vec<usize> = (0..mask.len()).filter(|&c| !mask[c]).collect();
-        for &layer in &group.conv_consumers {
-            zero.insert(layer, (removed.clone(), 1));
-        }
-        for &(layer, positions) in &group.linear_consumers {
-            zero.insert(layer, (removed.clone(), positions));
+    for (layer, channels) in groups.layers.iter().enumerate() {
+        let consumer = matches!(desc.layers[layer].kind, LayerKind::Conv2d { .. } | LayerKind::Linear { .. });
+        let removed = channels.input.removed(masks);
+        if consumer && !channels.depthwise && !removed.is_empty() {
+            zero.insert(layer, (removed, channels.flat_positions.unwrap_or(1)));
         }
     }
     zero
@@ -59,15 +61,22 @@ fn check_random_masks(arch: &str, input: [usize; 3], seed: u64, naive_images: us
 
         // The module is physically smaller: every conv keeps exactly its group's kept count.
         for (i, layer) in module.description.layers.iter().enumerate() {
-            if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) = (&layer.kind, groups.layers[i].output) {
+            if let (LayerKind::Conv2d { out_channels, .. }, Some(g)) =
+                (&layer.kind, groups.layers[i].output.single_group())
+            {
                 assert_eq!(*out_channels, masks[g].iter().filter(|k| **k).count(), "{arch} {}", layer.name);
             }
         }
 
         let images = random_images(naive_images, input, seed + 7);
         let got = burn_logits(&module, &images, naive_images);
-        let want =
-            naive_logits(&model.description, &model.weights, &images, naive_images, &removed_inputs(&groups, &masks));
+        let want = naive_logits(
+            &model.description,
+            &model.weights,
+            &images,
+            naive_images,
+            &removed_inputs(&model.description, &groups, &masks),
+        );
         let err = relative_error(&got, &want);
         assert!(err <= 1e-5, "{arch} keep {keep}: decoded vs naive masked original, relative error {err}");
 
@@ -274,7 +283,7 @@ fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
         // Depthwise layers stay depthwise at the kept width.
         for name in ["dw", "dw2"] {
             let i = module.description.layer_index(name).unwrap();
-            let g = groups.layers[i].output.unwrap();
+            let g = groups.layers[i].output.single_group().unwrap();
             let kept = masks[g].iter().filter(|k| **k).count();
             let LayerKind::Conv2d { out_channels, groups: conv_groups, .. } = module.description.layers[i].kind else {
                 panic!("{name} is a convolution")
@@ -282,7 +291,7 @@ fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
             assert_eq!((out_channels, conv_groups), (kept, kept), "{name}");
         }
         let got = burn_logits(&module, &images, 3);
-        let want = naive_logits(desc, &model.weights, &images, 3, &removed_inputs(&groups, &masks));
+        let want = naive_logits(desc, &model.weights, &images, 3, &removed_inputs(&model.description, &groups, &masks));
         let err = relative_error(&got, &want);
         assert!(err <= 1e-5, "keep {keep}: decoded vs naive masked original, relative error {err}");
         let reference = zero_removed_inputs(&model, &masks).unwrap();
@@ -291,7 +300,7 @@ fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
         // MACs: a depthwise kernel reads one channel, a grouped one a quarter.
         let c = count(&module.description).unwrap();
         let dw = &c.layers[module.description.layer_index("dw").unwrap()];
-        let k = masks[groups.layers[module.description.layer_index("dw").unwrap()].output.unwrap()]
+        let k = masks[groups.layers[module.description.layer_index("dw").unwrap()].output.single_group().unwrap()]
             .iter()
             .filter(|k| **k)
             .count();
@@ -301,28 +310,106 @@ fn depthwise_grouped_and_padded_layers_decode_to_the_masked_original() {
 }
 
 #[test]
-fn a_channel_concat_runs_and_its_channels_stay_out_of_the_search() {
+fn channel_concats_decode_to_the_masked_original() {
     let model = random_model_of(concat_net(), 6);
     let desc = &model.description;
     let images = random_images(3, desc.input, 7);
     let plain = HashMap::new();
     let err = relative_error(&burn_logits(&model, &images, 3), &naive_logits(desc, &model.weights, &images, 3, &plain));
     assert!(err <= 1e-5, "burn vs naive forward: relative error {err}");
+
+    // Every conv's channels are cut: the depthwise conv over the joined channels produces both
+    // joined groups, and nothing is left out.
     let groups = ChannelGroups::derive(desc).unwrap();
     let labels: Vec<String> = (0..groups.groups.len()).map(|g| groups.group_label(desc, g)).collect();
-    assert_eq!(labels, ["mix", "head"], "stem and grow feed the concat: left out");
-    assert_eq!(groups.uncut.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [desc.layer_index("join").unwrap()]);
+    assert_eq!(labels, ["stem+dw", "grow+dw", "mix", "head"]);
+    assert!(groups.uncut.is_empty(), "{:?}", groups.uncut);
+    assert_eq!(decode(&model, &groups.keep_all()).unwrap(), model, "all-ones masks give the original");
+
+    let [stem, grow, mix, head] = [0, 1, 2, 3];
+    let layer = |name: &str| desc.layer_index(name).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(8);
     for keep in [0.3, 0.6] {
         let masks = random_keep_masks(&groups, keep, &mut rng);
         let module = decode(&model, &masks).unwrap();
-        let want = naive_logits(desc, &model.weights, &images, 3, &removed_inputs(&groups, &masks));
-        let err = relative_error(&burn_logits(&module, &images, 3), &want);
+        let kept = |g: usize| masks[g].iter().filter(|k| **k).count();
+
+        // The removed input channels of every consumer, by hand from the joins' channel order:
+        // [grow, stem] at `mix`, [mix, grow, stem] at `head`, [head, mix, grow, stem] x 25 at `fc`.
+        let removed = |order: &[usize]| {
+            let mut out = Vec::new();
+            let mut offset = 0;
+            for &g in order {
+                out.extend((0..masks[g].len()).filter(|&c| !masks[g][c]).map(|c| offset + c));
+                offset += masks[g].len();
+            }
+            out
+        };
+        let by_hand: HashMap<usize, (Vec<usize>, usize)> = [
+            (layer("grow"), (removed(&[stem]), 1)),
+            (layer("mix"), (removed(&[grow, stem]), 1)),
+            (layer("head"), (removed(&[mix, grow, stem]), 1)),
+            (layer("fc"), (removed(&[head, mix, grow, stem]), 25)),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(removed_inputs(desc, &groups, &masks), by_hand, "keep {keep}");
+
+        // The module is smaller where the spans are: the depthwise conv keeps both groups' kept.
+        let LayerKind::Conv2d { out_channels, groups: conv_groups, .. } = module.description.layers[layer("dw")].kind
+        else {
+            panic!("dw is a convolution")
+        };
+        assert_eq!((out_channels, conv_groups), (kept(grow) + kept(stem), kept(grow) + kept(stem)));
+
+        let got = burn_logits(&module, &images, 3);
+        let want = naive_logits(desc, &model.weights, &images, 3, &by_hand);
+        let err = relative_error(&got, &want);
         assert!(err <= 1e-5, "keep {keep}: decoded vs naive masked original, relative error {err}");
+        let reference = zero_removed_inputs(&model, &masks).unwrap();
+        let err = relative_error(&got, &burn_logits(&reference, &images, 3));
+        assert!(err <= 1e-5, "keep {keep}: decoded vs zeroed-weights original, relative error {err}");
+
+        // Padding every group to a multiple of 8 through the joins leaves the outputs unchanged.
+        let padded = cnnsplitter::decode::pad_channels(&module, 8).unwrap();
+        assert!(ChannelGroups::derive(&padded.description).unwrap().groups.iter().all(|g| g.width % 8 == 0));
+        let err = relative_error(&burn_logits(&padded, &images, 3), &got);
+        assert!(err <= 1e-5, "keep {keep}: padded vs module, relative error {err}");
     }
-    // A concat that names no earlier layer is refused, naming itself and the name.
+}
+
+#[test]
+fn an_add_of_differently_joined_channels_is_left_out_and_named() {
+    // `res` adds [grow, stem] to a plain 14-channel conv: same shape, different spans.
+    let mut desc = concat_net();
+    let dw = desc.layer_index("dw").unwrap();
+    desc.layers[dw].kind = LayerKind::conv(14, 3, 1);
+    let groups = ChannelGroups::derive(&desc).unwrap();
+    let labels: Vec<String> = (0..groups.groups.len()).map(|g| groups.group_label(&desc, g)).collect();
+    assert_eq!(labels, ["mix", "head"], "stem, grow and dw meet at the add: left out");
+    let res = desc.layer_index("res").unwrap();
+    assert_eq!(groups.uncut.iter().map(|(l, _)| *l).collect::<Vec<_>>(), [res]);
+    assert!(groups.uncut[0].1.contains("joined differently"), "{}", groups.uncut[0].1);
+    let model = random_model_of(desc, 9);
+    let images = random_images(2, model.description.input, 10);
+    let masks = random_keep_masks(&groups, 0.5, &mut ChaCha8Rng::seed_from_u64(11));
+    let module = decode(&model, &masks).unwrap();
+    let want = naive_logits(
+        &model.description,
+        &model.weights,
+        &images,
+        2,
+        &removed_inputs(&model.description, &groups, &masks),
+    );
+    let err = relative_error(&burn_logits(&module, &images, 2), &want);
+    assert!(err <= 1e-5, "decoded vs naive masked original, relative error {err}");
+}
+
+#[test]
+fn a_concat_naming_no_earlier_layer_is_refused() {
     let mut bad = concat_net();
-    bad.layers[5].kind = LayerKind::Concat { from: vec!["nothing".into()] };
+    let join = bad.layer_index("join").unwrap();
+    bad.layers[join].kind = LayerKind::Concat { from: vec!["nothing".into()] };
     let e = cnnsplitter::model::shape::infer_shapes(&bad).unwrap_err().to_string();
     assert!(e.contains("join") && e.contains("`nothing`, which is not an earlier layer"), "{e}");
 }

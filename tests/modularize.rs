@@ -141,8 +141,8 @@ fn ga_operators_cross_over_at_one_point_and_mutate_the_set_share() {
     assert!((800..1200).contains(&flips), "{flips}");
 }
 
-/// A small model trained on 5 synthetic classes, and its data selection.
-fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
+/// 5 synthetic classes (2000 training images), as a data selection written under `dir`.
+fn tiny_data(dir: &Path) -> DataSelection {
     let toml = dir.join("tiny.toml");
     std::fs::write(
         &toml,
@@ -150,12 +150,12 @@ fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
          classes = [0, 2, 3, 6, 8]\n[split]\nmode = \"official\"\nval = 0.2\nseed = 0\n",
     )
     .unwrap();
-    let data = DataSelection {
-        dataset: toml.to_string_lossy().into_owned(),
-        tc: None,
-        data_dir: None,
-        limits: Default::default(),
-    };
+    DataSelection { dataset: toml.to_string_lossy().into_owned(), tc: None, data_dir: None, limits: Default::default() }
+}
+
+/// A small model trained on [`tiny_data`], and its data selection.
+fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
+    let data = tiny_data(dir);
     let o = Overrides { epochs: Some(5), lr: Some(0.02), batch: Some(32) };
     let config =
         TrainConfig::new("simcnn-weak@0.25", Recipe::Simple, &data, &o, 3, rayon::current_num_threads()).unwrap();
@@ -614,4 +614,55 @@ fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole(
             }
         }
     }
+}
+
+/// A network with channel concats (a depthwise conv and a residual add over joined channels, a
+/// concat of concats, a flattened join) modularizes end to end: every module is smaller, its
+/// kept kernels of the depthwise conv over the join are the two joined groups' kept kernels, and
+/// the modules' composed accuracy equals running them.
+#[test]
+fn a_network_with_channel_concats_modularizes_end_to_end() {
+    use cnnsplitter::model::description::LayerKind;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tiny_data(tmp.path());
+    let mut desc = common::concat_net();
+    desc.input = [3, 32, 32];
+    desc.classes = 5;
+    let fc = desc.layer_index("fc").unwrap();
+    desc.layers[fc].kind = LayerKind::linear(5);
+    let model = common::random_model_of(desc, 31);
+    let model_dir = tmp.path().join("concat");
+    model.save(&model_dir).unwrap();
+    let engine = BurnEngine::default();
+    let out = tmp.path().join("m");
+    let summary = run(Some(config(&model_dir, &data, 2)), &out, &engine, None, &Silent).unwrap().unwrap();
+    assert!(summary.kernel_reduction > 0.0, "{summary:?}");
+
+    let loaded = data.load().unwrap();
+    let images = loaded.normalization.images(&loaded.val);
+    let n = loaded.val.len();
+    let mut vectors = Vec::new();
+    for c in 0..5 {
+        let module = Model::load(&out.join(format!("modules/class_{c:02}"))).unwrap();
+        let keep: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("modules/class_{c:02}/keep.json"))).unwrap(),
+        )
+        .unwrap();
+        let kept = |name: &str| -> Vec<usize> {
+            let rows = keep["kept"].as_array().unwrap();
+            let row = rows.iter().find(|r| r[0] == name).unwrap();
+            row[1].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+        };
+        // `dw` reads [grow 6, stem 8]: its kept kernels are grow's, then stem's shifted by 6.
+        let by_hand: Vec<usize> = kept("grow").into_iter().chain(kept("stem").into_iter().map(|k| k + 6)).collect();
+        assert_eq!(kept("dw"), by_hand, "class {c}");
+        let dw = module.description.layer_index("dw").unwrap();
+        let LayerKind::Conv2d { out_channels, .. } = module.description.layers[dw].kind else { panic!("a conv") };
+        assert_eq!(out_channels, by_hand.len());
+        let logits = engine.prepare(&module).unwrap().logits(&images, n, 64).unwrap();
+        vectors.push(logits.chunks(5).map(|r| r[c]).collect::<Vec<f32>>());
+    }
+    let refs: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
+    let running = composed_accuracy(&refs, &loaded.val.labels);
+    assert!((running - summary.composed_accuracy.validation).abs() < 1e-12);
 }

@@ -6,11 +6,13 @@
 //! channels of its two operands, so the convolutions feeding it form one group and share one
 //! keep-mask. A depthwise convolution (groups = input channels = kernels) maps channel `c` to
 //! channel `c`, so its input and output are one group: removing a channel removes it on both
-//! sides. A grouped convolution with 1 < groups < channels must keep its groups equal in size;
-//! its input and output channels stay out of the search ([`ChannelGroups::uncut`] says which). A
-//! group is *cuttable* unless it contains the image channels, a linear layer's outputs, the logits,
-//! a grouped convolution's channels or a channel concat's (a concat's inputs and output are left
-//! out of the search for now, and named in [`ChannelGroups::uncut`]).
+//! sides. A channel concat lays its operands' channels side by side: each keeps its group, at
+//! its own range of the output ([`ChannelLayout`]), so a consumer after a concat reads several
+//! groups at their offsets. A grouped convolution with 1 < groups < channels must keep its groups
+//! equal in size; its input and output channels stay out of the search, as do the channels of a
+//! residual add whose two sides are joined differently ([`ChannelGroups::uncut`] names both). A
+//! group is *cuttable* unless it contains the image channels, a linear layer's outputs, the logits
+//! or channels left out as above.
 
 use crate::error::Result;
 use crate::model::description::{LayerKind, ModelDescription, Source};
@@ -21,24 +23,83 @@ use crate::model::shape::{ActShape, LayerShape, infer_shapes};
 pub struct ChannelGroup {
     /// Number of channels (every producer's `out_channels`).
     pub width: usize,
-    /// Convolution layers whose output channels are these channels, in layer order.
+    /// Convolution layers whose output channels include these channels, in layer order (a
+    /// depthwise convolution over a concat produces a span of several groups).
     pub producers: Vec<usize>,
-    /// BatchNorm layers that normalise these channels.
-    pub norms: Vec<usize>,
-    /// Convolution layers that read these channels as input channels.
-    pub conv_consumers: Vec<usize>,
-    /// Linear layers that read these channels flattened, with the positions per channel (H·W).
-    pub linear_consumers: Vec<(usize, usize)>,
+}
+
+/// A run of consecutive channels along a tensor's channel axis (or, flattened, of column blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelSpan {
+    /// The cuttable group these channels are, or `None` when they are never cut.
+    pub group: Option<usize>,
+    /// Number of channels.
+    pub width: usize,
+}
+
+/// The channel axis of one activation as spans in order: one span for a convolution's output,
+/// one per operand after a channel concat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChannelLayout {
+    /// The spans, in channel order.
+    pub spans: Vec<ChannelSpan>,
+}
+
+impl ChannelLayout {
+    /// The group when the whole axis is one cuttable group.
+    pub fn single_group(&self) -> Option<usize> {
+        match self.spans.as_slice() {
+            [span] => span.group,
+            _ => None,
+        }
+    }
+
+    /// Whether any span is cuttable.
+    pub fn is_cut(&self) -> bool {
+        self.spans.iter().any(|s| s.group.is_some())
+    }
+
+    /// Total number of channels.
+    pub fn width(&self) -> usize {
+        self.spans.iter().map(|s| s.width).sum()
+    }
+
+    /// The channels kept when group `g` keeps the channels `kept[g]` (ascending), in order.
+    pub fn kept(&self, kept: &[Vec<usize>]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.width());
+        let mut offset = 0;
+        for span in &self.spans {
+            match span.group {
+                Some(g) => out.extend(kept[g].iter().map(|&c| offset + c)),
+                None => out.extend(offset..offset + span.width),
+            }
+            offset += span.width;
+        }
+        out
+    }
+
+    /// The channels removed when group `g` keeps the channels where `masks[g]` is true.
+    pub fn removed(&self, masks: &[Vec<bool>]) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for span in &self.spans {
+            if let Some(g) = span.group {
+                out.extend((0..span.width).filter(|&c| !masks[g][c]).map(|c| offset + c));
+            }
+            offset += span.width;
+        }
+        out
+    }
 }
 
 /// How one layer's tensors relate to the cuttable groups.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LayerChannels {
-    /// Cuttable group of the layer's input channels (for a linear layer: of the flattened map).
-    pub input: Option<usize>,
-    /// Cuttable group of the layer's output channels.
-    pub output: Option<usize>,
-    /// For a linear layer reading a flattened group: positions per channel (H·W).
+    /// The layer's input channels (for a linear layer: the flattened map's channels).
+    pub input: ChannelLayout,
+    /// The layer's output channels (a linear layer's outputs: one uncut span).
+    pub output: ChannelLayout,
+    /// For a linear layer reading a flattened map: positions per channel (H·W).
     pub flat_positions: Option<usize>,
     /// A depthwise convolution: its weight `[C, 1, kh, kw]` follows `output` along axis 0 only.
     pub depthwise: bool,
@@ -51,16 +112,23 @@ pub struct ChannelGroups {
     pub groups: Vec<ChannelGroup>,
     /// One entry per layer of the description.
     pub layers: Vec<LayerChannels>,
-    /// Grouped convolutions (1 < groups < channels) and channel concats whose channels stay out
-    /// of the search, with why.
+    /// Layers whose channels stay out of the search (grouped convolutions with
+    /// 1 < groups < channels, residual adds of differently joined channels), with why.
     pub uncut: Vec<(usize, String)>,
 }
 
-/// The channel identity of an activation: a union-find node, and H·W when flattened.
-#[derive(Debug, Clone, Copy)]
+/// The channel identity of an activation: union-find nodes with their widths, in channel order,
+/// and H·W when flattened.
+#[derive(Debug, Clone)]
 struct Channels {
-    node: usize,
+    spans: Vec<(usize, usize)>,
     flat_positions: Option<usize>,
+}
+
+impl Channels {
+    fn new(node: usize, width: usize) -> Self {
+        Channels { spans: vec![(node, width)], flat_positions: None }
+    }
 }
 
 struct UnionFind {
@@ -96,6 +164,12 @@ impl UnionFind {
         let r = self.find(a);
         self.fixed[r] = true;
     }
+
+    fn fix_all(&mut self, c: &Channels) {
+        for &(node, _) in &c.spans {
+            self.fix(node);
+        }
+    }
 }
 
 /// Whether layer `i` is a depthwise convolution: groups = input channels = kernels > 1.
@@ -113,21 +187,22 @@ impl ChannelGroups {
     pub fn derive(desc: &ModelDescription) -> Result<Self> {
         let shapes = infer_shapes(desc)?;
         let mut uf = UnionFind { parent: Vec::new(), fixed: Vec::new() };
-        let image = Channels { node: uf.add(true), flat_positions: None };
+        let image = Channels::new(uf.add(true), desc.input[0]);
         let mut outputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut inputs: Vec<Channels> = Vec::with_capacity(desc.layers.len());
         let mut uncut = Vec::new();
         let depthwise: Vec<bool> = (0..desc.layers.len()).map(|i| is_depthwise(desc, &shapes, i)).collect();
         for (i, layer) in desc.layers.iter().enumerate() {
             let input = match desc.source(i).expect("validated") {
-                Source::Image => image,
-                Source::Layer(j) => outputs[j],
+                Source::Image => image.clone(),
+                Source::Layer(j) => outputs[j].clone(),
             };
             let output = match &layer.kind {
-                LayerKind::Conv2d { groups: 1, .. } => Channels { node: uf.add(false), flat_positions: None },
-                LayerKind::Conv2d { .. } if depthwise[i] => input,
-                LayerKind::Conv2d { groups, .. } => {
-                    uf.fix(input.node);
+                LayerKind::Conv2d { groups: 1, out_channels, .. } => Channels::new(uf.add(false), *out_channels),
+                // Channel c in, channel c out: the same spans.
+                LayerKind::Conv2d { .. } if depthwise[i] => input.clone(),
+                LayerKind::Conv2d { groups, out_channels, .. } => {
+                    uf.fix_all(&input);
                     uncut.push((
                         i,
                         format!(
@@ -135,34 +210,41 @@ impl ChannelGroups {
                              the search, since removing them would make its groups unequal"
                         ),
                     ));
-                    Channels { node: uf.add(true), flat_positions: None }
+                    Channels::new(uf.add(true), *out_channels)
                 }
-                LayerKind::Linear { .. } => Channels { node: uf.add(true), flat_positions: None },
+                LayerKind::Linear { out_features, .. } => Channels::new(uf.add(true), *out_features),
                 LayerKind::Concat { .. } => {
-                    // Not cut yet: its operands' channels and its output stay out of the search.
-                    uf.fix(input.node);
+                    // Each operand's spans keep their groups, at their own range of the output.
+                    let mut joined = input.clone();
                     for j in desc.concat_operands(i).expect("validated") {
-                        uf.fix(outputs[j].node);
+                        joined.spans.extend(outputs[j].spans.iter().copied());
                     }
-                    uncut.push((
-                        i,
-                        "channel concat: the channels it joins are left out of the search (cutting through a \
-                         concat is not built yet)"
-                            .to_string(),
-                    ));
-                    Channels { node: uf.add(true), flat_positions: None }
+                    joined
                 }
                 LayerKind::Flatten => {
                     let ActShape::Map([_, h, w]) = shapes[i].input else { unreachable!("validated") };
-                    Channels { node: input.node, flat_positions: Some(h * w) }
+                    Channels { spans: input.spans.clone(), flat_positions: Some(h * w) }
                 }
                 LayerKind::Add { .. } => {
-                    let other = outputs[desc.add_operand(i).expect("validated")];
-                    uf.union(input.node, other.node);
-                    if input.flat_positions != other.flat_positions {
-                        uf.fix(input.node);
+                    let other = &outputs[desc.add_operand(i).expect("validated")];
+                    let same_spans = input.spans.len() == other.spans.len()
+                        && input.spans.iter().zip(&other.spans).all(|(a, b)| a.1 == b.1)
+                        && input.flat_positions == other.flat_positions;
+                    if same_spans {
+                        for (a, b) in input.spans.iter().zip(&other.spans) {
+                            uf.union(a.0, b.0);
+                        }
+                    } else {
+                        uf.fix_all(&input);
+                        uf.fix_all(other);
+                        uncut.push((
+                            i,
+                            "residual add of channels joined differently on its two sides: they are left out of \
+                             the search"
+                                .to_string(),
+                        ));
                     }
-                    input
+                    input.clone()
                 }
                 LayerKind::BatchNorm2d { .. }
                 | LayerKind::Relu
@@ -170,79 +252,51 @@ impl ChannelGroups {
                 | LayerKind::MaxPool2d { .. }
                 | LayerKind::AvgPool2d { .. }
                 | LayerKind::GlobalAvgPool
-                | LayerKind::Dropout { .. } => input,
+                | LayerKind::Dropout { .. } => input.clone(),
             };
             inputs.push(input);
             outputs.push(output);
         }
         // The logits are never cut.
-        uf.fix(outputs[outputs.len() - 1].node);
+        uf.fix_all(&outputs[outputs.len() - 1]);
 
         // Number the cuttable roots in order of their first producer.
         let mut index_of_root: Vec<Option<usize>> = vec![None; uf.parent.len()];
         let mut groups: Vec<ChannelGroup> = Vec::new();
         for (i, layer) in desc.layers.iter().enumerate() {
-            if let LayerKind::Conv2d { out_channels, .. } = layer.kind {
-                let root = uf.find(outputs[i].node);
-                if !uf.fixed[root] && index_of_root[root].is_none() {
-                    index_of_root[root] = Some(groups.len());
-                    groups.push(ChannelGroup {
-                        width: out_channels,
-                        producers: Vec::new(),
-                        norms: Vec::new(),
-                        conv_consumers: Vec::new(),
-                        linear_consumers: Vec::new(),
-                    });
+            if matches!(layer.kind, LayerKind::Conv2d { .. }) {
+                for &(node, width) in &outputs[i].spans {
+                    let root = uf.find(node);
+                    if !uf.fixed[root] && index_of_root[root].is_none() {
+                        index_of_root[root] = Some(groups.len());
+                        groups.push(ChannelGroup { width, producers: Vec::new() });
+                    }
                 }
             }
         }
-        let mut group_of = |c: Channels| {
-            let root = uf.find(c.node);
-            index_of_root[root]
+        let mut layout_of = |c: &Channels| ChannelLayout {
+            spans: c
+                .spans
+                .iter()
+                .map(|&(node, width)| ChannelSpan { group: index_of_root[uf.find(node)], width })
+                .collect(),
         };
         let mut layers = Vec::with_capacity(desc.layers.len());
         for (i, layer) in desc.layers.iter().enumerate() {
-            let input = group_of(inputs[i]);
-            let output = group_of(outputs[i]);
-            let mut channels = LayerChannels::default();
-            match &layer.kind {
-                LayerKind::Conv2d { .. } if depthwise[i] => {
-                    // Channel c in, channel c out: its kernels follow the group as a producer's
-                    // do, and it reads no other channel to cut.
-                    channels.output = output;
-                    channels.depthwise = true;
-                    if let Some(g) = output {
+            let channels = LayerChannels {
+                input: layout_of(&inputs[i]),
+                output: layout_of(&outputs[i]),
+                flat_positions: match layer.kind {
+                    LayerKind::Linear { .. } => inputs[i].flat_positions,
+                    _ => None,
+                },
+                depthwise: depthwise[i],
+            };
+            if matches!(layer.kind, LayerKind::Conv2d { .. }) {
+                for span in &channels.output.spans {
+                    if let Some(g) = span.group {
                         groups[g].producers.push(i);
                     }
-                }
-                LayerKind::Conv2d { .. } => {
-                    channels.input = input;
-                    channels.output = output;
-                    if let Some(g) = output {
-                        groups[g].producers.push(i);
-                    }
-                    if let Some(g) = input {
-                        groups[g].conv_consumers.push(i);
-                    }
-                }
-                LayerKind::BatchNorm2d { .. } => {
-                    channels.input = input;
-                    channels.output = input;
-                    if let Some(g) = input {
-                        groups[g].norms.push(i);
-                    }
-                }
-                LayerKind::Linear { .. } => {
-                    channels.input = input;
-                    if let Some(g) = input {
-                        let positions = inputs[i].flat_positions.expect("a linear layer reads a vector");
-                        channels.flat_positions = Some(positions);
-                        groups[g].linear_consumers.push((i, positions));
-                    }
-                }
-                _ => {
-                    channels.input = input;
-                    channels.output = output;
                 }
             }
             layers.push(channels);

@@ -94,7 +94,7 @@ pub fn representative_layers(model: &Model, groups: &ChannelGroups) -> Vec<usize
         .iter()
         .enumerate()
         .map(|(g, group)| {
-            let in_group = |i: usize| groups.layers[i].output == Some(g);
+            let in_group = |i: usize| groups.layers[i].output.single_group() == Some(g);
             let last_add = (0..desc.layers.len())
                 .rev()
                 .find(|&i| in_group(i) && matches!(desc.layers[i].kind, LayerKind::Add { .. }));

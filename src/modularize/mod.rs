@@ -541,16 +541,11 @@ fn finish(
         test_vectors.push(own(&test_images, data.test.len())?);
         let dir = out.module(c);
         module.save(&dir)?;
+        let kept_per_group = masks.kept_per_group();
         let kept = conv_names
             .iter()
-            .map(|(i, name)| {
-                let kept = match decoder.groups().layers[*i].output {
-                    Some(g) => masks.kept(g),
-                    None => (0..model.weights.get(&format!("{name}.weight"))?.shape[0]).collect(),
-                };
-                Ok((name.clone(), kept))
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|(i, name)| (name.clone(), decoder.groups().layers[*i].output.kept(&kept_per_group)))
+            .collect();
         let record = KeepRecord {
             class: c,
             genome: (0..genome.len()).map(|i| if genome.get(i) { '1' } else { '0' }).collect(),

@@ -342,23 +342,41 @@ pub fn depthwise_net() -> ModelDescription {
     ModelDescription { name: "depthwise-net".into(), input: [3, 12, 12], classes: 5, layers }
 }
 
-/// A DenseNet-style join: a conv's output concatenated with the stem's, then a 1x1 conv that
-/// reads both (the concat's channels stay out of the search; the 1x1 conv's do not).
+/// DenseNet-style joins: a conv's output concatenated with the stem's, normalised, run through
+/// a depthwise conv and a residual add over the joined channels, read by a 1x1 conv, joined again
+/// twice (a concat of concats) and flattened into the classifier.
 pub fn concat_net() -> ModelDescription {
     use cnnsplitter::model::description::Layer;
     let l = Layer::new;
+    let depthwise = |c: usize| LayerKind::Conv2d {
+        out_channels: c,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        bias: true,
+        groups: c,
+    };
     let layers = vec![
         l("stem", LayerKind::conv(8, 3, 1)),
         l("stem_bn", LayerKind::batch_norm()),
         l("stem_act", LayerKind::Relu),
         l("grow", LayerKind::conv(6, 3, 1)),
         l("grow_act", LayerKind::Relu),
+        // [grow 6, stem 8]
         l("join", LayerKind::Concat { from: vec!["stem_act".into()] }),
+        l("join_bn", LayerKind::batch_norm()),
+        l("join_act", LayerKind::Relu6),
+        l("dw", depthwise(14)),
+        l("res", LayerKind::Add { from: "join_act".into() }),
         l("mix", LayerKind::conv(10, 1, 0)),
         l("mix_act", LayerKind::Relu),
+        // [mix 10, grow 6, stem 8]
+        l("join2", LayerKind::Concat { from: vec!["res".into()] }),
         l("pool", LayerKind::MaxPool2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }),
         l("head", LayerKind::conv(12, 3, 1)),
-        l("gap", LayerKind::GlobalAvgPool),
+        l("head_act", LayerKind::Relu),
+        // [head 12, mix 10, grow 6, stem 8] at 5x5
+        l("join3", LayerKind::Concat { from: vec!["pool".into()] }),
         l("flat", LayerKind::Flatten),
         l("fc", LayerKind::linear(4)),
     ];
