@@ -131,38 +131,56 @@ pub fn infer(
     })
 }
 
-/// Runs `modules` decoded random sub-networks of `arch` (about `keep` of each layer's kernels)
-/// over `images` random images each, in chunks of 256: the forward work of one generation of the
-/// original genetic search. Timed as the median of `max(1, iters / 2)` runs after one warm-up.
-/// `pack` sub-networks share one prepared model (one ONNX Runtime session).
+/// Random sub-networks of one model, as `bench modules` runs them.
+pub struct RandomModules {
+    /// The full model (random weights).
+    pub model: Model,
+    /// The decoded sub-networks.
+    pub modules: Vec<Model>,
+    /// Target share of kernels kept per layer.
+    pub keep: f64,
+    /// Mean share of the full model's MACs that a sub-network costs.
+    pub mean_mac_share: f64,
+}
+
+/// Decodes `n` random sub-networks of `arch` (3x32x32 input, 10 classes, random weights),
+/// each keeping about `keep` of every channel group's kernels ([`random_keep_masks`]).
+pub fn random_modules(arch: &str, n: usize, keep: f64, seed: u64, progress: &dyn Progress) -> Result<RandomModules> {
+    let model = Model::init(arch, [3, 32, 32], 10, seed)?;
+    let full_macs = count(&model.description)?.macs as f64;
+    let groups = ChannelGroups::derive(&model.description)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    progress.start("decoding sub-networks", n as u64);
+    let mut modules = Vec::with_capacity(n);
+    let mut mac_share = 0.0;
+    for _ in 0..n {
+        let masks = random_keep_masks(&groups, keep, &mut rng);
+        let module = decode(&model, &masks)?;
+        mac_share += count(&module.description)?.macs as f64 / full_macs;
+        modules.push(module);
+        progress.advance(1);
+    }
+    progress.finish();
+    Ok(RandomModules { model, modules, keep, mean_mac_share: mac_share / n.max(1) as f64 })
+}
+
+/// Runs the sub-networks of `random` over `images` random images each, in chunks of 256: the
+/// forward work of one generation of the original genetic search. Timed as the median of
+/// `max(1, iters / 2)` runs after one warm-up. `pack` sub-networks share one prepared model (one
+/// ONNX Runtime session).
 #[allow(clippy::too_many_arguments)]
 pub fn modules(
     engine: &dyn Engine,
-    arch: &str,
-    modules: usize,
+    random: &RandomModules,
     images: usize,
-    keep: f64,
     iters: usize,
     pack: usize,
     threads: usize,
     seed: u64,
     progress: &dyn Progress,
 ) -> Result<ModulesReport> {
-    let model = Model::init(arch, [3, 32, 32], 10, seed)?;
-    let full_macs = count(&model.description)?.macs as f64;
-    let groups = ChannelGroups::derive(&model.description)?;
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    progress.start("decoding sub-networks", modules as u64);
-    let mut decoded = Vec::with_capacity(modules);
-    let mut mac_share = 0.0;
-    for _ in 0..modules {
-        let masks = random_keep_masks(&groups, keep, &mut rng);
-        let module = decode(&model, &masks)?;
-        mac_share += count(&module.description)?.macs as f64 / full_macs;
-        decoded.push(module);
-        progress.advance(1);
-    }
-    progress.finish();
+    let RandomModules { model, modules: decoded, keep, mean_mac_share } = random;
+    let modules = decoded.len();
     let pack = pack.max(1);
     let t = Instant::now();
     let prepared = decoded
@@ -193,9 +211,9 @@ pub fn modules(
         threads,
         modules,
         images,
-        keep,
+        keep: *keep,
         pack,
-        mean_mac_share: mac_share / modules.max(1) as f64,
+        mean_mac_share: *mean_mac_share,
         median_s,
         prepare_s,
         module_images_per_s: (modules * images) as f64 / median_s,

@@ -1,5 +1,7 @@
 //! `cnnsplitter bench`: inference speed, mirroring ../shared/bench/torch_reference.py.
 
+use std::path::PathBuf;
+
 use anyhow::Result;
 use clap::{Args, Subcommand};
 
@@ -150,6 +152,13 @@ struct ModulesArgs {
     /// Inference engine: auto (ONNX Runtime when found, else burn), burn or ort.
     #[arg(long, value_parser = super::choice::<EngineChoice>(), default_value = "auto")]
     engine: EngineChoice,
+    /// Also write the sub-networks as model folders DIR/module_000, DIR/module_001, ... (so
+    /// another tool can run the same ones: scripts/bench_modules_torch.py); DIR must be new.
+    #[arg(long, value_name = "DIR")]
+    save_modules: Option<PathBuf>,
+    /// Replace DIR of --save-modules when it exists.
+    #[arg(long, requires = "save_modules")]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -284,12 +293,19 @@ fn pipeline(args: PipelineArgs, threads: usize) -> Result<()> {
 }
 
 fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
-    let ModulesArgs { arch, modules, images, keep, iters, pack, seed, json, engine } = args;
+    let ModulesArgs { arch, modules, images, keep, iters, pack, seed, json, engine, save_modules, force } = args;
     anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
     anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
+    let save = save_modules.as_deref().map(|dir| super::NewOutput::check(dir, force)).transpose()?;
     let engine = super::engine(engine, threads)?;
-    let r =
-        bench::modules(engine.as_ref(), &arch, modules, images, keep, iters, pack, threads, seed, &Bars::default())?;
+    let random = bench::random_modules(&arch, modules, keep, seed, &Bars::default())?;
+    if let (Some(save), Some(dir)) = (save, &save_modules) {
+        save.clear()?;
+        for (k, module) in random.modules.iter().enumerate() {
+            module.save(&dir.join(format!("module_{k:03}")))?;
+        }
+    }
+    let r = bench::modules(engine.as_ref(), &random, images, iters, pack, threads, seed, &Bars::default())?;
     report(json, &r, |r| {
         format!(
             "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \

@@ -156,6 +156,19 @@ fn run_driver(
     if options.wait || options.local_workers.is_some() {
         command.arg("--wait");
     }
+    // A local cluster puts its server folder (unless --server-dir) and its workers' sockets in
+    // the temporary folder and leaves them there: give it one of ours, removed when it ends.
+    let scratch = match options.local_workers {
+        Some(_) => {
+            let dir = tempfile::Builder::new()
+                .prefix("cnnsplitter-hq-")
+                .tempdir()
+                .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+            command.env("TMPDIR", dir.path());
+            Some(dir)
+        }
+        None => None,
+    };
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(log)
@@ -203,6 +216,7 @@ fn run_driver(
         }
     }
     let status = child.wait().map_err(|e| Error::io(driver, e))?;
+    drop(scratch);
     if job_id.is_some() && (finished || !options.wait) {
         progress.finish();
     }
