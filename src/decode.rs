@@ -125,7 +125,7 @@ impl<'a> Decoder<'a> {
         let kept = masks.kept_per_group();
         let new_desc = with_group_widths(desc, &self.groups, |g| kept[g].len());
         let select = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
-            layout.is_cut().then(|| layout.kept(&kept).into_iter().map(Some).collect())
+            layout.has_cuttable().then(|| layout.kept(&kept).into_iter().map(Some).collect())
         };
         let axes: Vec<(Option<Vec<Option<usize>>>, Option<Vec<Option<usize>>>)> =
             self.groups.layers.iter().map(|l| (select(&l.input), select(&l.output))).collect();
@@ -291,7 +291,7 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
     let new_desc = with_group_widths(desc, &groups, |g| padded[g]);
     // New channel i of a span takes old channel i, and the padding after it takes nothing.
     let spread = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
-        layout.is_cut().then(|| {
+        layout.has_cuttable().then(|| {
             let mut out = Vec::new();
             let mut offset = 0;
             for span in &layout.spans {
@@ -326,7 +326,7 @@ fn with_group_widths(
     for (i, layer) in new_desc.layers.iter_mut().enumerate() {
         let channels = &groups.layers[i];
         if let LayerKind::Conv2d { out_channels, groups: conv_groups, .. } = &mut layer.kind
-            && channels.output.is_cut()
+            && channels.output.has_cuttable()
         {
             *out_channels = channels.output.spans.iter().map(|s| s.group.map_or(s.width, &width)).sum();
             if channels.depthwise {

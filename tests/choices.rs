@@ -30,7 +30,7 @@ fn choice_names_are_the_serde_names_and_parse_back() {
     check::<EngineChoice>(3);
     check::<Rq>(3);
     check::<Preset>(2);
-    check::<InitKind>(2);
+    check::<InitKind>(3);
     check::<GroupingKind>(3);
     check::<RuleKind>(2);
     check::<Recipe>(3);

@@ -118,6 +118,35 @@ fn sensitivity_initialisation_drops_within_its_ranges_and_keeps_important_groups
     assert!((0.45..0.55).contains(&share), "{share}");
 }
 
+#[test]
+fn graded_initialisation_scales_individual_is_drops_by_its_rung() {
+    let (_, _, l) = layout("simcnn", GroupingKind::Importance);
+    let sensitive: Vec<bool> = (0..l.segments.len()).map(|s| s % 2 == 0).collect();
+    let size = 40;
+    let population = initial_population(&l, &sensitive, InitKind::Graded, size, &mut ChaCha8Rng::seed_from_u64(6));
+    for (i, g) in population.iter().enumerate() {
+        // Individual i drops (size − i) / size of a share in [0.1, 0.5] or [0.5, 0.9].
+        let strength = (size - i) as f64 / size as f64;
+        for (s, seg) in l.segments.iter().enumerate() {
+            let kept = (0..seg.groups).filter(|&j| g.get(seg.offset + j)).count();
+            let (lo, hi) = if sensitive[s] { (0.1, 0.5) } else { (0.5, 0.9) };
+            let keep =
+                |drop: f64| ((seg.groups as f64 * (1.0 - drop * strength)).round() as usize).clamp(1, seg.groups);
+            assert!(
+                kept >= keep(hi) && kept <= keep(lo),
+                "individual {i} segment {s}: kept {kept} of {}, expected {}..={}",
+                seg.groups,
+                keep(hi),
+                keep(lo)
+            );
+        }
+    }
+    // The first individual drops as the paper's initialisation does; the last keeps nearly all.
+    let share = |g: &Bits| g.count() as f64 / l.bits as f64;
+    assert!(share(&population[0]) < 0.6, "{}", share(&population[0]));
+    assert!(share(&population[size - 1]) > 0.95, "{}", share(&population[size - 1]));
+}
+
 fn genome(bits: usize, rng: &mut ChaCha8Rng) -> Bits {
     let mut g = Bits::zeros(bits);
     for i in 0..bits {

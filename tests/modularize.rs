@@ -666,3 +666,59 @@ fn a_network_with_channel_concats_modularizes_end_to_end() {
     let running = composed_accuracy(&refs, &loaded.val.labels);
     assert!((running - summary.composed_accuracy.validation).abs() < 1e-12);
 }
+
+/// A composed accuracy well below the model's is explained: near chance from the first
+/// generation points at the initial drops (and `--init graded`), a climbing search at more
+/// generations; within the sensitivity threshold nothing is said.
+#[test]
+fn a_shortfall_is_explained_with_its_likely_cause() {
+    use cnnsplitter::modularize::Summary;
+    use cnnsplitter::modularize::ga::InitKind;
+    use cnnsplitter::modularize::shortfall::shortfall;
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let write = |init: InitKind, first: f64| {
+        let mut c = config(Path::new("model"), &DataSelection::named("synthetic-s"), 20);
+        c.ga.init = init;
+        std::fs::write(dir.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
+        std::fs::create_dir_all(dir.join("search")).unwrap();
+        let record = GenerationRecord {
+            generation: 0,
+            best_fitness: 0.0,
+            accuracy: first,
+            diff: 0.5,
+            kernels: 100.0,
+            accuracy_weight: 0.9,
+            survivors: 50,
+            forward_passes: 30,
+            cache_hits: 0,
+            seconds: 1.0,
+        };
+        std::fs::write(dir.join("search/generations.jsonl"), serde_json::to_string(&record).unwrap() + "\n").unwrap();
+    };
+    let summary = |composed: f64| -> Summary {
+        serde_json::from_value(serde_json::json!({
+            "model": "m", "dataset": "d",
+            "model_accuracy": {"validation": 0.66, "test": 0.66},
+            "composed_accuracy": {"validation": composed, "test": composed},
+            "diff": 0.5, "kernels_per_module": [10, 10, 10, 10, 10], "macs_per_module": [1, 1, 1, 1, 1],
+            "mean_kernels": 10.0, "mean_macs": 1.0, "model_kernels": 20, "model_macs": 2,
+            "kernel_reduction": 0.5, "mac_reduction": 0.5, "generations": 20, "best_generation": 19,
+            "seconds_per_generation": 1.0, "forward_passes": 600, "cache_hits": 0, "engine": "burn"
+        }))
+        .unwrap()
+    };
+    // Chance is 0.2 for 5 classes: a first generation at 0.21 is near it.
+    write(InitKind::Sensitivity, 0.21);
+    let why = shortfall(dir, &summary(0.25)).unwrap().expect("0.41 below the model");
+    assert!(why.contains("0.250") && why.contains("0.410 below") && why.contains("--init graded"), "{why}");
+    assert!(why.contains("--init sensitivity"), "{why}");
+    write(InitKind::Graded, 0.21);
+    let why = shortfall(dir, &summary(0.25)).unwrap().unwrap();
+    assert!(why.contains("accuracy per class") && !why.contains("Start a new run"), "{why}");
+    write(InitKind::Sensitivity, 0.5);
+    let why = shortfall(dir, &summary(0.55)).unwrap().unwrap();
+    assert!(why.contains("still climbing (0.500 to 0.550 in 20 generations)"), "{why}");
+    // Within the threshold (0.05): nothing to say.
+    assert_eq!(shortfall(dir, &summary(0.62)).unwrap(), None);
+}

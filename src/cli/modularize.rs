@@ -207,5 +207,8 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         100.0 * s.mac_reduction
     );
     println!("modules and summary.json in {}", dir.display());
+    if let Some(why) = cnnsplitter::modularize::shortfall::shortfall(&dir, &s)? {
+        eprintln!("warning: {why}");
+    }
     Ok(())
 }

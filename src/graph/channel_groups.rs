@@ -21,7 +21,7 @@ use crate::model::shape::{ActShape, LayerShape, infer_shapes};
 /// One set of channels that must be kept or removed together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelGroup {
-    /// Number of channels (every producer's `out_channels`).
+    /// Number of channels.
     pub width: usize,
     /// Convolution layers whose output channels include these channels, in layer order (a
     /// depthwise convolution over a concat produces a span of several groups).
@@ -55,7 +55,7 @@ impl ChannelLayout {
     }
 
     /// Whether any span is cuttable.
-    pub fn is_cut(&self) -> bool {
+    pub fn has_cuttable(&self) -> bool {
         self.spans.iter().any(|s| s.group.is_some())
     }
 

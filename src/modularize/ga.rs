@@ -96,6 +96,11 @@ pub enum InitKind {
     Sensitivity,
     /// Every bit a fair coin.
     Random,
+    /// As `Sensitivity`, with individual `i` of `NI` dropping only `(NI − i) / NI` of the share
+    /// drawn: a ladder from the paper's drops down to nearly the whole model, so the search has
+    /// working modules to start from on networks where the paper's drops, compounded over many
+    /// layers, leave every first module at chance (MobileNetV2).
+    Graded,
 }
 
 /// Every setting of the genetic search.
@@ -201,7 +206,11 @@ pub fn initial_population(
     rng: &mut impl Rng,
 ) -> Vec<Bits> {
     (0..size)
-        .map(|_| {
+        .map(|i| {
+            let strength = match kind {
+                InitKind::Graded => (size - i) as f64 / size as f64,
+                _ => 1.0,
+            };
             let mut g = Bits::zeros(layout.bits);
             for (s, seg) in layout.segments.iter().enumerate() {
                 match kind {
@@ -210,12 +219,12 @@ pub fn initial_population(
                             g.set(seg.offset + j, rng.random::<bool>());
                         }
                     }
-                    InitKind::Sensitivity => {
+                    InitKind::Sensitivity | InitKind::Graded => {
                         let drop = if sensitive.get(s).copied().unwrap_or(true) {
                             rng.random_range(0.1..=0.5)
                         } else {
                             rng.random_range(0.5..=0.9)
-                        };
+                        } * strength;
                         let keep = ((seg.groups as f64 * (1.0 - drop)).round() as usize).clamp(1, seg.groups);
                         for j in weighted_sample(seg.groups, keep, rng) {
                             g.set(seg.offset + j, true);
@@ -365,5 +374,10 @@ impl crate::choice::Choice for InitKind {
             "per segment, drop a share drawn from [0.1, 0.5] (sensitive) or [0.5, 0.9] (insensitive), keeping important groups more often",
         ),
         (InitKind::Random, "random", "every bit a fair coin"),
+        (
+            InitKind::Graded,
+            "graded",
+            "as sensitivity, individual i of NI dropping only (NI - i) / NI of the share drawn: from the paper's drops down to nearly the whole model (for networks such as MobileNetV2 where the paper's drops leave every first module at chance)",
+        ),
     ];
 }

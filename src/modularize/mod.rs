@@ -14,6 +14,7 @@ pub mod grouping;
 pub mod importance;
 pub mod search;
 pub mod sensitivity;
+pub mod shortfall;
 
 use std::path::{Path, PathBuf};
 
