@@ -124,10 +124,10 @@ impl<'a> Decoder<'a> {
         let desc = &self.model.description;
         let kept = masks.kept_per_group();
         let new_desc = with_group_widths(desc, &self.groups, |g| kept[g].len());
-        let select = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
+        let select = |layout: &ChannelLayout| -> AxisMap {
             layout.has_cuttable().then(|| layout.kept(&kept).into_iter().map(Some).collect())
         };
-        let axes: Vec<(Option<Vec<Option<usize>>>, Option<Vec<Option<usize>>>)> =
+        let axes: Vec<(AxisMap, AxisMap)> =
             self.groups.layers.iter().map(|l| (select(&l.input), select(&l.output))).collect();
         let mut weights = Weights::default();
         for spec in &self.specs {
@@ -205,6 +205,10 @@ pub fn random_keep_masks(groups: &ChannelGroups, keep: f64, rng: &mut impl rand:
         .collect()
 }
 
+/// A new channel axis: new channel `i` takes old channel `map[i]` (`None`: a filled channel);
+/// `None` for the whole map leaves the axis as it is.
+type AxisMap = Option<Vec<Option<usize>>>;
+
 /// One parameter of a layer with its channel axes gathered: rows (axis 0) follow the layer's
 /// output channels, columns its input channels (a linear layer's in blocks of H·W), a
 /// BatchNorm's parameters its input and a bias its output. `None` leaves an axis as it is.
@@ -212,8 +216,8 @@ fn slice_param(
     t: &HostTensor,
     role: ParamRole,
     channels: &LayerChannels,
-    input: &Option<Vec<Option<usize>>>,
-    output: &Option<Vec<Option<usize>>>,
+    input: &AxisMap,
+    output: &AxisMap,
     fill: f32,
 ) -> HostTensor {
     let (input, output) = (input.as_deref(), output.as_deref());
@@ -290,7 +294,7 @@ pub fn pad_channels(model: &Model, multiple: usize) -> Result<Model> {
     }
     let new_desc = with_group_widths(desc, &groups, |g| padded[g]);
     // New channel i of a span takes old channel i, and the padding after it takes nothing.
-    let spread = |layout: &ChannelLayout| -> Option<Vec<Option<usize>>> {
+    let spread = |layout: &ChannelLayout| -> AxisMap {
         layout.has_cuttable().then(|| {
             let mut out = Vec::new();
             let mut offset = 0;

@@ -163,7 +163,7 @@ fn run_driver(
             let dir = tempfile::Builder::new()
                 .prefix("cnnsplitter-hq-")
                 .tempdir()
-                .map_err(|e| Error::io(&std::env::temp_dir(), e))?;
+                .map_err(|e| Error::io(std::env::temp_dir(), e))?;
             command.env("TMPDIR", dir.path());
             Some(dir)
         }
