@@ -124,6 +124,41 @@ def save_safetensors(path, state):
     Path(path).write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
 
 
+class TinyDenseNet(nn.Module):
+    """A DenseNet-style network: pre-activation dense layers (BatchNorm, ReLU, conv) whose outputs
+    are joined to their inputs by torch.cat, a transition (1x1 conv, average pooling), a second
+    dense block and a BatchNorm-ReLU-average-pool head."""
+
+    def __init__(self, classes, growth=8, per_block=3):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1, bias=False)
+        c = 16
+        self.block1, c = self.dense_block(c, growth, per_block)
+        self.transition = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, c // 2, 1, bias=False),
+                                        nn.AvgPool2d(2))
+        c //= 2
+        self.block2, c = self.dense_block(c, growth, per_block)
+        self.head = nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                  nn.Linear(c, classes))
+
+    @staticmethod
+    def dense_block(c, growth, n):
+        layers = nn.ModuleList()
+        for _ in range(n):
+            layers.append(nn.Sequential(nn.BatchNorm2d(c), nn.ReLU(), nn.Conv2d(c, growth, 3, padding=1, bias=False)))
+            c += growth
+        return layers, c
+
+    def forward(self, x):
+        x = self.stem(x)
+        for layer in self.block1:
+            x = torch.cat([x, layer(x)], 1)
+        x = self.transition(x)
+        for layer in self.block2:
+            x = torch.cat([x, layer(x)], 1)
+        return self.head(x)
+
+
 def randomize(net, seed):
     """Non-zero biases and BatchNorm statistics away from (0, 1), so that every tensor matters;
     then eval mode."""
@@ -200,7 +235,8 @@ def main():
             check(binary, "vgg16-bn", tv_vgg16_bn(10), tmp),
         ])
         for dynamo in [False, True]:
-            for arch, make in [("resnet18", tv_resnet18), ("mobilenetv2", tv_mobilenet_v2), ("vgg16-bn", tv_vgg16_bn)]:
+            for arch, make in [("resnet18", tv_resnet18), ("mobilenetv2", tv_mobilenet_v2), ("vgg16-bn", tv_vgg16_bn),
+                               ("tiny-densenet", TinyDenseNet)]:
                 ok = check_onnx(binary, arch, make(10), tmp, dynamo) and ok
     print("all equal" if ok else "MISMATCH")
     sys.exit(0 if ok else 1)

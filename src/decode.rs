@@ -4,7 +4,8 @@
 //! For each cuttable group ([`ChannelGroups`]) the kept channels are selected, in their original
 //! order, from the output rows of its producer convolutions, the BatchNorm parameters, the input
 //! channels of the consuming convolutions and the matching column blocks of consuming linear
-//! layers. The image channels and the logits are never cut.
+//! layers. After a channel concat, each span of the joined channels is sliced by its own group
+//! ([`ChannelLayout`]). The image channels and the logits are never cut.
 
 use crate::error::{Error, Result};
 use crate::graph::channel_groups::{ChannelGroups, ChannelLayout, LayerChannels};
@@ -211,21 +212,22 @@ type AxisMap = Option<Vec<Option<usize>>>;
 
 /// One parameter of a layer with its channel axes gathered: rows (axis 0) follow the layer's
 /// output channels, columns its input channels (a linear layer's in blocks of H·W), a
-/// BatchNorm's parameters its input and a bias its output. `None` leaves an axis as it is.
+/// BatchNorm's parameters its input and a bias its output. `None` leaves an axis as it is. Filled
+/// entries are 0, except a running variance's, which are `var_fill`.
 fn slice_param(
     t: &HostTensor,
     role: ParamRole,
     channels: &LayerChannels,
     input: &AxisMap,
     output: &AxisMap,
-    fill: f32,
+    var_fill: f32,
 ) -> HostTensor {
     let (input, output) = (input.as_deref(), output.as_deref());
     match role {
         // A depthwise kernel reads one channel: its axis 1 has one entry.
         ParamRole::ConvWeight => gather(t, output, input.filter(|_| !channels.depthwise), 1, 0.0),
         ParamRole::LinearWeight => gather(t, None, input, channels.flat_positions.unwrap_or(1), 0.0),
-        ParamRole::RunningVar => gather(t, input, None, 1, fill),
+        ParamRole::RunningVar => gather(t, input, None, 1, var_fill),
         ParamRole::NormWeight | ParamRole::NormBias | ParamRole::RunningMean => gather(t, input, None, 1, 0.0),
         ParamRole::Bias => gather(t, output, None, 1, 0.0),
     }
