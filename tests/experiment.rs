@@ -186,6 +186,23 @@ fn bad_configs_and_folders_are_clear_errors() {
 }
 
 #[test]
+fn the_strong_models_search_takes_its_initialisation_from_the_config() {
+    use cnnsplitter::data::presets::DataSelection;
+    use cnnsplitter::modularize::ga::InitKind;
+    let origin = Path::new("my.toml");
+    let search = |text: &str| {
+        let config = ExperimentConfig::from_toml(text, origin).unwrap();
+        config.modularize.modularize_config("m".into(), DataSelection::named("synthetic-s-tiny"), 0)
+    };
+    assert_eq!(search(TINY).ga.init, InitKind::Sensitivity, "the preset's by default");
+    let graded = TINY.replace("population = 4", "population = 4\ninit = \"graded\"");
+    assert_eq!(search(&graded).ga.init, InitKind::Graded);
+    let typo = TINY.replace("population = 4", "population = 4\ninit = \"grade\"");
+    let err = ExperimentConfig::from_toml(&typo, origin).unwrap_err().to_string();
+    assert!(err.contains("my.toml") && err.contains("grade") && err.contains("graded"), "{err}");
+}
+
+#[test]
 fn the_shipped_configs_parse_and_name_known_datasets() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
     let mut seen = 0;

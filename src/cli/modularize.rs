@@ -52,7 +52,7 @@ pub struct ModularizeArgs {
     /// weight.
     #[arg(long)]
     alpha: Option<f64>,
-    /// Initialisation: sensitivity (default) or random.
+    /// Initialisation: sensitivity (default), random or graded.
     #[arg(long, value_parser = super::choice::<InitKind>())]
     init: Option<InitKind>,
     /// Kernel grouping: importance (default), random or none (one bit per kernel).

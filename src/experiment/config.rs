@@ -211,6 +211,10 @@ pub struct SearchSettings {
     /// Validation images of the sensitivity table (default 2,000).
     #[serde(default)]
     pub sensitivity_images: Option<usize>,
+    /// Initialisation of the first population (default: the preset's, `sensitivity`; `graded`
+    /// for networks such as MobileNetV2). The RQ3 ablation sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<InitKind>,
 }
 
 fn default_preset() -> Preset {
@@ -237,6 +241,9 @@ impl SearchSettings {
         if let Some(n) = self.sensitivity_images {
             c.sensitivity_images = n;
         }
+        if let Some(init) = self.init {
+            c.ga.init = init;
+        }
         c
     }
 }
@@ -250,6 +257,7 @@ impl Default for SearchSettings {
             patience: None,
             search_images: None,
             sensitivity_images: None,
+            init: None,
         }
     }
 }
