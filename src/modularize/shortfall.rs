@@ -43,8 +43,8 @@ pub fn shortfall(dir: &Path, summary: &Summary) -> Result<Option<String>> {
             init.name()
         ),
         (false, _) => format!(
-            "the search was still climbing ({first:.3} to {composed:.3} in {} generations): more generations or a \
-             larger --population should close more of the gap",
+            "the search went from {first:.3} to {composed:.3} in {} generations: more generations or a larger \
+             --population may close more of the gap",
             summary.generations
         ),
     };
