@@ -32,18 +32,18 @@ pub fn shortfall(dir: &Path, summary: &Summary) -> Result<Option<String>> {
     let near_chance = first < chance + 0.25 * (model - chance);
     let advice = match (near_chance, config.ga.init) {
         (true, InitKind::Graded) => {
-            "even the first modules, some keeping nearly the whole model, composed near chance: check that the \
+            "Even the first modules, some keeping nearly the whole model, composed near chance: check that the \
              model itself classifies every class (its accuracy per class), or try a larger --population"
                 .to_string()
         }
         (true, init) => format!(
-            "the first modules were already near chance: the initial drops (--init {}), compounded over the \
+            "The first modules were already near chance: the initial drops (--init {}), compounded over the \
              network's many channel groups, remove too much of this network. Start a new run with --init graded \
              (individuals from the paper's drops down to nearly the whole model)",
             init.name()
         ),
         (false, _) => format!(
-            "the search went from {first:.3} to {composed:.3} in {} generations: more generations or a larger \
+            "The search went from {first:.3} to {composed:.3} in {} generations: more generations or a larger \
              --population may close more of the gap",
             summary.generations
         ),
