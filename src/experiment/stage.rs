@@ -63,7 +63,13 @@ impl<'a> StageRunner<'a> {
             }
             Stage::Modularize { model } => {
                 let search = self.search_config(model);
-                self.modularize(&self.dir.modules(model), search)
+                let dir = self.dir.modules(model);
+                if let Some(summary) = self.modularize(&dir, search)?
+                    && let Some(why) = modularize::shortfall::shortfall(&dir.root, &summary)?
+                {
+                    self.progress.note(&format!("note: the modules of {model}: {why}"));
+                }
+                Ok(())
             }
             Stage::TrainSimple { model, tc } => {
                 let (m, w) = (self.model(model)?, self.weak()?);
@@ -108,7 +114,7 @@ impl<'a> StageRunner<'a> {
                 if let Some(g) = self.config.rq3.generations {
                     search.stop.generations = g;
                 }
-                self.modularize(&self.dir.ablation(model, *grouping, *init), search)
+                self.modularize(&self.dir.ablation(model, *grouping, *init), search).map(|_| ())
             }
             Stage::Reports => collect(self.rq, self.config, &self.dir)?.write(&self.dir, self.progress),
         }
@@ -154,11 +160,14 @@ impl<'a> StageRunner<'a> {
         Ok(())
     }
 
-    /// Modularizes into `dir`, or resumes it when it has started.
-    fn modularize(&self, dir: &modularize::ModularizeDir, config: ModularizeConfig) -> Result<()> {
+    /// Modularizes into `dir`, or resumes it when it has started; the run's summary.
+    fn modularize(
+        &self,
+        dir: &modularize::ModularizeDir,
+        config: ModularizeConfig,
+    ) -> Result<Option<modularize::Summary>> {
         let config = if dir.config().exists() { None } else { Some(config) };
-        modularize::run(config, &dir.root, self.engine, None, self.progress)?;
-        Ok(())
+        modularize::run(config, &dir.root, self.engine, None, self.progress)
     }
 
     fn patch(&mut self, model: &str, tc: usize, kind: WeakKind, rule: crate::patch::RuleKind) -> Result<()> {

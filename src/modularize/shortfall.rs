@@ -39,7 +39,8 @@ pub fn shortfall(dir: &Path, summary: &Summary) -> Result<Option<String>> {
         (true, init) => format!(
             "The first modules were already near chance: the initial drops (--init {}), compounded over the \
              network's many channel groups, remove too much of this network. Start a new run with --init graded \
-             (individuals from the paper's drops down to nearly the whole model)",
+             (`init = \"graded\"` under an experiment config's [modularize]; individuals from the paper's drops \
+             down to nearly the whole model)",
             init.name()
         ),
         (false, _) => format!(
