@@ -251,6 +251,14 @@ impl Reader<'_> {
         }
     }
 
+    /// Optional input `k` as a constant (a bias, a bound), or `None` when the node leaves it out.
+    fn optional_constant(&self, node: &NodeProto, k: usize) -> Result<Option<HostTensor>> {
+        match node.input.get(k).filter(|n| !n.is_empty()) {
+            Some(_) => Ok(Some(self.constant(node, k)?.0)),
+            None => Ok(None),
+        }
+    }
+
     /// A unique layer name: the weight's name without `.weight`, else the node's (or its output).
     fn layer_name(&self, node: &NodeProto, weight: Option<usize>) -> String {
         let from_weight = weight

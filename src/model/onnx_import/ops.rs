@@ -41,19 +41,13 @@ impl Reader<'_> {
                 self.push(node, name, src, LayerKind::BatchNorm2d { eps, momentum: momentum.clamp(0.0, 1.0) })?;
                 self.weights.tensors.extend(tensors);
             }
-            "Relu" => {
-                let (src, _) = self.act(node, 0)?;
-                let name = self.layer_name(node, None);
-                self.push(node, name, src, LayerKind::Relu)?;
-            }
+            "Relu" => self.unary(node, LayerKind::Relu)?,
             "Clip" => {
                 let (src, _) = self.act(node, 0)?;
                 let bound = |k: usize, key: &str, default: f32| -> Result<f32> {
-                    if node.input.get(k).is_some_and(|n| !n.is_empty()) {
-                        let (t, _) = self.constant(node, k)?;
-                        t.data.first().copied().ok_or_else(|| self.fail(node, format!("empty {key} bound")))
-                    } else {
-                        Ok(attr(node, key).map_or(default, |a| a.f))
+                    match self.optional_constant(node, k)? {
+                        Some(t) => t.data.first().copied().ok_or_else(|| self.fail(node, format!("empty {key} bound"))),
+                        None => Ok(attr(node, key).map_or(default, |a| a.f)),
                     }
                 };
                 let (lo, hi) = (bound(1, "min", f32::NEG_INFINITY)?, bound(2, "max", f32::INFINITY)?);
@@ -70,11 +64,7 @@ impl Reader<'_> {
                 self.push(node, name, src, kind)?;
             }
             "MaxPool" | "AveragePool" => self.pool(node)?,
-            "GlobalAveragePool" => {
-                let (src, _) = self.act(node, 0)?;
-                let name = self.layer_name(node, None);
-                self.push(node, name, src, LayerKind::GlobalAvgPool)?;
-            }
+            "GlobalAveragePool" => self.unary(node, LayerKind::GlobalAvgPool)?,
             "ReduceMean" => {
                 let (src, _) = self.act(node, 0)?;
                 let axes = match attr_ints(node, "axes") {
@@ -107,9 +97,7 @@ impl Reader<'_> {
                 let (src, shape) = self.act(node, 0)?;
                 let (_, target) = self.constant(node, 1)?;
                 let features = shape.numel() as i64;
-                let two_d = target.len() == 2
-                    && (target[0] == -1 || target[0] == 0 || target[0] == 1 || target[0] > 0)
-                    && (target[1] == -1 || target[1] == features);
+                let two_d = target.len() == 2 && target[0] >= -1 && (target[1] == -1 || target[1] == features);
                 if !two_d {
                     return Err(self.unsupported(node, format!("Reshape to {target:?}; only to [batch, {features}]")));
                 }
@@ -155,6 +143,14 @@ impl Reader<'_> {
         Ok(())
     }
 
+    /// A layer of `kind` reading the node's one activation.
+    fn unary(&mut self, node: &NodeProto, kind: LayerKind) -> Result<()> {
+        let (src, _) = self.act(node, 0)?;
+        let name = self.layer_name(node, None);
+        self.push(node, name, src, kind)?;
+        Ok(())
+    }
+
     fn flatten(&mut self, node: &NodeProto, src: Option<usize>, shape: ActShape) -> Result<()> {
         if let ActShape::Flat(_) = shape {
             let v = self.input(node, 0)?.clone();
@@ -184,10 +180,7 @@ impl Reader<'_> {
         let stride = pair(self, node, "strides", 1)?;
         let padding = pads(self, node)?;
         let groups = attr_int(node, "group", 1).max(1) as usize;
-        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-            Some(_) => Some(self.constant(node, 2)?.0),
-            None => None,
-        };
+        let bias = self.optional_constant(node, 2)?;
         let name = self.layer_name(node, Some(1));
         let kind =
             LayerKind::Conv2d { out_channels: w.shape[0], kernel, stride, padding, bias: bias.is_some(), groups };
@@ -239,9 +232,8 @@ impl Reader<'_> {
         }
         let mut weight = if attr_int(node, "transB", 0) != 0 { b } else { transpose(&b) };
         weight.data.iter_mut().for_each(|v| *v *= alpha);
-        let bias = match node.input.get(2).filter(|n| !n.is_empty()) {
-            Some(_) => {
-                let (mut c, _) = self.constant(node, 2)?;
+        let bias = match self.optional_constant(node, 2)? {
+            Some(mut c) => {
                 if c.data.len() != weight.shape[0] {
                     return Err(self.unsupported(node, format!("a Gemm bias of shape {:?}", c.shape)));
                 }
