@@ -197,6 +197,18 @@ impl Progress for Collect {
     }
 }
 
+/// The own-class logits of each module in the modularization `out` on `n` images: module `c`'s
+/// logit `c` of every image.
+fn own_class_logits(out: &Path, engine: &dyn Engine, images: &[f32], n: usize, classes: usize) -> Vec<Vec<f32>> {
+    (0..classes)
+        .map(|c| {
+            let module = Model::load(&out.join(format!("modules/class_{c:02}"))).unwrap();
+            let logits = engine.prepare(&module).unwrap().logits(images, n, 64).unwrap();
+            logits.chunks(classes).map(|r| r[c]).collect()
+        })
+        .collect()
+}
+
 fn modules(dir: &Path, classes: usize) -> Vec<Vec<u8>> {
     (0..classes).map(|c| std::fs::read(dir.join(format!("modules/class_{c:02}/model.safetensors"))).unwrap()).collect()
 }
@@ -229,13 +241,11 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let loaded = data.load().unwrap();
     let images = loaded.normalization.images(&loaded.val);
     let n = loaded.val.len();
-    let mut vectors = Vec::new();
     for c in 0..5 {
         let module = Model::load(&a.join(format!("modules/class_{c:02}"))).unwrap();
         assert!(module.description.layers.len() == model.description.layers.len());
-        let logits = engine.prepare(&module).unwrap().logits(&images, n, 64).unwrap();
-        vectors.push(logits.chunks(5).map(|r| r[c]).collect::<Vec<f32>>());
     }
+    let vectors = own_class_logits(&a, &engine, &images, n, 5);
     let refs: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
     let running = composed_accuracy(&refs, &loaded.val.labels);
     assert!((running - summary.composed_accuracy.validation).abs() < 1e-12);
@@ -622,7 +632,9 @@ fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole(
 /// the modules' composed accuracy equals running them.
 #[test]
 fn a_network_with_channel_concats_modularizes_end_to_end() {
+    use cnnsplitter::files::read_json;
     use cnnsplitter::model::description::LayerKind;
+    use cnnsplitter::modularize::KeepRecord;
     let tmp = tempfile::tempdir().unwrap();
     let data = tiny_data(tmp.path());
     let mut desc = common::concat_net();
@@ -641,27 +653,18 @@ fn a_network_with_channel_concats_modularizes_end_to_end() {
     let loaded = data.load().unwrap();
     let images = loaded.normalization.images(&loaded.val);
     let n = loaded.val.len();
-    let mut vectors = Vec::new();
     for c in 0..5 {
         let module = Model::load(&out.join(format!("modules/class_{c:02}"))).unwrap();
-        let keep: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(out.join(format!("modules/class_{c:02}/keep.json"))).unwrap(),
-        )
-        .unwrap();
-        let kept = |name: &str| -> Vec<usize> {
-            let rows = keep["kept"].as_array().unwrap();
-            let row = rows.iter().find(|r| r[0] == name).unwrap();
-            row[1].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
-        };
+        let keep: KeepRecord = read_json(&out.join(format!("modules/class_{c:02}/keep.json"))).unwrap();
+        let kept = |name: &str| -> Vec<usize> { keep.kept.iter().find(|(n, _)| n == name).unwrap().1.clone() };
         // `dw` reads [grow 6, stem 8]: its kept kernels are grow's, then stem's shifted by 6.
         let by_hand: Vec<usize> = kept("grow").into_iter().chain(kept("stem").into_iter().map(|k| k + 6)).collect();
         assert_eq!(kept("dw"), by_hand, "class {c}");
         let dw = module.description.layer_index("dw").unwrap();
         let LayerKind::Conv2d { out_channels, .. } = module.description.layers[dw].kind else { panic!("a conv") };
         assert_eq!(out_channels, by_hand.len());
-        let logits = engine.prepare(&module).unwrap().logits(&images, n, 64).unwrap();
-        vectors.push(logits.chunks(5).map(|r| r[c]).collect::<Vec<f32>>());
     }
+    let vectors = own_class_logits(&out, &engine, &images, n, 5);
     let refs: Vec<&[f32]> = vectors.iter().map(|v| v.as_slice()).collect();
     let running = composed_accuracy(&refs, &loaded.val.labels);
     assert!((running - summary.composed_accuracy.validation).abs() < 1e-12);
