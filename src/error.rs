@@ -5,16 +5,17 @@ use std::path::PathBuf;
 /// The library's error type.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Reading or writing a file failed.
-    #[error("{}: {source}", path.display())]
+    /// Reading or writing a file failed. (The system's error is part of the message, not a
+    /// separate cause, so that a printed chain names it once.)
+    #[error("{}: {error}", printable_path(path))]
     Io {
         /// The file or folder being accessed.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// A file exists but its content is not what was expected.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {message}", printable_path(path))]
     File {
         /// The file at fault.
         path: PathBuf,
@@ -52,12 +53,63 @@ pub enum Error {
     /// A value could not be written in a file format (TOML, ONNX protobuf, safetensors).
     #[error("{0}")]
     Serialize(String),
+    /// Another process holds the output this run would write ([`crate::files::lock`]).
+    #[error(
+        "{} is being written by {}: wait for it to end, or stop it (its lock: {})",
+        printable_path(path),
+        holder_text(holder),
+        printable_path(lock)
+    )]
+    Busy {
+        /// The output.
+        path: PathBuf,
+        /// Its lock file.
+        lock: PathBuf,
+        /// Who holds it.
+        holder: crate::files::lock::Holder,
+    },
+    /// An output would overwrite, or be written inside, one of the run's inputs.
+    #[error(
+        "{flag} {} {relation} the input {}: {}",
+        printable_path(out),
+        printable_path(input),
+        "choose an output outside every input (nothing was written or deleted)"
+    )]
+    OutputOverlapsInput {
+        /// The flag naming the output (`--out`, `--onnx`).
+        flag: String,
+        /// The output.
+        out: PathBuf,
+        /// The input it overlaps.
+        input: PathBuf,
+        /// `is`, `lies inside` or `contains`.
+        relation: &'static str,
+    },
+}
+
+/// A holder in words; an empty record (being written this very moment) as "another process".
+fn holder_text(holder: &crate::files::lock::Holder) -> String {
+    if holder.pid == 0 { "another process".to_string() } else { holder.describe() }
+}
+
+/// `text` with control characters escaped (`\n`, `\u{1b}`), for messages that quote names
+/// from files and the command line.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_string();
+    }
+    text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+/// A path for a message, with control characters escaped.
+pub fn printable_path(path: &std::path::Path) -> String {
+    printable(&path.display().to_string())
 }
 
 impl Error {
     /// An [`Error::Io`] for `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io { path: path.into(), error: source }
     }
 
     /// An [`Error::Invalid`] unless `value` lies in `[low, high]` (NaN never does); the message

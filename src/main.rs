@@ -5,7 +5,11 @@ mod cli;
 fn main() {
     restore_sigpipe();
     if let Err(e) = cli::run() {
-        eprintln!("error: {e:#}");
+        // Names from files and the command line may hold control characters (an escape sequence
+        // would reach the terminal): they are shown escaped, line by line.
+        let message = format!("{e:#}");
+        let lines: Vec<String> = message.lines().map(cnnsplitter::error::printable).collect();
+        eprintln!("error: {}", lines.join("\n"));
         std::process::exit(1);
     }
 }

@@ -1,6 +1,8 @@
 //! Files of run folders: atomic writes of files and whole folders, JSON and JSONL; every error
 //! names the file.
 
+pub mod lock;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -43,6 +45,90 @@ pub fn write_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
         let _ = std::fs::remove_dir_all(&tmp);
     }
     written
+}
+
+/// [`write_dir_atomic`] for an output that may already exist (replaced, as asked with
+/// `--force`): the old `out` is removed only once the new folder is complete, right before the
+/// rename; on an error the old output is left as it was.
+pub fn replace_dir_atomic(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let mut tmp = out.to_path_buf();
+    tmp.as_mut_os_string().push(".partial");
+    let _ = std::fs::remove_dir_all(&tmp);
+    let written = fill(&tmp).and_then(|_| {
+        remove_output(out)?;
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    written
+}
+
+/// Removes the file, folder or link at `out`, if anything is there (a link itself, never what
+/// it points to).
+pub fn remove_output(out: &Path) -> Result<()> {
+    let Ok(meta) = out.symlink_metadata() else { return Ok(()) };
+    let removed = if meta.is_dir() { std::fs::remove_dir_all(out) } else { std::fs::remove_file(out) };
+    removed.map_err(|e| Error::file(out, format!("cannot remove it to replace it: {e}")))
+}
+
+/// `path` made absolute with every link and `..` resolved, also where its last components do
+/// not exist yet (they are appended to the resolved folder that does).
+pub fn resolved(path: &Path) -> Result<PathBuf> {
+    use std::path::Component;
+    let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    let mut lexical = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                lexical.pop();
+            }
+            Component::CurDir => {}
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    let mut out = loop {
+        match std::fs::canonicalize(existing) {
+            Ok(p) => break p,
+            Err(_) => match (existing.parent(), existing.file_name()) {
+                (Some(parent), Some(name)) => {
+                    rest.push(name.to_os_string());
+                    existing = parent;
+                }
+                _ => break existing.to_path_buf(),
+            },
+        }
+    };
+    out.extend(rest.iter().rev());
+    Ok(out)
+}
+
+/// Refuses an output (`flag`: `--out`, `--onnx`) that is, lies inside or contains one of
+/// `inputs`, before anything is written or deleted: `--force` would delete the input, and
+/// writing inside an input changes what it holds. Links and `..` are resolved first.
+pub fn check_outside_inputs(flag: &str, out: &Path, inputs: &[&Path]) -> Result<()> {
+    let target = resolved(out)?;
+    for &input in inputs {
+        let source = resolved(input)?;
+        let relation = if target == source {
+            "is"
+        } else if target.starts_with(&source) {
+            "lies inside"
+        } else if source.starts_with(&target) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(Error::OutputOverlapsInput {
+            flag: flag.to_string(),
+            out: out.to_path_buf(),
+            input: input.to_path_buf(),
+            relation,
+        });
+    }
+    Ok(())
 }
 
 /// Writes `value` as pretty JSON to `path` (creating its folder) through a temporary file.
