@@ -325,6 +325,10 @@ fn existing_outputs_are_refused_unless_forced() {
         cnnsplitter(&["train", "--arch", "simcnn-weak@0.125", "--dataset", "synthetic", "--out", m_s]);
     assert!(!ok && stderr.contains("already exists (a model folder"), "{stderr}");
     let (ok, _, stderr) = cnnsplitter(&["pick", m_s, "--overfit", "--out", m_s]);
+    assert!(!ok && stderr.contains("--out") && stderr.contains("is the input"), "{stderr}");
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let (ok, _, stderr) = cnnsplitter(&["pick", m_s, "--overfit", "--out", other.to_str().unwrap()]);
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
     let onnx = dir.path().join("m.onnx");
     std::fs::write(&onnx, b"mine").unwrap();
@@ -335,6 +339,9 @@ fn existing_outputs_are_refused_unless_forced() {
     assert!(ok, "{stderr}");
     assert_ne!(std::fs::read(&onnx).unwrap(), b"mine");
     let (ok, _, stderr) = cnnsplitter(&["modularize", "--model", m_s, "--dataset", "synthetic", "--out", m_s]);
+    assert!(!ok && stderr.contains("is the input"), "{stderr}");
+    let (ok, _, stderr) =
+        cnnsplitter(&["modularize", "--model", m_s, "--dataset", "synthetic", "--out", other.to_str().unwrap()]);
     assert!(!ok && stderr.contains("already exists"), "{stderr}");
     assert_ne!(std::fs::read(m.join("model.safetensors")).unwrap(), weights);
 }

@@ -220,7 +220,7 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let engine = BurnEngine::default();
     let seen = Collect(Default::default());
     let a = tmp.path().join("a");
-    let serial = RunOptions { stop_after: None, jobs: Some(1) };
+    let serial = RunOptions { jobs: Some(1), ..RunOptions::default() };
     let summary = run_with(Some(config(&model_dir, &data, 5)), &a, &engine, serial, &seen).unwrap().unwrap();
 
     // With fixed weights and the best combination kept alive, the best never gets worse.
@@ -264,7 +264,7 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     // Same seed, same modules, also with two modules run at once; stopped after 2 generations
     // and resumed, same modules too.
     let b = tmp.path().join("b");
-    let parallel = RunOptions { stop_after: None, jobs: Some(2) };
+    let parallel = RunOptions { jobs: Some(2), ..RunOptions::default() };
     run_with(Some(config(&model_dir, &data, 5)), &b, &engine, parallel, &Silent).unwrap();
     assert_eq!(modules(&a, 5), modules(&b, 5));
     let untimed = |d: &Path| -> Vec<GenerationRecord> {

@@ -299,11 +299,10 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
     let save = save_modules.as_deref().map(|dir| super::NewOutput::check(dir, force)).transpose()?;
     let engine = super::engine(engine, threads)?;
     let random = bench::random_modules(&arch, modules, keep, seed, &Bars::default())?;
-    if let (Some(save), Some(dir)) = (save, &save_modules) {
-        save.clear()?;
-        for (k, module) in random.modules.iter().enumerate() {
-            module.save(&dir.join(format!("module_{k:03}")))?;
-        }
+    if let Some(save) = save {
+        save.write_dir(|dir| {
+            random.modules.iter().enumerate().try_for_each(|(k, module)| module.save(&dir.join(format!("module_{k:03}"))))
+        })?;
     }
     let r = bench::modules(engine.as_ref(), &random, images, iters, pack, threads, seed, &Bars::default())?;
     report(json, &r, |r| {

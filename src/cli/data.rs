@@ -31,6 +31,12 @@ pub struct DataArgs {
 }
 
 impl DataArgs {
+    /// The dataset's file, when `--dataset` names one (a .toml mix): an input the output must
+    /// stay apart from.
+    pub fn dataset_file(&self) -> Option<&std::path::Path> {
+        dataset_file(&self.dataset)
+    }
+
     /// The library's selection.
     pub fn selection(&self) -> DataSelection {
         DataSelection {
@@ -224,4 +230,9 @@ fn print_info(
     }
     println!();
     Ok(())
+}
+
+/// `dataset` as a file path, when it names an existing file (a .toml mix) rather than a preset.
+pub fn dataset_file(dataset: &str) -> Option<&std::path::Path> {
+    Some(std::path::Path::new(dataset)).filter(|p| p.is_file())
 }

@@ -150,6 +150,13 @@ struct SubmitArgs {
     sbatch_arg: Vec<String>,
 }
 
+impl ExperimentArgs {
+    /// Whether the command only plans (its threads are those of tasks run elsewhere).
+    pub fn plans_only(&self) -> bool {
+        matches!(self.command, ExperimentCommand::Plan(_))
+    }
+}
+
 pub fn run_cmd(args: ExperimentArgs, threads: usize) -> Result<()> {
     match args.command {
         ExperimentCommand::Rq1(a) => run_in_process(Rq::Rq1, a, threads),
@@ -309,7 +316,8 @@ fn estimate(args: EstimateArgs) -> Result<()> {
     println!("\n| machines | wall time | speed-up |\n|---:|---:|---:|");
     for k in args.machines {
         let e = list_schedule(&plan, &secs, k);
-        println!("| {k} | {} | {:.1}x |", duration(e.makespan), total / e.makespan.max(f64::MIN_POSITIVE));
+        let speed_up = if e.makespan > 0.0 { format!("{:.1}x", total / e.makespan) } else { "-".to_string() };
+        println!("| {k} | {} | {speed_up} |", duration(e.makespan));
     }
     Ok(())
 }
@@ -320,7 +328,8 @@ fn duration(s: f64) -> String {
         s if s < 120.0 => format!("{s:.1} s"),
         s if s < 7200.0 => format!("{:.1} min", s / 60.0),
         s if s < 3.0 * 86400.0 => format!("{:.1} h", s / 3600.0),
-        s => format!("{:.1} days", s / 86400.0),
+        s if s < 1e9 => format!("{:.1} days", s / 86400.0),
+        s => format!("{:.3e} days", s / 86400.0),
     }
 }
 

@@ -26,7 +26,7 @@ pub struct ExportArgs {
 }
 
 pub fn run(args: ExportArgs) -> Result<()> {
-    let out = super::NewOutput::check(&args.onnx, args.force)?;
+    let out = super::NewOutput::check_apart(&args.onnx, args.force, "--onnx", &[&args.model])?;
     let (bytes, what, input, classes) = match Artifact::open(&args.model)? {
         Artifact::Patched(dir) => {
             let p = PatchedModel::load(&dir.root)?;
@@ -42,7 +42,10 @@ pub fn run(args: ExportArgs) -> Result<()> {
             (to_onnx(&m)?, "model", m.description.input, m.description.classes)
         }
     };
-    out.clear()?;
+    if args.onnx.is_dir() {
+        out.clear()?;
+    }
+    // Written under a temporary name and renamed over any old file.
     write_file(&bytes, &args.onnx)?;
     let [c, h, w] = input;
     println!(

@@ -47,7 +47,8 @@ pub struct ImportArgs {
 }
 
 pub fn run(args: ImportArgs, threads: usize) -> Result<()> {
-    let out = super::NewOutput::check(&args.out, args.force)?;
+    let inputs: Vec<&std::path::Path> = args.onnx.iter().chain(&args.weights).map(PathBuf::as_path).collect();
+    let out = super::NewOutput::check_apart(&args.out, args.force, "--out", &inputs)?;
     if let Some(onnx) = &args.onnx {
         return run_onnx(&args, onnx, out, threads);
     }
@@ -55,14 +56,13 @@ pub fn run(args: ImportArgs, threads: usize) -> Result<()> {
         bail!("give --arch and --weights, or --onnx")
     };
     let imported = import(arch, args.input.unwrap_or([3, 32, 32]), args.classes, weights)?;
-    out.clear()?;
     let renamed = imported.mapping.iter().filter(|(ours, theirs)| ours != theirs).count();
     if args.verbose {
         for (ours, theirs) in &imported.mapping {
             println!("{ours:<28} <- {theirs}");
         }
     }
-    imported.model.save(&args.out)?;
+    out.write_dir(|tmp| imported.model.save(tmp))?;
     println!(
         "imported {} tensors ({renamed} renamed, {} skipped) from {} as {} ({} classes) into {}",
         imported.mapping.len(),
@@ -90,6 +90,14 @@ fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, th
             "note: ONNX Runtime was not found, so the imported model was not compared with the file \
              (set ORT_DYLIB_PATH to check it)"
         ),
+        Some(c) if c.non_finite > 0 => bail!(
+            "{}: on {} random images, {} logits of the file or of the imported model are NaN or infinite, so \
+             the import cannot be checked (look for infinite or huge constants, e.g. a Gemm alpha); nothing was \
+             written",
+            onnx.display(),
+            c.images,
+            c.non_finite
+        ),
         Some(c) if c.relative > MAX_RELATIVE_ERROR => bail!(
             "{} does not compute what the file computes: on {} random images the logits differ by up to {:.3e} \
              ({:.2e} relative, more than {MAX_RELATIVE_ERROR:.0e}); nothing was written",
@@ -98,13 +106,20 @@ fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, th
             c.max_abs,
             c.relative
         ),
-        Some(c) => println!(
-            "checked against the file on {} random images (ONNX Runtime): max difference {:.2e} ({:.2e} relative)",
-            c.images, c.max_abs, c.relative
-        ),
+        Some(c) => {
+            if let Some(b) = c.fixed_batch_replaced {
+                println!(
+                    "note: the file fixes its batch at {b} images; it was checked as a copy with an open batch \
+                     (the imported model takes any batch)"
+                );
+            }
+            println!(
+                "checked against the file on {} random images (ONNX Runtime): max difference {:.2e} ({:.2e} relative)",
+                c.images, c.max_abs, c.relative
+            )
+        }
     }
-    out.clear()?;
-    imported.model.save(&args.out)?;
+    out.write_dir(|tmp| imported.model.save(tmp))?;
     let count = cnnsplitter::model::count::count(desc)?;
     println!(
         "imported {} layers ({} kernels, {} parameters; nodes left out: {}) from {} ({}x{}x{} input, {} classes) into {}",

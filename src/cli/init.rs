@@ -35,8 +35,7 @@ pub struct InitArgs {
 pub fn run(args: InitArgs) -> Result<()> {
     let out = super::NewOutput::check(&args.out, args.force)?;
     let model = Model::init(&args.arch, args.input, args.classes, args.seed)?;
-    out.clear()?;
-    model.save(&args.out)?;
+    out.write_dir(|tmp| model.save(tmp))?;
     let c = count(&model.description)?;
     println!(
         "wrote {} ({} kernels, {} parameters, seed {}) to {}",

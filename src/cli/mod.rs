@@ -17,6 +17,8 @@ use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 use cnnsplitter::choice::Choice;
+use cnnsplitter::error::printable_path;
+use cnnsplitter::files::lock::OutputLock;
 
 /// A value parser offering the values of a library [`Choice`] with their help.
 pub fn choice<T: Choice + Clone>() -> impl TypedValueParser<Value = T> {
@@ -82,13 +84,19 @@ pub fn run() -> Result<()> {
     let cli = Cli::parse();
     let threads = cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 0 || threads > 8 * cores {
+    // `experiment plan` only writes the threads into the tasks, which run on other machines.
+    let plans_only = matches!(&cli.command, Command::Experiment(e) if e.plans_only());
+    if threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    if threads > 8 * cores && !plans_only {
         bail!("--threads must lie in 1..={} (8x this machine's {cores} cores); it is {threads}", 8 * cores);
     }
     if let Some(path) = &cli.log_json {
         progress_bar::log_events_to(path)?;
     }
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("could not start the thread pool")?;
+    let pool = if plans_only { threads.min(cores) } else { threads };
+    rayon::ThreadPoolBuilder::new().num_threads(pool).build_global().context("could not start the thread pool")?;
     match cli.command {
         Command::Demo(args) => demo::run_demo(args, threads),
         Command::Init(args) => init::run(args),
@@ -106,17 +114,36 @@ pub fn run() -> Result<()> {
     }
 }
 
-/// An output a command is about to create: refused when something is already there, unless
-/// `--force` was given, in which case the old output is removed (by [`NewOutput::clear`], right
-/// before the command writes).
+/// An output a command is about to create, owned by this process from the check on
+/// ([`OutputLock`]): refused when it overlaps an input, when another process is writing it, or
+/// when something is already there unless `--force` was given. With `--force` the old output is
+/// replaced: by [`NewOutput::clear`] right before a command that writes in place, or by
+/// [`NewOutput::write_dir`] once the new folder is complete.
 pub struct NewOutput<'a> {
     path: &'a std::path::Path,
     force: bool,
+    _lock: OutputLock,
 }
 
 impl<'a> NewOutput<'a> {
-    /// Checks `path` (before any work): an error naming what is there unless `force`.
+    /// Checks `path` (`--out`, before any work), with no inputs to keep apart from it.
     pub fn check(path: &'a std::path::Path, force: bool) -> Result<Self> {
+        Self::check_apart(path, force, "--out", &[])
+    }
+
+    /// Checks `path`, given with `flag`: it must neither be, lie inside nor contain any of
+    /// `inputs`; then takes its lock, and refuses what is there unless `force`.
+    pub fn check_apart(
+        path: &'a std::path::Path,
+        force: bool,
+        flag: &str,
+        inputs: &[&std::path::Path],
+    ) -> Result<Self> {
+        cnnsplitter::files::check_outside_inputs(flag, path, inputs)?;
+        let lock = OutputLock::acquire(path)?;
+        if let Some(dead) = lock.taken_over() {
+            eprintln!("note: took over the lock of {}, which is no longer running", dead.describe());
+        }
         if path.symlink_metadata().is_ok() && !force {
             let what = match cnnsplitter::artifact::Artifact::open(path) {
                 Ok(cnnsplitter::artifact::Artifact::TrainingRun(_)) => {
@@ -129,22 +156,27 @@ impl<'a> NewOutput<'a> {
                 Err(_) if path.is_dir() => "a folder;".into(),
                 Err(_) => "a file;".into(),
             };
-            bail!("{} already exists ({what} choose another output, or add --force to replace it)", path.display());
+            bail!(
+                "{} already exists ({what} choose another output, or add --force to replace it)",
+                printable_path(path)
+            );
         }
-        Ok(NewOutput { path, force })
+        Ok(NewOutput { path, force, _lock: lock })
     }
 
-    /// Removes the old output when `--force` was given (call right before writing).
+    /// Removes the old output when `--force` was given (call right before a command that
+    /// writes into the output as it goes).
     pub fn clear(&self) -> Result<()> {
-        if self.force && self.path.symlink_metadata().is_ok() {
-            let removed = if self.path.is_dir() && !self.path.is_symlink() {
-                std::fs::remove_dir_all(self.path)
-            } else {
-                std::fs::remove_file(self.path)
-            };
-            removed.with_context(|| format!("cannot remove {} to replace it", self.path.display()))?;
+        if self.force {
+            cnnsplitter::files::remove_output(self.path)?;
         }
         Ok(())
+    }
+
+    /// Writes the output folder whole: `fill` writes a temporary sibling folder, which then
+    /// replaces any old output; nothing is left behind when `fill` fails (a full disk).
+    pub fn write_dir(&self, fill: impl FnOnce(&std::path::Path) -> cnnsplitter::Result<()>) -> Result<()> {
+        Ok(cnnsplitter::files::replace_dir_atomic(self.path, fill)?)
     }
 }
 

@@ -164,7 +164,9 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
     let (cfg, dir) = match (&args.resume, &args.model, &args.out) {
         (Some(dir), _, _) => (None, dir.clone()),
         (None, Some(model), Some(out)) => {
-            let output = super::NewOutput::check(out, args.force)?;
+            let mut inputs = vec![model.as_path()];
+            inputs.extend(args.data.dataset_file());
+            let output = super::NewOutput::check_apart(out, args.force, "--out", &inputs)?;
             let config = config(&args, model.clone())?;
             config.validate()?;
             output.clear()?;
@@ -173,7 +175,7 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
     let engine = super::engine(args.engine, threads)?;
-    let options = RunOptions { stop_after: args.stop_after, jobs: args.module_jobs };
+    let options = RunOptions { stop_after: args.stop_after, jobs: args.module_jobs, model_at: None };
     let Some(s) = run_with(cfg, &dir, engine.as_ref(), options, &bars)? else {
         println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
         return Ok(());

@@ -70,7 +70,10 @@ fn parse_mapping(text: &str) -> Result<(usize, usize), String> {
 }
 
 pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
-    let out = super::NewOutput::check(&args.out, args.force)?;
+    let mut inputs = vec![args.weak.as_path(), args.module.as_path()];
+    inputs.extend(args.strong.as_deref());
+    inputs.extend(super::data::dataset_file(&args.dataset));
+    let out = super::NewOutput::check_apart(&args.out, args.force, "--out", &inputs)?;
     let (tc_weak, tc_strong) = args.tc;
     let mut selection = DataSelection {
         dataset: args.dataset.clone(),

@@ -68,7 +68,8 @@ pub fn train(args: TrainArgs, threads: usize) -> Result<()> {
             (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir)
         }
         (None, Some(arch), Some(out)) => {
-            let output = super::NewOutput::check(&out, args.force)?;
+            let inputs: Vec<&std::path::Path> = args.data.dataset_file().into_iter().collect();
+            let output = super::NewOutput::check_apart(&out, args.force, "--out", &inputs)?;
             let overrides = Overrides { epochs: args.epochs, lr: args.lr, batch: args.batch };
             let config = TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, threads)?;
             let engine = super::engine(args.engine, threads)?;
@@ -179,7 +180,8 @@ pub struct PickArgs {
 
 pub fn pick_cmd(args: PickArgs) -> Result<()> {
     let fit = if args.overfit { Fit::Overfit } else { Fit::Underfit };
-    super::NewOutput::check(&args.out, args.force)?.clear()?;
+    let out = super::NewOutput::check_apart(&args.out, args.force, "--out", &[&args.run])?;
+    out.clear()?;
     let p = pick(&args.run, fit, &args.out)?;
     println!(
         "picked the {} model: epoch {} (best validation epoch {}), train accuracy {:.4}, validation accuracy {:.4}; written to {}",

@@ -202,13 +202,17 @@ pub struct KeepRecord {
 
 /// How a session of a modularization runs; not part of the run's configuration, because its
 /// results do not depend on it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RunOptions {
     /// Stop after this many generations of this session (as if killed).
     pub stop_after: Option<usize>,
     /// Modules run at once, each on its share of the threads (`None`: as
     /// [`ModuleRuns::for_model`] picks for the model).
     pub jobs: Option<usize>,
+    /// Where the model is now, when a resumed run moved together with it (an experiment folder
+    /// copied or moved): replaces the recorded folder in `config.json`. The model's files must
+    /// still be the ones the run started from (`source.json`'s digest).
+    pub model_at: Option<PathBuf>,
 }
 
 /// Starts (`config` given) or resumes (`None`) the run in `dir`. With `stop_after = Some(g)` the
@@ -220,7 +224,7 @@ pub fn run(
     stop_after: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Option<Summary>> {
-    run_with(config, dir, engine, RunOptions { stop_after, jobs: None }, progress)
+    run_with(config, dir, engine, RunOptions { stop_after, ..RunOptions::default() }, progress)
 }
 
 /// [`run`] with every option of the session.
@@ -234,8 +238,15 @@ pub fn run_with(
     if let Some(jobs) = options.jobs {
         Error::check_at_least("module jobs", jobs, 1)?;
     }
+    let _owned = crate::files::lock::OutputLock::acquire(dir)?;
     let out = ModularizeDir::new(dir);
-    let config = open_config(config, &out)?;
+    let mut config = open_config(config, &out)?;
+    if let Some(now) = options.model_at.filter(|now| *now != config.model)
+        && out.config().exists()
+    {
+        config.model = now;
+        write_json(&out.config(), &config)?;
+    }
     let (model, data) = load_inputs(&config)?;
     if !out.config().exists() {
         write_json(&out.config(), &config)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::files::write_json;
+use crate::files::{write_dir_atomic, write_json};
 use crate::model::Model;
 use crate::train::run_dir::RunDir;
 use crate::train::trainer::{load_state, underfit_epoch};
@@ -43,6 +43,10 @@ pub fn pick_file(model_dir: &Path) -> PathBuf {
 
 /// Copies the chosen epoch's model from run `run_dir` to the model folder `out`.
 pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
+    let _owned = crate::files::lock::OutputLock::acquire(out)?;
+    if out.exists() {
+        return Err(Error::file(out, "already exists: choose another output folder or remove it"));
+    }
     let state = load_state(run_dir)?;
     if state.best_epoch == 0 {
         return Err(Error::file(run_dir, "has no finished epoch yet"));
@@ -69,7 +73,15 @@ pub fn pick(run_dir: &Path, fit: Fit, out: &Path) -> Result<Picked> {
         train_accuracy: record.train_accuracy,
         validation_accuracy: record.validation_accuracy,
     };
-    model.save(out)?;
-    write_json(&pick_file(out), &picked)?;
+    let source = RunDir::new(run_dir).source();
+    write_dir_atomic(out, |tmp| {
+        model.save(tmp)?;
+        // The data the run was trained on, for `patch` to check its dataset against.
+        if source.is_file() {
+            let to = tmp.join("source.json");
+            std::fs::copy(&source, &to).map_err(|e| Error::io(&to, e))?;
+        }
+        write_json(&pick_file(tmp), &picked)
+    })?;
     Ok(picked)
 }

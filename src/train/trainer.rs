@@ -25,6 +25,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::metrics::{Metrics, argmax_rows};
 use crate::eval::{check_fit, evaluate};
+use crate::files::lock::OutputLock;
 use crate::files::{read_json, write_atomic, write_json, write_jsonl};
 use crate::model::Model;
 use crate::model::description::LayerKind;
@@ -118,6 +119,7 @@ pub fn start(
     engine: &dyn Engine,
     progress: &dyn Progress,
 ) -> Result<Option<TrainReport>> {
+    let _owned = OutputLock::acquire(dir)?;
     let run = RunDir::new(dir);
     if run.config().exists() {
         return Err(Error::file(
@@ -145,6 +147,7 @@ pub fn resume(
     engine: &dyn Engine,
     progress: &dyn Progress,
 ) -> Result<Option<TrainReport>> {
+    let _owned = OutputLock::acquire(dir)?;
     let run = RunDir::new(dir);
     let config: TrainConfig = read_json(&run.config())?;
     config.validate().map_err(|e| Error::file(run.config(), e.to_string()))?;
