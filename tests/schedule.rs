@@ -26,7 +26,7 @@ fn plan(deps: &[Vec<usize>]) -> Plan {
             resources: Resources { cores: 1, memory_mib: 1 },
         })
         .collect();
-    let plan = Plan { rq: Rq::Rq1, dir: PathBuf::from("/x"), tasks };
+    let plan = Plan { rq: Rq::Rq1, dir: PathBuf::from("/x"), config_digest: None, tasks };
     plan.check().unwrap();
     plan
 }

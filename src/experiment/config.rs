@@ -369,15 +369,18 @@ impl ExperimentConfig {
             data.spec().and_then(|s| s.outline(tc)).map_err(|e| format!("{key}: {e}"))
         };
         let (classes, shape) = outline("[strong] `dataset`", &strong_data, None)?;
-        let buildable = |key: &str, arch: &str, recipe, data: &DataSelection, o: &Overrides, shape, classes| {
-            TrainConfig::new(arch, recipe, data, o, self.seed, 1)
-                .and_then(|_| zoo::build(arch, shape, classes))
-                .map(|_| ())
-                .map_err(|e| format!("{key}: {e}"))
-        };
+        // The architecture's mistakes are the model's key's; the training settings' are their
+        // section's (`section`).
+        let buildable =
+            |key: &str, section: &str, arch: &str, recipe, data: &DataSelection, o: &Overrides, shape, classes| {
+                zoo::build(arch, shape, classes).map_err(|e| format!("{key}: {e}"))?;
+                TrainConfig::new(arch, recipe, data, o, self.seed, 1).map(|_| ()).map_err(|e| format!("{section}: {e}"))
+            };
         for m in &self.models {
             let key = format!("[[models]] `{}` `arch`", m.name);
-            buildable(&key, &m.arch, self.strong.recipe, &strong_data, &self.strong.overrides(m), shape, classes)?;
+            let section = if m.lr.is_some() { format!("[strong] (with [[models]] `{}` `lr`)", m.name) } else { "[strong]".into() };
+            let overrides = self.strong.overrides(m);
+            buildable(&key, &section, &m.arch, self.strong.recipe, &strong_data, &overrides, shape, classes)?;
         }
         let Some(w) = &self.weak else { return Ok(()) };
         let weak_data = DataSelection::named(&w.dataset);
@@ -406,12 +409,13 @@ impl ExperimentConfig {
         for m in &self.models {
             let simple = w.simple.overrides();
             let key = format!("[[models]] `{}` `weak_arch`", m.name);
-            buildable(&key, &m.weak_arch, Recipe::Simple, &weak_data, &simple, weak_shape, weak_classes)?;
+            buildable(&key, "[weak.simple]", &m.weak_arch, Recipe::Simple, &weak_data, &simple, weak_shape, weak_classes)?;
             let (key, arch) = match &m.poor_fit_arch {
                 Some(a) => (format!("[[models]] `{}` `poor_fit_arch`", m.name), a.as_str()),
                 None => (format!("[[models]] `{}` `arch` (the poor-fit models')", m.name), m.arch.as_str()),
             };
-            buildable(&key, arch, Recipe::PoorFit, &weak_data, &w.poor_fit.overrides(), weak_shape, weak_classes)?;
+            let poor_fit = w.poor_fit.overrides();
+            buildable(&key, "[weak.poor_fit]", arch, Recipe::PoorFit, &weak_data, &poor_fit, weak_shape, weak_classes)?;
         }
         Ok(())
     }

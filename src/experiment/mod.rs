@@ -89,15 +89,23 @@ pub fn prepare(
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         crate::files::write_atomic(&out.config(), text.as_bytes())?;
     }
-    if let Ok(old) = Plan::load(dir)
-        && old != plan
-    {
-        progress.note(&format!(
-            "note: {} is replaced: it planned {} with other commands (threads, engine or program); the \
-             finished stages are kept",
-            dir.join(plan::PLAN_FILE).display(),
-            crate::choice::Choice::name(old.rq)
-        ));
+    let plan = Plan { config_digest: Some(plan::config_digest(&out.config())?), ..plan };
+    if let Ok(old) = Plan::load_anywhere(dir) {
+        if !old.made_for(dir)? {
+            progress.note(&format!(
+                "note: {} is replaced: it was made for the experiment folder {} (this one is a copy, or was \
+                 moved); the finished stages here are kept",
+                dir.join(plan::PLAN_FILE).display(),
+                old.dir.display()
+            ));
+        } else if old.tasks != plan.tasks || old.rq != plan.rq {
+            progress.note(&format!(
+                "note: {} is replaced: it planned {} with other commands (threads, engine or program); the \
+                 finished stages are kept",
+                dir.join(plan::PLAN_FILE).display(),
+                crate::choice::Choice::name(old.rq)
+            ));
+        }
     }
     plan.write()?;
     Ok(plan)
@@ -148,6 +156,7 @@ pub fn run_task(
     progress: &dyn Progress,
 ) -> Result<TaskOutcome> {
     let plan = Plan::load(dir)?;
+    plan.check_config()?;
     let config = ExperimentConfig::load(&ExperimentDir::new(dir).config())?;
     let task = plan.task(id).ok_or_else(|| {
         let ids: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
@@ -180,6 +189,13 @@ pub fn run_task(
 
 /// Runs `task`, announced as a stage, and records its wall time in `DIR/tasks/<id>.json`.
 fn run_timed(runner: &mut StageRunner, task: &Task) -> Result<()> {
+    // The task owns its output folder while it runs: a second process on the same task (a job
+    // submitted twice) is refused with who holds it.
+    let _owned = crate::files::lock::OutputLock::acquire(&runner.dir.root.join(&task.out))?;
+    if task.is_done(&runner.dir.root) {
+        // Another process finished it while this one waited to start.
+        return Ok(());
+    }
     runner.progress.event(&Event::Stage { label: &task.label });
     let started = std::time::Instant::now();
     runner.run(task)?;

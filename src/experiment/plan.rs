@@ -145,8 +145,13 @@ pub struct Launch {
 pub struct Plan {
     /// The research question.
     pub rq: Rq,
-    /// The experiment folder (absolute).
+    /// The experiment folder (absolute) the plan was made for; a plan found in another folder
+    /// (the experiment copied or moved) is refused by [`Plan::load`] until it is planned again.
     pub dir: PathBuf,
+    /// MD5 of `config.toml` as planned: a task refuses to run a config edited since (absent in
+    /// plans written before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
     /// The tasks, every one after its dependencies (the in-process runner's order).
     pub tasks: Vec<Task>,
 }
@@ -183,7 +188,7 @@ impl Plan {
         let done = reports.join(format!("{}.json", rq.name()));
         let label = "writing the reports".to_string();
         b.push(&reports, &done, label, Stage::Reports, collected, estimate::BASE_MIB as u64);
-        let plan = Plan { rq, dir, tasks: b.tasks };
+        let plan = Plan { rq, dir, config_digest: None, tasks: b.tasks };
         plan.check()?;
         Ok(plan)
     }
@@ -198,6 +203,16 @@ impl Plan {
     pub fn check(&self) -> Result<()> {
         let mut seen = HashSet::new();
         for t in &self.tasks {
+            check_id(&t.id)?;
+            for path in [&t.out, &t.done, &t.logs[0], &t.logs[1]] {
+                if path.is_absolute() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+                    return Err(Error::Invalid(format!(
+                        "plan: task `{}`: {} must lie inside the experiment folder (a relative path without . or ..)",
+                        t.id,
+                        crate::error::printable_path(path)
+                    )));
+                }
+            }
             if t.command.is_empty() {
                 return Err(Error::Invalid(format!("plan: task `{}` has no command", t.id)));
             }
@@ -231,8 +246,27 @@ impl Plan {
         write_json(&self.dir.join(PLAN_FILE), self)
     }
 
-    /// Reads and checks the plan of the experiment folder `dir`.
+    /// Reads and checks the plan of the experiment folder `dir`; refuses a plan made for another
+    /// folder (this one a copy, or moved), whose tasks would write into that folder.
     pub fn load(dir: &Path) -> Result<Plan> {
+        let plan = Plan::load_anywhere(dir)?;
+        if !plan.made_for(dir)? {
+            return Err(Error::file(
+                dir.join(PLAN_FILE),
+                format!(
+                    "was made for the experiment folder {}, not this one (was the folder copied or moved?): plan \
+                     again here (`cnnsplitter experiment plan --config {} --out {}`); the finished stages are kept",
+                    crate::error::printable_path(&plan.dir),
+                    crate::error::printable_path(&ExperimentDir::new(dir).config()),
+                    crate::error::printable_path(dir)
+                ),
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// [`Plan::load`] without the check that the plan was made for `dir`.
+    pub fn load_anywhere(dir: &Path) -> Result<Plan> {
         let path = dir.join(PLAN_FILE);
         if !path.is_file() {
             return Err(Error::file(
@@ -243,6 +277,29 @@ impl Plan {
         let plan: Plan = read_json(&path)?;
         plan.check().map_err(|e| Error::file(&path, e.to_string()))?;
         Ok(plan)
+    }
+
+    /// Whether the plan was made for the folder `dir` (links and `..` resolved).
+    pub fn made_for(&self, dir: &Path) -> Result<bool> {
+        Ok(crate::files::resolved(&self.dir)? == crate::files::resolved(dir)?)
+    }
+
+    /// Checks that the experiment's `config.toml` is the one planned (its digest).
+    pub fn check_config(&self) -> Result<()> {
+        let path = ExperimentDir::new(&self.dir).config();
+        let Some(planned) = &self.config_digest else { return Ok(()) };
+        let now = config_digest(&path)?;
+        if &now != planned {
+            return Err(Error::file(
+                &path,
+                format!(
+                    "has changed since the experiment was planned (digest {planned} then, {now} now): a task runs \
+                     with the config it was planned with; restore it, or plan a new experiment folder with the \
+                     edited config"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The number of tasks on the longest dependency chain (the critical path, in tasks).
@@ -397,6 +454,32 @@ impl Builder<'_> {
             }
         }
     }
+}
+
+/// Checks a task id: a relative folder inside the experiment folder, of names without control
+/// characters (ids end up in shell scripts, job names and file names).
+fn check_id(id: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::Invalid(format!("plan: task id `{}` {why}", crate::error::printable(id))))
+    };
+    if id.is_empty() {
+        return bad("is empty");
+    }
+    if id.chars().any(char::is_control) {
+        return bad("holds control characters");
+    }
+    let path = Path::new(id);
+    if path.is_absolute() || path.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return bad("must be a folder inside the experiment folder (no leading /, no . or ..)");
+    }
+    Ok(())
+}
+
+/// MD5 of the file at `path` (an experiment's `config.toml`).
+pub fn config_digest(path: &Path) -> Result<String> {
+    use md5::{Digest, Md5};
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", Md5::digest(&bytes)))
 }
 
 /// A task id as one file name: `/` becomes `__`.

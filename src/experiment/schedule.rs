@@ -16,16 +16,24 @@ pub struct Estimate {
     pub makespan: f64,
 }
 
-/// Per-task durations, in plan order, checked: every task has one, finite and not negative.
+/// Per-task durations, in plan order, checked: every task has one, finite and not negative, and
+/// their sum is finite.
 pub fn durations(plan: &Plan, seconds: &HashMap<String, f64>) -> Result<Vec<f64>> {
-    plan.tasks
+    let secs: Vec<f64> = plan
+        .tasks
         .iter()
         .map(|t| match seconds.get(&t.id) {
             Some(&s) if s.is_finite() && s >= 0.0 => Ok(s),
             Some(s) => Err(Error::Invalid(format!("task `{}`: duration {s} is not a number of seconds >= 0", t.id))),
             None => Err(Error::Invalid(format!("no duration for task `{}`", t.id))),
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if !secs.iter().sum::<f64>().is_finite() {
+        return Err(Error::Invalid(
+            "the task durations add up to more seconds than a number holds: give durations in seconds".into(),
+        ));
+    }
+    Ok(secs)
 }
 
 /// Dependencies as indices into the plan's tasks.

@@ -56,7 +56,9 @@ fn set_executable(_: &std::path::Path) {}
 /// The script: one `sbatch --parsable` per pending task, in plan order (every job after the jobs
 /// it depends on), with `--dependency=afterok:` on the pending dependencies only.
 fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
-    let dir = plan.dir.to_string_lossy();
+    // In comments, the folder with control characters escaped (a newline would end the comment);
+    // in commands, every word quoted.
+    let dir = crate::error::printable_path(&plan.dir);
     let mut s = format!(
         "#!/bin/sh\n\
          # Submits the {} tasks of the experiment in {dir} that were not done when this script was\n\
@@ -94,9 +96,10 @@ fn script(plan: &Plan, pending: &[&Task], options: &SlurmOptions) -> String {
         args.extend(site.iter().cloned());
         let command: Vec<String> = t.command.iter().map(|a| quote(a)).collect();
         args.push(format!("--wrap={}", quote(&command.join(" "))));
-        s += &format!("# {}\nj{i}=$(submit {})\n", t.id, args.join(" "));
+        s += &format!("# {}\nj{i}=$(submit {})\n", crate::error::printable(&t.id), args.join(" "));
     }
-    s += &format!("echo \"submitted {} jobs; follow them with: squeue --me; logs in {dir}/logs\"\n", pending.len());
+    let done = format!("submitted {} jobs; follow them with: squeue --me; logs in", pending.len());
+    s += &format!("echo {} {}\n", quote(&done), quote(&plan.dir.join("logs").to_string_lossy()));
     s
 }
 

@@ -166,8 +166,11 @@ impl<'a> StageRunner<'a> {
         dir: &modularize::ModularizeDir,
         config: ModularizeConfig,
     ) -> Result<Option<modularize::Summary>> {
+        // A run started before the experiment folder was copied or moved names the strong model
+        // where it was then; it is where the plan's folder says now (its digest is checked).
+        let options = modularize::RunOptions { model_at: Some(config.model.clone()), ..Default::default() };
         let config = if dir.config().exists() { None } else { Some(config) };
-        modularize::run(config, &dir.root, self.engine, None, self.progress)
+        modularize::run_with(config, &dir.root, self.engine, options, self.progress)
     }
 
     fn patch(&mut self, model: &str, tc: usize, kind: WeakKind, rule: crate::patch::RuleKind) -> Result<()> {
