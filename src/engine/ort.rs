@@ -85,6 +85,11 @@ pub fn environment() -> std::result::Result<&'static Environment, String> {
             .and_then(|p| p.with_inter_threads(1))
             .map_err(fail)?;
         let env = builder.with_name("cnnsplitter").with_global_thread_pool(pool).build().map_err(fail)?;
+        // ONNX Runtime's own log lines (coloured, before ours) would repeat the errors this tool
+        // reports; `ORT_LOG=warning` (or info, verbose) shows them again.
+        if std::env::var_os("ORT_LOG").is_none() {
+            env.set_log_level(ort::logging::LogLevel::Fatal);
+        }
         register_shared_arena(&env).map_err(|e| format!("cannot register ONNX Runtime's shared memory arena: {e}"))?;
         Ok((env, path))
     });

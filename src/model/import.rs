@@ -146,6 +146,8 @@ pub fn import(arch: &str, input: [usize; 3], classes: Option<usize>, path: &Path
             format!("tensor `{extra}` matches no layer of {arch}: is it the right architecture and width?"),
         ));
     }
-    let model = Model::new(desc, Weights { tensors })?;
+    let weights = Weights { tensors };
+    weights.check_finite().map_err(|e| e.in_file(path))?;
+    let model = Model::new(desc, weights)?;
     Ok(Imported { model, mapping, skipped: file.skipped })
 }

@@ -62,6 +62,7 @@ impl Model {
         let weights_path = dir.join(WEIGHTS_FILE);
         let weights = Weights::load(&weights_path)?;
         weights.check(&description).map_err(|e| e.in_file(&weights_path))?;
+        weights.check_finite().map_err(|e| e.in_file(&weights_path))?;
         Ok(Model { description, weights })
     }
 

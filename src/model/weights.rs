@@ -182,6 +182,21 @@ impl Weights {
         Ok(())
     }
 
+    /// Refuses weights holding a NaN or an infinity (a model that computes nothing usable); names
+    /// the first such tensor, its first bad value and how many there are.
+    pub fn check_finite(&self) -> Result<()> {
+        for (name, t) in &self.tensors {
+            let bad = t.data.iter().filter(|v| !v.is_finite()).count();
+            if let Some((i, v)) = t.data.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(Error::Numeric(format!(
+                    "tensor `{name}` holds {bad} non-finite values (the first, at index {i}, is {v}): the model \
+                     computes nothing usable; retrain or re-export it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Serializes to safetensors bytes (f32, little-endian).
     pub fn to_safetensors(&self) -> Result<Vec<u8>> {
         let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = self

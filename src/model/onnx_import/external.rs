@@ -1,7 +1,7 @@
 //! Tensors stored outside the model file, as PyTorch's default exporter writes its weights.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use onnx_protobuf::{Message, ModelProto, TensorProto};
 
@@ -11,37 +11,73 @@ pub(super) fn is_external(t: &TensorProto) -> bool {
     t.data_location.value() == onnx_protobuf::tensor_proto::DataLocation::EXTERNAL as i32
 }
 
+/// The external data files of one model, opened once each (by their resolved path).
+pub(super) type ExternalFiles = HashMap<PathBuf, std::fs::File>;
+
 /// The bytes of a tensor stored outside the model file at `path` (`location`, `offset`,
 /// `length`), as PyTorch's default exporter writes its weights: a file next to the model.
-/// `cache` keeps the files read.
-pub(super) fn external_bytes(
-    path: &Path,
-    t: &TensorProto,
-    cache: &mut HashMap<std::path::PathBuf, Vec<u8>>,
-) -> Result<Vec<u8>> {
-    let bad = |what: String| Error::file(path, format!("tensor `{}`: {what}", t.name));
+///
+/// The location is resolved (links included) and must be a regular file inside the model's
+/// folder that holds `offset + length` bytes: a link to a file elsewhere, a device or a FIFO is
+/// refused before anything is read, and only the tensor's own bytes are read.
+pub(super) fn external_bytes(path: &Path, t: &TensorProto, files: &mut ExternalFiles) -> Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |what: String| Error::file(path, format!("tensor `{}`: {what}", crate::error::printable(&t.name)));
     let entry = |key: &str| t.external_data.iter().find(|e| e.key == key).map(|e| e.value.as_str());
     let location = entry("location").ok_or_else(|| bad("is stored externally without a location".into()))?;
+    let shown = crate::error::printable(location);
     let relative = Path::new(location);
     if relative.is_absolute() || relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(bad(format!("external data `{location}` must be a file next to the model")));
+        return Err(bad(format!("external data `{shown}` must be a file next to the model")));
     }
-    let number = |key: &str| -> Result<Option<usize>> {
+    let number = |key: &str| -> Result<Option<u64>> {
         entry(key)
-            .map(|v| v.parse::<usize>().map_err(|_| bad(format!("external data {key} `{v}` is not a number"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| bad(format!("external data {key} `{}` is not a number", crate::error::printable(v))))
+            })
             .transpose()
     };
     let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
-    let file = path.parent().unwrap_or(Path::new(".")).join(relative);
-    if !cache.contains_key(&file) {
-        let bytes = std::fs::read(&file).map_err(|e| Error::io(&file, e))?;
-        cache.insert(file.clone(), bytes);
+    let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = std::fs::canonicalize(folder).map_err(|e| Error::io(folder, e))?;
+    let named = folder.join(relative);
+    let file_path = std::fs::canonicalize(&named).map_err(|e| Error::io(&named, e))?;
+    if !file_path.starts_with(&folder) {
+        return Err(bad(format!(
+            "external data `{shown}` resolves to {}, outside the model's folder {}: only files in the model's \
+             folder are read",
+            crate::error::printable_path(&file_path),
+            crate::error::printable_path(&folder)
+        )));
     }
-    let bytes = &cache[&file];
-    let end = length.map_or(bytes.len(), |l| offset.saturating_add(l));
-    bytes.get(offset..end).map(<[u8]>::to_vec).ok_or_else(|| {
-        bad(format!("external data {offset}..{end} lies beyond the {} bytes of {}", bytes.len(), file.display()))
-    })
+    let meta = std::fs::metadata(&file_path).map_err(|e| Error::io(&file_path, e))?;
+    if !meta.is_file() {
+        return Err(bad(format!("external data `{shown}` is not a regular file (a device, FIFO or folder)")));
+    }
+    let size = meta.len();
+    let end = match length {
+        Some(l) => offset.checked_add(l),
+        None => Some(size.max(offset)),
+    };
+    let end = end.filter(|&e| e <= size).ok_or_else(|| {
+        bad(format!(
+            "external data `{shown}` at offset {offset}, length {}, lies beyond the {size} bytes of the file",
+            length.map_or("(to the end)".to_string(), |l| l.to_string())
+        ))
+    })?;
+    let count = usize::try_from(end - offset).map_err(|_| bad("external data is too large to hold".into()))?;
+    crate::model::check_memory(count, &format!("external data of tensor `{}`", crate::error::printable(&t.name)))?;
+    if !files.contains_key(&file_path) {
+        let file = std::fs::File::open(&file_path).map_err(|e| Error::io(&file_path, e))?;
+        files.insert(file_path.clone(), file);
+    }
+    let file = files.get_mut(&file_path).expect("inserted above");
+    let mut bytes = vec![0u8; count];
+    file.seek(SeekFrom::Start(offset))
+        .and_then(|_| file.read_exact(&mut bytes))
+        .map_err(|e| Error::io(&file_path, e))?;
+    Ok(bytes)
 }
 
 /// The ONNX model `bytes` (read from `path`) with every externally stored tensor moved into the
@@ -49,7 +85,7 @@ pub(super) fn external_bytes(
 pub fn with_inline_data(bytes: &[u8], path: &Path) -> Result<Vec<u8>> {
     let mut model = ModelProto::parse_from_bytes(bytes)
         .map_err(|e| Error::file(path, format!("is not an ONNX model (truncated or another format): {e}")))?;
-    let mut cache = HashMap::new();
+    let mut cache = ExternalFiles::new();
     let mut changed = false;
     if let Some(graph) = model.graph.as_mut() {
         for t in graph.initializer.iter_mut().filter(|t| is_external(t)) {

@@ -69,8 +69,11 @@ struct Reader<'a> {
     names: HashMap<String, usize>,
     /// The image's shape.
     image: ActShape,
-    /// Files of external tensor data, read once.
-    external_files: std::cell::RefCell<HashMap<std::path::PathBuf, Vec<u8>>>,
+    /// Files of external tensor data, opened once.
+    external_files: std::cell::RefCell<external::ExternalFiles>,
+    /// The next suffix to try for each layer name base (so that many nodes of one name are
+    /// named in linear time).
+    next_suffix: std::cell::RefCell<HashMap<String, usize>>,
 }
 
 /// Reads ONNX `bytes` (`path` names them in errors).
@@ -88,6 +91,7 @@ pub fn from_onnx_bytes(bytes: &[u8], path: &Path, input: Option<[usize; 3]>) -> 
         names: Default::default(),
         image: ActShape::Map([1, 1, 1]),
         external_files: Default::default(),
+        next_suffix: Default::default(),
     };
     for t in &graph.initializer {
         let value = r.tensor(t)?;
@@ -138,6 +142,7 @@ pub fn from_onnx_bytes(bytes: &[u8], path: &Path, input: Option<[usize; 3]>) -> 
     let name = path.file_stem().map_or_else(|| "onnx".to_string(), |s| s.to_string_lossy().into_owned());
     let desc = ModelDescription { name, input: chw, classes, layers: r.layers };
     infer_shapes(&desc).map_err(|e| Error::file(path, format!("gives an invalid model: {e}")))?;
+    r.weights.check_finite().map_err(|e| Error::file(path, e.to_string()))?;
     let model = Model::new(desc, r.weights).map_err(|e| Error::file(path, e.to_string()))?;
     Ok(OnnxImport { model, dropped: r.dropped, file_input })
 }
@@ -172,7 +177,8 @@ fn attr_ints(node: &NodeProto, name: &str) -> Option<Vec<i64>> {
 
 impl Reader<'_> {
     fn fail(&self, node: &NodeProto, what: impl std::fmt::Display) -> Error {
-        Error::file(self.path, format!("node `{}` ({}): {what}", node.name, node.op_type))
+        let (name, op) = (crate::error::printable(&node.name), crate::error::printable(&node.op_type));
+        Error::file(self.path, format!("node `{name}` ({op}): {what}"))
     }
 
     fn unsupported(&self, node: &NodeProto, what: impl std::fmt::Display) -> Error {
@@ -277,13 +283,18 @@ impl Reader<'_> {
                 if n.is_empty() { node.op_type.to_lowercase() } else { n }
             }
         };
-        let mut name = base.clone();
-        let mut k = 1;
-        while self.names.contains_key(&name) {
-            name = format!("{base}_{k}");
-            k += 1;
+        if !self.names.contains_key(&base) {
+            return base;
         }
-        name
+        let mut next = self.next_suffix.borrow_mut();
+        let k = next.entry(base.clone()).or_insert(1);
+        loop {
+            let name = format!("{base}_{k}");
+            *k += 1;
+            if !self.names.contains_key(&name) {
+                return name;
+            }
+        }
     }
 
     /// Adds a layer reading `source`, binds the node's first output to it.
