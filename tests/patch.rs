@@ -363,6 +363,7 @@ fn weak_data(seed: u64) -> DataSplits {
         test,
         digits: false,
         normalization: Normalization { mean: vec![0.0; 3], std: vec![1.0; 3] },
+        tc_label: Some(TC_WEAK as usize),
     }
 }
 

@@ -339,6 +339,8 @@ pub struct DataSplits {
     pub digits: bool,
     /// Input normalisation.
     pub normalization: Normalization,
+    /// The label the target class has in this data (a weak mix's `"tc"` part), if any.
+    pub tc_label: Option<usize>,
 }
 
 impl DataSplits {
@@ -593,6 +595,7 @@ impl MixSpec {
             test: Arc::new(test),
             digits: self.digits,
             normalization,
+            tc_label: tc_label.filter(|_| tc.is_some()).map(usize::from),
         })
     }
 

@@ -146,6 +146,40 @@ fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
     config.model.join(crate::model::DESCRIPTION_FILE).is_file().then_some(config.model)
 }
 
+/// Checks `data` against the data the weak model in `weak` was trained on, where its folder
+/// records it (`source.json` of a training run, or of a model picked from one): the same dataset
+/// and target class, and the same images.
+fn check_weak_data(weak: &Path, data: &DataSplits) -> Result<()> {
+    let path = crate::train::run_dir::RunDir::new(weak).source();
+    if !path.is_file() {
+        return Ok(());
+    }
+    let recorded: crate::train::trainer::DataSource = read_json(&path)?;
+    if recorded.dataset != data.name {
+        return Err(Error::file(
+            weak,
+            format!(
+                "was trained on {}, but the data given is {}: patch with the weak model's own dataset and target \
+                 class (for a weak mix, its `--mix-tc`)",
+                recorded.dataset, data.name
+            ),
+        ));
+    }
+    let digest = data.digest();
+    if recorded.digest != digest {
+        return Err(Error::file(
+            weak,
+            format!(
+                "was trained on other images of {} than the data given holds (digest {} then, {digest} now): give \
+                 the image limits it was trained with (--train-per-class and the like), or the data files it was \
+                 trained on",
+                data.name, recorded.digest
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// The models of a request, loaded and checked against each other and the data.
 struct Loaded {
     weak: Model,
@@ -157,6 +191,16 @@ struct Loaded {
 impl Loaded {
     fn open(request: &PatchRequest, data: &DataSplits) -> Result<Self> {
         let (tc_weak, tc_strong) = (request.tc_weak, request.tc_strong);
+        if let Some(label) = data.tc_label
+            && label != tc_weak
+        {
+            return Err(Error::Invalid(format!(
+                "target class {tc_weak}={tc_strong}: the weak dataset {} has its target class at label {label}, \
+                 not {tc_weak}; give {label}={tc_strong}",
+                data.name
+            )));
+        }
+        check_weak_data(request.weak, data)?;
         let weak = Model::load(request.weak)?;
         let module = Model::load(request.module)?;
         let strong_dir = request.strong.map(Path::to_path_buf).or_else(|| strong_of_module(request.module));
@@ -341,6 +385,7 @@ fn measure(
 /// its test split). Writes the patched folder and `report.json` to `out`, which must not exist
 /// yet; nothing is left there on an error.
 pub fn patch(request: &PatchRequest, data: &DataSplits, engine: &dyn Engine, out: &Path) -> Result<PatchReport> {
+    let _owned = crate::files::lock::OutputLock::acquire(out)?;
     if out.exists() {
         return Err(Error::file(out, "already exists: choose another output folder or remove it"));
     }
