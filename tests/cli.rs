@@ -407,3 +407,24 @@ fn meaningless_numbers_are_refused_before_any_work() {
     let (ok, _, stderr) = cnnsplitter(&["data", "info", "--dataset", nan_std.to_str().unwrap()]);
     assert!(!ok && stderr.contains("`std`"), "{stderr}");
 }
+
+#[test]
+fn errors_print_the_os_text_once_and_escape_control_characters() {
+    let (ok, _, stderr) = cnnsplitter(&[
+        "init",
+        "--arch",
+        "simcnn-weak@0.125",
+        "--input",
+        "3x32x32",
+        "--classes",
+        "3",
+        "--out",
+        "/proc/nope/x",
+    ]);
+    assert!(!ok && stderr.matches("os error 2").count() == 1, "{stderr}");
+    assert_eq!(stderr.matches("No such file or directory").count(), 1, "{stderr}");
+    // A name holding an escape sequence (it would recolour the terminal) is shown escaped.
+    let (ok, _, stderr) = cnnsplitter(&["inspect", "bad\u{1b}[31mname\nnext"]);
+    assert!(!ok && stderr.contains("bad\\u{1b}[31mname\\nnext"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}') && stderr.trim_end().lines().count() == 1, "{stderr:?}");
+}

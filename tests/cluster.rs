@@ -558,3 +558,202 @@ fn submit_sh_on_a_real_one_node_slurm_gives_the_in_process_reports() {
     }
     assert_same_reports(&dir);
 }
+
+/// `cnnsplitter ARGS` run to its end: (succeeded, stdout, stderr).
+fn tool_result(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_copied_or_moved_experiment_folder_is_refused_until_planned_again_and_never_writes_into_the_original() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = planned(tmp.path(), "a");
+    tool(&["experiment", "task", "--out", a.to_str().unwrap(), "--id", "strong/Tiny"], None);
+    let b = tmp.path().join("b");
+    assert!(Command::new("cp").arg("-r").arg(&a).arg(&b).status().unwrap().success());
+    let original = files(&a);
+
+    // The copy's task is refused with the fix, and the original is untouched.
+    let (ok, _, err) = tool_result(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "modules/Tiny"]);
+    assert!(!ok && err.contains("plan again") && err.contains("copied or moved"), "{err}");
+    assert_eq!(files(&a), original, "nothing was written into the original");
+    assert!(!b.join("modules/Tiny").exists());
+
+    // Planned again (with its own config.toml), the copy runs its tasks into itself and keeps the
+    // finished strong model.
+    let config = b.join("config.toml");
+    tool(
+        &["--threads", "1", "experiment", "plan", "--config", config.to_str().unwrap(), "--out", b.to_str().unwrap()],
+        None,
+    );
+    let (ok, said, err) = tool_result(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "strong/Tiny"]);
+    assert!(ok && said.contains("done"), "the copied strong model counts as done: {said}{err}");
+    tool(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "modules/Tiny"], None);
+    assert!(b.join("modules/Tiny/summary.json").is_file());
+    assert_eq!(files(&a), original, "nothing was written into the original");
+    let written = std::fs::read_to_string(b.join("modules/Tiny/config.json")).unwrap();
+    assert!(!written.contains(a.to_str().unwrap()), "the module's config names the copy's paths: {written}");
+
+    // Moved: refused, and the old folder is not recreated.
+    let c = tmp.path().join("c");
+    std::fs::rename(&a, &c).unwrap();
+    let (ok, _, err) = tool_result(&["experiment", "task", "--out", c.to_str().unwrap(), "--id", "modules/Tiny"]);
+    assert!(!ok && err.contains("plan again"), "{err}");
+    assert!(!a.exists(), "the moved-from folder was not recreated");
+}
+
+#[test]
+fn a_task_refuses_a_config_edited_since_planning_and_a_plan_with_a_control_character_in_an_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = planned(tmp.path(), "edited");
+    let config = dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited = text.replace("generations = 2", "generations = 3");
+    assert_ne!(edited, text, "the planned config holds `generations = 2`:\n{text}");
+    std::fs::write(&config, &edited).unwrap();
+    let (ok, _, err) = tool_result(&["experiment", "task", "--out", dir.to_str().unwrap(), "--id", "strong/Tiny"]);
+    assert!(
+        !ok && err.contains("config.toml") && err.contains("has changed since the experiment was planned"),
+        "{err}"
+    );
+    assert!(!dir.join("strong/Tiny").exists(), "nothing ran");
+    std::fs::write(&config, &text).unwrap();
+
+    // A task id with a newline (it would end a comment line of submit.sh) is refused on load.
+    let plan_file = dir.join("plan.json");
+    let mut plan: serde_json::Value = serde_json::from_slice(&std::fs::read(&plan_file).unwrap()).unwrap();
+    let last = plan["tasks"].as_array().unwrap().len() - 1;
+    plan["tasks"][last]["id"] = "reports\ntouch PWNED".into();
+    std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
+    let (ok, _, err) = tool_result(&["experiment", "submit", "--out", dir.to_str().unwrap(), "--slurm"]);
+    assert!(!ok && err.contains("holds control characters") && err.contains("reports\\ntouch PWNED"), "{err}");
+    assert!(!dir.join("submit.sh").exists());
+}
+
+#[test]
+fn submit_sh_quotes_a_hostile_folder_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A fake sbatch that only records its arguments, one per line, and gives a job id.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let record = tmp.path().join("calls");
+    std::fs::write(
+        bin.join("sbatch"),
+        format!("#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\" >> '{}'; done\necho 7\n", record.display()),
+    )
+    .unwrap();
+    Command::new("chmod").arg("+x").arg(bin.join("sbatch")).status().unwrap();
+    for name in ["exp`touch PWNED1`", "exp$(touch PWNED2)", "exp'; touch PWNED3; '", "exp\"$(touch PWNED4)\""] {
+        let dir = planned(tmp.path(), name);
+        tool(&["experiment", "submit", "--out", dir.to_str().unwrap(), "--slurm"], None);
+        let run = Command::new("sh")
+            .arg(dir.join("submit.sh"))
+            .current_dir(tmp.path())
+            .env("PATH", format!("{}:{}", bin.display(), std::env::var("PATH").unwrap()))
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "{said}{}", String::from_utf8_lossy(&run.stderr));
+        assert!(said.contains(name), "the final line names the folder as it is: {said}");
+        let calls = std::fs::read_to_string(&record).unwrap();
+        assert!(
+            calls.lines().any(|l| l.contains(&format!("--out {}", dir.display())) || l.contains(dir.to_str().unwrap())),
+            "{calls}"
+        );
+        std::fs::remove_file(&record).unwrap();
+    }
+    let pwned: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("PWNED"))
+        .collect();
+    assert!(pwned.is_empty(), "shell text in the folder name ran: {pwned:?}");
+}
+
+#[test]
+fn two_runs_of_one_task_at_once_give_one_result_and_the_loser_names_the_holder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = planned(tmp.path(), "twice");
+    let out = dir.to_str().unwrap();
+    let args = ["--threads", "1", "experiment", "task", "--out", out, "--id", "strong/Tiny"];
+    let first = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let second = Command::new(BIN)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let outcomes: Vec<(bool, String)> = [first, second]
+        .into_iter()
+        .map(|c| {
+            let o = c.wait_with_output().unwrap();
+            (
+                o.status.success(),
+                format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+            )
+        })
+        .collect();
+    assert!(outcomes.iter().any(|(ok, _)| *ok), "{outcomes:?}");
+    for (ok, said) in &outcomes {
+        // The loser either found the task done (it started after the winner finished) or was
+        // refused with who holds the task's folder, never with a raw OS error.
+        assert!(*ok || (said.contains("is being written by process") && !said.contains("os error")), "{said}");
+    }
+    assert!(!dir.join("strong/Tiny.lock").exists() && !dir.join("strong/Tiny.partial").exists());
+    let reference = in_process().join("strong/Tiny");
+    for f in ["model.safetensors", "model.json"] {
+        assert_eq!(
+            std::fs::read(dir.join("strong/Tiny").join(f)).unwrap(),
+            std::fs::read(reference.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn plan_takes_more_threads_than_this_machine_has_and_estimate_handles_zero_and_huge_times() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("wide");
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join(TINY);
+    // The tasks run on cluster nodes: 32 threads each is not bounded by this machine's cores.
+    tool(
+        &[
+            "--threads",
+            "32",
+            "experiment",
+            "plan",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        None,
+    );
+    let plan = Plan::load(&out).unwrap();
+    assert!(plan.tasks.iter().all(|t| t.command.iter().any(|a| a == "32")), "every task runs with 32 threads");
+    let times = |name: &str, seconds: f64| {
+        let map: serde_json::Map<String, serde_json::Value> =
+            plan.tasks.iter().map(|t| (t.id.clone(), seconds.into())).collect();
+        let path = tmp.path().join(name);
+        std::fs::write(&path, serde_json::to_vec(&map).unwrap()).unwrap();
+        path
+    };
+    let zero = times("zero.json", 0.0);
+    let said =
+        tool(&["experiment", "estimate", "--out", out.to_str().unwrap(), "--times", zero.to_str().unwrap()], None);
+    assert!(said.contains("| 1 | 0.0 s | - |") && !said.contains("NaN") && !said.contains("inf"), "{said}");
+    let huge = times("huge.json", 1e308);
+    let (ok, _, err) =
+        tool_result(&["experiment", "estimate", "--out", out.to_str().unwrap(), "--times", huge.to_str().unwrap()]);
+    assert!(!ok && err.contains("add up to more seconds than a number holds"), "{err}");
+}

@@ -147,7 +147,7 @@ fn bad_configs_and_folders_are_clear_errors() {
     // Everything the runner will build is built at load (no data read), so these fail before a
     // stage runs or config.toml is written; the message names the TOML key.
     for (from, to, says) in [
-        ("epochs = 1\nlr = 0.01", "epochs = 0\nlr = 0.01", "`epochs`"),
+        ("epochs = 1\nlr = 0.01", "epochs = 0\nlr = 0.01", "[strong]: `epochs` must be at least 1"),
         ("epochs = 1\nlr = 0.01", "epochs = 1\nlr = -0.5", "`lr`"),
         ("epochs = 1\nlr = 0.01", "epochs = 1\nlr = nan", "`lr`"),
         ("arch = \"rescnn-weak@0.25\"", "arch = \"nosuchnet\"", "[[models]] `Tiny` `arch`: unknown architecture"),

@@ -279,3 +279,144 @@ fn weights_stored_next_to_the_model_are_read_and_must_stay_next_to_it() {
     let e = from_onnx_bytes(&proto.write_to_bytes().unwrap(), &path, None).unwrap_err().to_string();
     assert!(e.contains("must be a file next to the model"), "{e}");
 }
+
+/// The resnet8 model of the external-data test with every initializer's bytes moved to the file
+/// `location` (as PyTorch's default exporter writes): the model's bytes and the data's.
+fn with_external_data(location: &str) -> (Model, Vec<u8>, Vec<u8>) {
+    use onnx_protobuf::{Message, ModelProto, StringStringEntryProto};
+    let model = random_model("resnet8-bn@0.25", [3, 32, 32], 4, 3);
+    let mut proto = ModelProto::parse_from_bytes(&to_onnx(&model).unwrap()).unwrap();
+    let mut blob = Vec::new();
+    for t in proto.graph.as_mut().unwrap().initializer.iter_mut() {
+        let entry = |k: &str, v: String| {
+            let mut e = StringStringEntryProto::new();
+            e.key = k.into();
+            e.value = v;
+            e
+        };
+        t.external_data = vec![
+            entry("location", location.into()),
+            entry("offset", blob.len().to_string()),
+            entry("length", t.raw_data.len().to_string()),
+        ];
+        blob.append(&mut t.raw_data);
+        t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
+    }
+    (model, proto.write_to_bytes().unwrap(), blob)
+}
+
+#[test]
+fn external_data_through_links_fifos_devices_and_short_files_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("net.onnx");
+    let (model, bytes, blob) = with_external_data("w.bin");
+    let err = || from_onnx_bytes(&bytes, &path, None).unwrap_err().to_string();
+
+    // A link to a file outside the model's folder (here, a large enough file elsewhere).
+    let outside = tmp.path().join("secret.bin");
+    std::fs::write(&outside, vec![7u8; blob.len() * 2]).unwrap();
+    std::os::unix::fs::symlink(&outside, dir.join("w.bin")).unwrap();
+    let e = err();
+    assert!(e.contains("w.bin") && e.contains("outside the model's folder"), "{e}");
+    // To a device that reads forever, through a link: refused at once, nothing read.
+    std::fs::remove_file(dir.join("w.bin")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", dir.join("w.bin")).unwrap();
+    let e = err();
+    assert!(e.contains("/dev/zero") && e.contains("outside the model's folder"), "{e}");
+
+    // A FIFO (reading it would hang) and a folder in the model's folder.
+    std::fs::remove_file(dir.join("w.bin")).unwrap();
+    assert!(std::process::Command::new("mkfifo").arg(dir.join("w.bin")).status().unwrap().success());
+    let e = err();
+    assert!(e.contains("is not a regular file"), "{e}");
+    std::fs::remove_file(dir.join("w.bin")).unwrap();
+    std::fs::create_dir(dir.join("w.bin")).unwrap();
+    let e = err();
+    assert!(e.contains("is not a regular file"), "{e}");
+    std::fs::remove_dir(dir.join("w.bin")).unwrap();
+
+    // Too short by one byte.
+    std::fs::write(dir.join("w.bin"), &blob[..blob.len() - 1]).unwrap();
+    let e = err();
+    assert!(e.contains("lies beyond") && e.contains(&format!("{} bytes", blob.len() - 1)), "{e}");
+
+    // A link that stays inside the folder is followed.
+    std::fs::remove_file(dir.join("w.bin")).unwrap();
+    std::fs::create_dir(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/real.bin"), &blob).unwrap();
+    std::os::unix::fs::symlink("data/real.bin", dir.join("w.bin")).unwrap();
+    assert_eq!(from_onnx_bytes(&bytes, &path, None).unwrap().model.weights, model.weights);
+}
+
+#[test]
+fn a_huge_fixed_batch_is_checked_on_a_few_images_with_an_open_batch_copy() {
+    if cnnsplitter::engine::ort::environment().is_err() {
+        missing_runtime("ONNX Runtime", "set ORT_DYLIB_PATH (see .ci/run)");
+        return;
+    }
+    for batch in [1usize << 31, 1 << 57, i64::MAX as usize] {
+        let (bytes, _) = hand_built(Some(batch), false);
+        let imported = from_onnx_bytes(&bytes, origin(), None).unwrap();
+        assert_eq!(imported.file_input[0], Some(batch));
+        let check = check_against_file(&imported, &bytes, 1).unwrap().unwrap();
+        assert_eq!(check.fixed_batch_replaced, Some(batch), "{check:?}");
+        assert!(check.images == 8 && check.relative <= 1e-5 && check.non_finite == 0, "{check:?}");
+    }
+}
+
+#[test]
+fn an_infinite_scale_is_refused_not_imported_as_nan() {
+    // Gemm with alpha = inf: scaled into the weights, which are then infinite: refused.
+    let mut g = GraphBuilder::default();
+    g.initializer("fc.weight", &[2, 12], &[0.1; 24]);
+    g.node("flat", "Flatten", &[INPUT], &["f"], vec![]);
+    g.node(
+        "fc",
+        "Gemm",
+        &["f", "fc.weight"],
+        &[OUTPUT],
+        vec![("transB", Attr::Int(1)), ("alpha", Attr::Float(f32::INFINITY))],
+    );
+    g.graph.input.push(GraphBuilder::value_info(INPUT, &[None, Some(3), Some(2), Some(2)]));
+    g.graph.output.push(GraphBuilder::value_info(OUTPUT, &[None, Some(2)]));
+    let bytes = g.finish("test").unwrap();
+    let e = from_onnx_bytes(&bytes, origin(), None).unwrap_err().to_string();
+    assert!(e.contains("test.onnx") && e.contains("tensor `fc.weight` holds 24 non-finite values"), "{e}");
+
+    // The check itself counts NaN as a difference: a model whose bias is NaN against the file.
+    if cnnsplitter::engine::ort::environment().is_err() {
+        return;
+    }
+    let (bytes, _) = hand_built(None, false);
+    let mut wrong = from_onnx_bytes(&bytes, origin(), None).unwrap();
+    wrong.model.weights.tensors.get_mut("fc.bias").unwrap().data[1] = f32::NAN;
+    let check = check_against_file(&wrong, &bytes, 1).unwrap().unwrap();
+    assert!(check.non_finite > 0 && check.max_abs.is_infinite() && check.relative.is_infinite(), "{check:?}");
+}
+
+#[test]
+fn twenty_thousand_nodes_of_one_name_import_in_well_under_a_second() {
+    let mut g = GraphBuilder::default();
+    g.initializer("conv.weight", &[2, 1, 1, 1], &[0.5, -0.5]);
+    g.node("same", "Conv", &[INPUT, "conv.weight"], &["x0"], vec![]);
+    let n = 20_000;
+    for i in 0..n {
+        g.node("same", "Relu", &[&format!("x{i}")], &[&format!("x{}", i + 1)], vec![]);
+    }
+    g.node("same", "GlobalAveragePool", &[&format!("x{n}")], &["p"], vec![]);
+    g.node("same", "Flatten", &["p"], &[OUTPUT], vec![]);
+    g.graph.input.push(GraphBuilder::value_info(INPUT, &[None, Some(1), Some(4), Some(4)]));
+    g.graph.output.push(GraphBuilder::value_info(OUTPUT, &[None, Some(2)]));
+    let bytes = g.finish("test").unwrap();
+    let started = std::time::Instant::now();
+    let imported = from_onnx_bytes(&bytes, origin(), None).unwrap();
+    let took = started.elapsed();
+    let names: std::collections::HashSet<&str> =
+        imported.model.description.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names.len(), imported.model.description.layers.len(), "unique layer names");
+    assert!(imported.model.description.layers.len() >= n, "{}", imported.model.description.layers.len());
+    eprintln!("20,000 same-named nodes imported in {took:?}");
+    assert!(took.as_secs_f64() < 1.0, "took {took:?} (a quadratic name search took 18-25 s)");
+}

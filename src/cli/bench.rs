@@ -301,7 +301,11 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
     let random = bench::random_modules(&arch, modules, keep, seed, &Bars::default())?;
     if let Some(save) = save {
         save.write_dir(|dir| {
-            random.modules.iter().enumerate().try_for_each(|(k, module)| module.save(&dir.join(format!("module_{k:03}"))))
+            random
+                .modules
+                .iter()
+                .enumerate()
+                .try_for_each(|(k, module)| module.save(&dir.join(format!("module_{k:03}"))))
         })?;
     }
     let r = bench::modules(engine.as_ref(), &random, images, iters, pack, threads, seed, &Bars::default())?;

@@ -38,7 +38,7 @@ pub struct ImportArgs {
     /// Model folder to write; must not exist (see --force).
     #[arg(long)]
     out: PathBuf,
-    /// Replace --out if it exists (it is deleted first).
+    /// Replace --out if it exists (once the new folder is complete; kept when the command fails).
     #[arg(long)]
     force: bool,
     /// Print every tensor's mapping (with --weights) or every imported layer (with --onnx).

@@ -27,7 +27,7 @@ pub struct InitArgs {
     /// Model folder to write (model.json + model.safetensors); must not exist (see --force).
     #[arg(long)]
     out: PathBuf,
-    /// Replace --out if it exists (it is deleted first).
+    /// Replace --out if it exists (once the new folder is complete; kept when the command fails).
     #[arg(long)]
     force: bool,
 }

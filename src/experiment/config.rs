@@ -378,7 +378,11 @@ impl ExperimentConfig {
             };
         for m in &self.models {
             let key = format!("[[models]] `{}` `arch`", m.name);
-            let section = if m.lr.is_some() { format!("[strong] (with [[models]] `{}` `lr`)", m.name) } else { "[strong]".into() };
+            let section = if m.lr.is_some() {
+                format!("[strong] (with [[models]] `{}` `lr`)", m.name)
+            } else {
+                "[strong]".into()
+            };
             let overrides = self.strong.overrides(m);
             buildable(&key, &section, &m.arch, self.strong.recipe, &strong_data, &overrides, shape, classes)?;
         }
@@ -409,7 +413,16 @@ impl ExperimentConfig {
         for m in &self.models {
             let simple = w.simple.overrides();
             let key = format!("[[models]] `{}` `weak_arch`", m.name);
-            buildable(&key, "[weak.simple]", &m.weak_arch, Recipe::Simple, &weak_data, &simple, weak_shape, weak_classes)?;
+            buildable(
+                &key,
+                "[weak.simple]",
+                &m.weak_arch,
+                Recipe::Simple,
+                &weak_data,
+                &simple,
+                weak_shape,
+                weak_classes,
+            )?;
             let (key, arch) = match &m.poor_fit_arch {
                 Some(a) => (format!("[[models]] `{}` `poor_fit_arch`", m.name), a.as_str()),
                 None => (format!("[[models]] `{}` `arch` (the poor-fit models')", m.name), m.arch.as_str()),

@@ -459,9 +459,7 @@ impl Builder<'_> {
 /// Checks a task id: a relative folder inside the experiment folder, of names without control
 /// characters (ids end up in shell scripts, job names and file names).
 fn check_id(id: &str) -> Result<()> {
-    let bad = |why: &str| {
-        Err(Error::Invalid(format!("plan: task id `{}` {why}", crate::error::printable(id))))
-    };
+    let bad = |why: &str| Err(Error::Invalid(format!("plan: task id `{}` {why}", crate::error::printable(id))));
     if id.is_empty() {
         return bad("is empty");
     }

@@ -33,9 +33,7 @@ pub struct Holder {
 impl Holder {
     /// This process, now.
     fn this_process() -> Holder {
-        let started = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let command: Vec<String> = std::env::args().collect();
         Holder { pid: std::process::id(), host: host_name(), started, command: command.join(" ") }
     }
@@ -219,13 +217,24 @@ fn lock_file(path: &Path, out: &Path) -> Result<(File, Option<Holder>)> {
         match file.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file).unwrap_or_else(unknown_holder);
+                // The holder writes its record right after it takes the lock: give it a moment.
+                let holder = (0..50)
+                    .find_map(|_| {
+                        read_holder(&mut file).or_else(|| {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            None
+                        })
+                    })
+                    .unwrap_or_else(unknown_holder);
                 return Err(Error::Busy { path: out.to_path_buf(), lock: path.to_path_buf(), holder });
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(Error::file(
                     path,
-                    format!("cannot take the lock of `{}` (this file system may not support locks): {e}", out.display()),
+                    format!(
+                        "cannot take the lock of `{}` (this file system may not support locks): {e}",
+                        out.display()
+                    ),
                 ));
             }
         }

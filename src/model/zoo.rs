@@ -50,7 +50,11 @@ impl ArchSpec {
         }
         if !ARCHITECTURES.iter().any(|(n, _)| *n == name) {
             let known: Vec<&str> = ARCHITECTURES.iter().map(|(n, _)| *n).collect();
-            return Err(Error::Invalid(format!("unknown architecture `{name}`; known: {}", known.join(", "))));
+            return Err(Error::Invalid(format!(
+                "unknown architecture `{}`; known: {}",
+                crate::error::printable(name),
+                known.join(", ")
+            )));
         }
         Ok(ArchSpec { name: name.to_string(), width })
     }

@@ -55,12 +55,10 @@ pub fn check_against_file(imported: &OnnxImport, bytes: &[u8], threads: usize) -
     };
     // A file with a small fixed batch runs in batches of that size.
     let n = batch * CHECK_IMAGES.div_ceil(batch);
-    let floats = desc
-        .input
-        .iter()
-        .try_fold(n, |a, &d| a.checked_mul(d))
-        .filter(|&f| f <= isize::MAX as usize / 4)
-        .ok_or_else(|| Error::Invalid(format!("the check's {n} images of shape {:?} are too large to hold", desc.input)))?;
+    let floats =
+        desc.input.iter().try_fold(n, |a, &d| a.checked_mul(d)).filter(|&f| f <= isize::MAX as usize / 4).ok_or_else(
+            || Error::Invalid(format!("the check's {n} images of shape {:?} are too large to hold", desc.input)),
+        )?;
     crate::model::check_memory(floats * 4, &format!("the check's {n} random images of shape {:?}", desc.input))?;
     let images = crate::bench::random_images(n, desc.input, 1);
     let ort = OrtEngine::new(threads)?;
