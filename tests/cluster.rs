@@ -28,17 +28,24 @@ fn launch(threads: usize) -> Launch {
     Launch { program: BIN.into(), threads, engine: EngineChoice::Auto }
 }
 
-/// `cnnsplitter ARGS`, which must succeed; returns its standard output.
-fn tool(args: &[&str], path_prefix: Option<&Path>) -> String {
+/// `cnnsplitter ARGS` (with `path_prefix` first on PATH) run to its end: (succeeded, stdout,
+/// stderr).
+fn tool_run(args: &[&str], path_prefix: Option<&Path>) -> (bool, String, String) {
     let mut c = Command::new(BIN);
     c.args(args);
     if let Some(p) = path_prefix {
         c.env("PATH", format!("{}:{}", p.display(), std::env::var("PATH").unwrap_or_default()));
     }
     let out = c.output().unwrap();
-    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "cnnsplitter {args:?} failed:\n{stdout}\n{stderr}");
-    stdout.into_owned()
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+/// `cnnsplitter ARGS`, which must succeed; returns its standard output.
+fn tool(args: &[&str], path_prefix: Option<&Path>) -> String {
+    let (ok, stdout, stderr) = tool_run(args, path_prefix);
+    assert!(ok, "cnnsplitter {args:?} failed:\n{stdout}\n{stderr}");
+    stdout
 }
 
 /// The in-process run of demo-tiny with one thread per task (made once per test binary).
@@ -559,16 +566,6 @@ fn submit_sh_on_a_real_one_node_slurm_gives_the_in_process_reports() {
     assert_same_reports(&dir);
 }
 
-/// `cnnsplitter ARGS` run to its end: (succeeded, stdout, stderr).
-fn tool_result(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN).args(args).output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn a_copied_or_moved_experiment_folder_is_refused_until_planned_again_and_never_writes_into_the_original() {
     let tmp = tempfile::tempdir().unwrap();
@@ -579,7 +576,7 @@ fn a_copied_or_moved_experiment_folder_is_refused_until_planned_again_and_never_
     let original = files(&a);
 
     // The copy's task is refused with the fix, and the original is untouched.
-    let (ok, _, err) = tool_result(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "modules/Tiny"]);
+    let (ok, _, err) = tool_run(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "modules/Tiny"], None);
     assert!(!ok && err.contains("plan again") && err.contains("copied or moved"), "{err}");
     assert_eq!(files(&a), original, "nothing was written into the original");
     assert!(!b.join("modules/Tiny").exists());
@@ -591,7 +588,7 @@ fn a_copied_or_moved_experiment_folder_is_refused_until_planned_again_and_never_
         &["--threads", "1", "experiment", "plan", "--config", config.to_str().unwrap(), "--out", b.to_str().unwrap()],
         None,
     );
-    let (ok, said, err) = tool_result(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "strong/Tiny"]);
+    let (ok, said, err) = tool_run(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "strong/Tiny"], None);
     assert!(ok && said.contains("done"), "the copied strong model counts as done: {said}{err}");
     tool(&["experiment", "task", "--out", b.to_str().unwrap(), "--id", "modules/Tiny"], None);
     assert!(b.join("modules/Tiny/summary.json").is_file());
@@ -602,7 +599,7 @@ fn a_copied_or_moved_experiment_folder_is_refused_until_planned_again_and_never_
     // Moved: refused, and the old folder is not recreated.
     let c = tmp.path().join("c");
     std::fs::rename(&a, &c).unwrap();
-    let (ok, _, err) = tool_result(&["experiment", "task", "--out", c.to_str().unwrap(), "--id", "modules/Tiny"]);
+    let (ok, _, err) = tool_run(&["experiment", "task", "--out", c.to_str().unwrap(), "--id", "modules/Tiny"], None);
     assert!(!ok && err.contains("plan again"), "{err}");
     assert!(!a.exists(), "the moved-from folder was not recreated");
 }
@@ -616,7 +613,7 @@ fn a_task_refuses_a_config_edited_since_planning_and_a_plan_with_a_control_chara
     let edited = text.replace("generations = 2", "generations = 3");
     assert_ne!(edited, text, "the planned config holds `generations = 2`:\n{text}");
     std::fs::write(&config, &edited).unwrap();
-    let (ok, _, err) = tool_result(&["experiment", "task", "--out", dir.to_str().unwrap(), "--id", "strong/Tiny"]);
+    let (ok, _, err) = tool_run(&["experiment", "task", "--out", dir.to_str().unwrap(), "--id", "strong/Tiny"], None);
     assert!(
         !ok && err.contains("config.toml") && err.contains("has changed since the experiment was planned"),
         "{err}"
@@ -630,7 +627,7 @@ fn a_task_refuses_a_config_edited_since_planning_and_a_plan_with_a_control_chara
     let last = plan["tasks"].as_array().unwrap().len() - 1;
     plan["tasks"][last]["id"] = "reports\ntouch PWNED".into();
     std::fs::write(&plan_file, serde_json::to_vec(&plan).unwrap()).unwrap();
-    let (ok, _, err) = tool_result(&["experiment", "submit", "--out", dir.to_str().unwrap(), "--slurm"]);
+    let (ok, _, err) = tool_run(&["experiment", "submit", "--out", dir.to_str().unwrap(), "--slurm"], None);
     assert!(!ok && err.contains("holds control characters") && err.contains("reports\\ntouch PWNED"), "{err}");
     assert!(!dir.join("submit.sh").exists());
 }
@@ -754,6 +751,6 @@ fn plan_takes_more_threads_than_this_machine_has_and_estimate_handles_zero_and_h
     assert!(said.contains("| 1 | 0.0 s | - |") && !said.contains("NaN") && !said.contains("inf"), "{said}");
     let huge = times("huge.json", 1e308);
     let (ok, _, err) =
-        tool_result(&["experiment", "estimate", "--out", out.to_str().unwrap(), "--times", huge.to_str().unwrap()]);
+        tool_run(&["experiment", "estimate", "--out", out.to_str().unwrap(), "--times", huge.to_str().unwrap()], None);
     assert!(!ok && err.contains("add up to more seconds than a number holds"), "{err}");
 }

@@ -240,30 +240,11 @@ fn broken_and_unsupported_files_are_clear_errors() {
 
 #[test]
 fn weights_stored_next_to_the_model_are_read_and_must_stay_next_to_it() {
-    use onnx_protobuf::{Message, ModelProto, StringStringEntryProto};
-    let model = random_model("resnet8-bn@0.25", [3, 32, 32], 4, 3);
-    let mut proto = ModelProto::parse_from_bytes(&to_onnx(&model).unwrap()).unwrap();
-    // Move every initializer's bytes into `weights.bin`, as PyTorch's default exporter does.
-    let mut blob = Vec::new();
-    for t in proto.graph.as_mut().unwrap().initializer.iter_mut() {
-        let entry = |k: &str, v: String| {
-            let mut e = StringStringEntryProto::new();
-            e.key = k.into();
-            e.value = v;
-            e
-        };
-        t.external_data = vec![
-            entry("location", "weights.bin".into()),
-            entry("offset", blob.len().to_string()),
-            entry("length", t.raw_data.len().to_string()),
-        ];
-        blob.append(&mut t.raw_data);
-        t.data_location = onnx_protobuf::tensor_proto::DataLocation::EXTERNAL.into();
-    }
+    use onnx_protobuf::{Message, ModelProto};
+    let (model, bytes, blob) = with_external_data("weights.bin");
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("net.onnx");
     std::fs::write(tmp.path().join("weights.bin"), &blob).unwrap();
-    let bytes = proto.write_to_bytes().unwrap();
     let imported = from_onnx_bytes(&bytes, &path, None).unwrap();
     assert_eq!(imported.model.weights, model.weights);
     // Inlined again, the model is self-contained (ONNX Runtime runs it from memory).
@@ -274,6 +255,7 @@ fn weights_stored_next_to_the_model_are_read_and_must_stay_next_to_it() {
     std::fs::write(tmp.path().join("weights.bin"), &blob[..blob.len() / 2]).unwrap();
     let e = from_onnx_bytes(&bytes, &path, None).unwrap_err().to_string();
     assert!(e.contains("lies beyond") && e.contains("weights.bin"), "{e}");
+    let mut proto = ModelProto::parse_from_bytes(&bytes).unwrap();
     let t = &mut proto.graph.as_mut().unwrap().initializer[0];
     t.external_data[0].value = "../weights.bin".into();
     let e = from_onnx_bytes(&proto.write_to_bytes().unwrap(), &path, None).unwrap_err().to_string();

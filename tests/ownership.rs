@@ -51,6 +51,18 @@ fn train_args(seed: &str, out: &str) -> Vec<String> {
         .collect()
 }
 
+/// Trains seed `seed` into `out` (which must succeed).
+fn train(dir: &Path, seed: &str, out: &str) {
+    let args = train_args(seed, out);
+    let (ok, said) = run(dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{said}");
+}
+
+/// `init` of a small random 3-class model into `out`.
+fn init_args(out: &str) -> [&str; 9] {
+    ["init", "--arch", "simcnn-weak@0.125", "--input", "3x32x32", "--classes", "3", "--out", out]
+}
+
 fn spawn_train(dir: &Path, seed: &str, out: &str) -> Child {
     let args = train_args(seed, out);
     command(dir, &args.iter().map(String::as_str).collect::<Vec<_>>()).spawn().unwrap()
@@ -82,9 +94,7 @@ fn two_trainings_racing_on_one_folder_leave_exactly_one_run_whole() {
     let tmp = workspace();
     let dir = tmp.path();
     for seed in ["1", "2"] {
-        let (ok, said) =
-            run(dir, &train_args(seed, &format!("solo{seed}")).iter().map(String::as_str).collect::<Vec<_>>());
-        assert!(ok, "{said}");
+        train(dir, seed, &format!("solo{seed}"));
     }
     let mut refused_busy = 0;
     for trial in 0..6 {
@@ -110,8 +120,7 @@ fn two_trainings_racing_on_one_folder_leave_exactly_one_run_whole() {
 fn a_held_lock_refuses_other_writers_by_name_and_a_dead_holders_lock_is_taken_over() {
     let tmp = workspace();
     let dir = tmp.path();
-    let (ok, said) = run(dir, &train_args("1", "R").iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{said}");
+    train(dir, "1", "R");
     let before: Vec<Vec<u8>> = RUN_FILES.iter().map(|f| std::fs::read(dir.join("R").join(f)).unwrap()).collect();
 
     // This test process holds the folders' locks, as a running command would.
@@ -132,7 +141,7 @@ fn a_held_lock_refuses_other_writers_by_name_and_a_dead_holders_lock_is_taken_ov
             "R",
             "--force",
         ],
-        vec!["init", "--arch", "simcnn-weak@0.125", "--input", "3x32x32", "--classes", "3", "--out", "N"],
+        init_args("N").to_vec(),
         vec!["pick", "R", "--overfit", "--out", "N"],
     ] {
         let (ok, said) = run(dir, &args);
@@ -142,15 +151,13 @@ fn a_held_lock_refuses_other_writers_by_name_and_a_dead_holders_lock_is_taken_ov
     assert!(before == after, "the held run was not touched");
     assert!(!dir.join("N").exists());
     drop((held_run, held_new));
-    let (ok, said) =
-        run(dir, &["init", "--arch", "simcnn-weak@0.125", "--input", "3x32x32", "--classes", "3", "--out", "N"]);
+    let (ok, said) = run(dir, &init_args("N"));
     assert!(ok, "free again: {said}");
 
     // A lock file left by a process that died (its pid recorded, the file unlocked).
     let dead = Holder { pid: 999_999, host: "gone".into(), started: 1_700_000_000, command: "cnnsplitter init".into() };
     std::fs::write(dir.join("M.lock"), serde_json::to_string(&dead).unwrap()).unwrap();
-    let (ok, said) =
-        run(dir, &["init", "--arch", "simcnn-weak@0.125", "--input", "3x32x32", "--classes", "3", "--out", "M"]);
+    let (ok, said) = run(dir, &init_args("M"));
     assert!(ok && said.contains("took over the lock of process 999999 on gone"), "{said}");
     assert!(dir.join("M/model.safetensors").is_file());
     assert_only(dir, "M", &["M"]);
@@ -160,8 +167,7 @@ fn a_held_lock_refuses_other_writers_by_name_and_a_dead_holders_lock_is_taken_ov
 fn an_out_that_is_an_input_is_refused_before_anything_is_deleted() {
     let tmp = workspace();
     let dir = tmp.path();
-    let (ok, said) = run(dir, &train_args("1", "R").iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(ok, "{said}");
+    train(dir, "1", "R");
     let (ok, said) = run(dir, &["export", "R", "--onnx", "m.onnx"]);
     assert!(ok, "{said}");
     std::fs::create_dir(dir.join("D")).unwrap();
@@ -284,8 +290,7 @@ fn patch_refuses_a_target_class_other_than_the_weak_models() {
 fn a_model_folder_with_non_finite_weights_is_refused_at_load() {
     let tmp = workspace();
     let dir = tmp.path();
-    let (ok, said) =
-        run(dir, &["init", "--arch", "simcnn-weak@0.125", "--input", "3x32x32", "--classes", "3", "--out", "N"]);
+    let (ok, said) = run(dir, &init_args("N"));
     assert!(ok, "{said}");
     // The last f32 of the safetensors data (the last tensor's last value) made NaN.
     let path = dir.join("N/model.safetensors");
