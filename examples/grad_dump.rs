@@ -17,7 +17,7 @@ fn main() {
     let model = Model::init(&arch, [1, 32, 32], 5, 0).unwrap();
     model.save(std::path::Path::new("/tmp/gd/model")).unwrap();
     let n = 16;
-    let images = cnnsplitter::bench::random_images(n, [1, 32, 32], 1);
+    let images = cnnsplitter::engine::random_images(n, [1, 32, 32], 1);
     let labels: Vec<i64> = (0..n as i64).map(|i| i % 5).collect();
     let mut w = Weights::default();
     w.tensors.insert("images".into(), HostTensor { shape: vec![n, 1, 32, 32], data: images.clone() });

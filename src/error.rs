@@ -53,11 +53,11 @@ pub enum Error {
     /// A value could not be written in a file format (TOML, ONNX protobuf, safetensors).
     #[error("{0}")]
     Serialize(String),
-    /// Another process holds the output this run would write ([`crate::files::lock`]).
+    /// Another process holds the output this run would write (an `OUT.lock` file).
     #[error(
         "{} is being written by {}: wait for it to end, or stop it (its lock: {})",
         printable_path(path),
-        holder_text(holder),
+        holder,
         printable_path(lock)
     )]
     Busy {
@@ -65,8 +65,8 @@ pub enum Error {
         path: PathBuf,
         /// Its lock file.
         lock: PathBuf,
-        /// Who holds it.
-        holder: crate::files::lock::Holder,
+        /// Who holds it, in words (`process N on HOST (started ...: COMMAND)`).
+        holder: String,
     },
     /// An output would overwrite, or be written inside, one of the run's inputs.
     #[error(
@@ -85,11 +85,6 @@ pub enum Error {
         /// `is`, `lies inside` or `contains`.
         relation: &'static str,
     },
-}
-
-/// A holder in words; an empty record (being written this very moment) as "another process".
-fn holder_text(holder: &crate::files::lock::Holder) -> String {
-    if holder.pid == 0 { "another process".to_string() } else { holder.describe() }
 }
 
 /// `text` with control characters escaped (`\n`, `\u{1b}`), for messages that quote names

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::modularize::search::GenerationRecord;
-use crate::modularize::sensitivity::Sensitivity;
-use crate::train::trainer::EpochRecord;
+use crate::records::EpochRecord;
+use crate::records::GenerationRecord;
+use crate::records::Sensitivity;
 
 /// Something that happened in long-running work, typed so a front end can show it or log it.
 #[derive(Debug, Clone, Serialize)]

@@ -244,7 +244,8 @@ fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
     use cnnsplitter::modularize::composition::CompositionConfig;
     use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
     use cnnsplitter::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
-    use cnnsplitter::modularize::search::{GenerationRecord, SearchContext, SearchState, StopConfig, initial_state};
+    use cnnsplitter::modularize::search::{SearchContext, SearchState, StopConfig, initial_state};
+    use cnnsplitter::records::GenerationRecord;
     let Some(ort) = ort_engine() else { return };
     let (classes, n) = (4, 48);
     let (model, layout, images, labels) = search_setup(classes, n);

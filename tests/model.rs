@@ -279,7 +279,7 @@ fn same_seed_gives_the_same_weights() {
 /// is none of them is an error naming it.
 #[test]
 fn artifact_open_tells_folder_types_apart() {
-    use cnnsplitter::artifact::Artifact;
+    use cnnsplitter::folders::Artifact;
     let tmp = tempfile::tempdir().unwrap();
     let model = random_model("simcnn-weak@0.125", [1, 16, 16], 3, 1);
     let at = |name: &str| tmp.path().join(name);

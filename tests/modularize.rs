@@ -18,9 +18,10 @@ use cnnsplitter::modularize::bitset::{Bits, mean_pairwise_distance};
 use cnnsplitter::modularize::composition::{CompositionConfig, composed_accuracy, exhaustive, search};
 use cnnsplitter::modularize::ga::{GaConfig, Mutation, Preset, crossover, mutate};
 use cnnsplitter::modularize::grouping::GroupingConfig;
-use cnnsplitter::modularize::search::{GenerationRecord, StopConfig};
+use cnnsplitter::modularize::search::StopConfig;
 use cnnsplitter::modularize::{ModularizeConfig, RunOptions, run, run_with};
 use cnnsplitter::progress::{Event, Progress, Silent};
+use cnnsplitter::records::GenerationRecord;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
 use cnnsplitter::train::trainer;
 

@@ -7,9 +7,10 @@ mod common;
 use std::path::Path;
 
 use cnnsplitter::Model;
+use cnnsplitter::engine::import_check::check_against_file;
 use cnnsplitter::export::onnx::{Attr, GraphBuilder, INPUT, OUTPUT, to_onnx};
 use cnnsplitter::model::description::{Layer, LayerKind};
-use cnnsplitter::model::onnx_import::{check_against_file, from_onnx_bytes};
+use cnnsplitter::model::onnx_import::from_onnx_bytes;
 use cnnsplitter::model::zoo::ARCHITECTURES;
 use common::*;
 

@@ -5,12 +5,12 @@ pub mod search;
 
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::decode::{decode, random_keep_masks};
-use crate::engine::{DEFAULT_BATCH, Engine};
+use crate::engine::{DEFAULT_BATCH, Engine, random_images};
 use crate::error::Result;
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
@@ -94,13 +94,6 @@ pub fn median(mut values: Vec<f64>) -> f64 {
         _ if m % 2 == 1 => values[m / 2],
         _ => (values[m / 2 - 1] + values[m / 2]) / 2.0,
     }
-}
-
-/// Random standard-normal images `[n, C, H, W]`.
-pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let normal = rand_distr::StandardNormal;
-    (0..n * input.iter().product::<usize>()).map(|_| rng.sample::<f32, _>(normal)).collect()
 }
 
 /// Eval-mode forward passes of `arch` over a batch of `batch` random 3x32x32 images

@@ -6,10 +6,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use crate::bench::{median, random_images};
+use crate::bench::median;
 use crate::decode::Decoder;
 use crate::engine::Engine;
 use crate::engine::phases::PhaseSeconds;
+use crate::engine::random_images;
 use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use cnnsplitter::artifact::Artifact;
 use cnnsplitter::export::composite::to_onnx_composed;
 use cnnsplitter::export::onnx::{INPUT, OPSET, OUTPUT, to_onnx, write_file};
+use cnnsplitter::folders::Artifact;
 use cnnsplitter::patch::PatchedModel;
 use cnnsplitter::patch::export::to_onnx_patched;
 

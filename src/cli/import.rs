@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use clap::Args;
 
+use cnnsplitter::engine::import_check::{MAX_RELATIVE_ERROR, check_against_file};
 use cnnsplitter::model::import::import;
-use cnnsplitter::model::onnx_import::{MAX_RELATIVE_ERROR, check_against_file, from_onnx_bytes, with_inline_data};
+use cnnsplitter::model::onnx_import::{from_onnx_bytes, with_inline_data};
 
 #[derive(Args)]
 #[command(group = clap::ArgGroup::new("source").required(true).args(["weights", "onnx"]))]

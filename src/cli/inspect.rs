@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::Result;
 use clap::Args;
 
-use cnnsplitter::artifact::Artifact;
+use cnnsplitter::folders::Artifact;
 use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::model::count::count;
 use cnnsplitter::model::description::ModelDescription;

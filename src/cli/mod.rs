@@ -145,11 +145,11 @@ impl<'a> NewOutput<'a> {
             eprintln!("note: took over the lock of {}, which is no longer running", dead.describe());
         }
         if path.symlink_metadata().is_ok() && !force {
-            let what = match cnnsplitter::artifact::Artifact::open(path) {
-                Ok(cnnsplitter::artifact::Artifact::TrainingRun(_)) => {
+            let what = match cnnsplitter::folders::Artifact::open(path) {
+                Ok(cnnsplitter::folders::Artifact::TrainingRun(_)) => {
                     "a training run; continue it with `train --resume`, or".to_string()
                 }
-                Ok(cnnsplitter::artifact::Artifact::Modularization(_)) => {
+                Ok(cnnsplitter::folders::Artifact::Modularization(_)) => {
                     "a modularization; continue it with `modularize --resume`, or".to_string()
                 }
                 Ok(a) => format!("a {} folder;", a.kind()),

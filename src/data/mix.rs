@@ -611,7 +611,7 @@ impl MixSpec {
                 class_names: synthetic::CLASS_NAMES.iter().map(|s| s.to_string()).collect(),
                 splits: vec![
                     ("train".into(), synthetic::generate(s.train, s.seed)),
-                    ("test".into(), synthetic::generate(s.test, synthetic::mix_seed(s.seed, u64::MAX))),
+                    ("test".into(), synthetic::generate(s.test, crate::seed::mix_seed(s.seed, u64::MAX))),
                 ],
                 coarse_labels: Vec::new(),
             });

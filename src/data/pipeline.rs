@@ -16,8 +16,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::data::ImageSet;
-use crate::data::synthetic::mix_seed;
 use crate::error::{Error, Result};
+use crate::seed::mix_seed;
 
 /// ImageNet's per-channel mean (R, G, B), the original code's normalisation.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];

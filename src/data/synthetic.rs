@@ -13,20 +13,13 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::data::ImageSet;
+use crate::seed::mix_seed;
 
 /// Class names of the synthetic dataset.
 pub const CLASS_NAMES: [&str; 10] =
     ["disc", "ring", "square", "triangle", "plus", "cross", "hstripes", "vstripes", "checker", "ellipse"];
 
 const SIDE: usize = 32;
-
-/// SplitMix64: decorrelates seeds derived from (seed, index).
-pub fn mix_seed(seed: u64, index: u64) -> u64 {
-    let mut z = seed ^ index.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(0xD1B5_4A32_D192_ED03);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
 
 /// `n` images, image `i` of class `i % 10`, drawn from `seed` (in parallel; the result does not
 /// depend on the thread count).

@@ -4,12 +4,15 @@
 //! *prepares* a model (builds its graph once) and then runs batches through it.
 
 pub mod burn;
+pub mod import_check;
 pub mod ort;
 pub mod phases;
 
 use crate::error::Result;
 use crate::model::Model;
 use phases::{Phase, PhaseClock};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 /// Number of images an engine runs at once by default.
 pub const DEFAULT_BATCH: usize = 256;
@@ -119,4 +122,11 @@ impl crate::choice::Choice for EngineChoice {
         (EngineChoice::Burn, "burn", "burn's pure-Rust CPU backend (always available)"),
         (EngineChoice::Ort, "ort", "ONNX Runtime (an error when its library is not found)"),
     ];
+}
+
+/// Random standard-normal images `[n, C, H, W]`.
+pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let normal = rand_distr::StandardNormal;
+    (0..n * input.iter().product::<usize>()).map(|_| rng.sample::<f32, _>(normal)).collect()
 }

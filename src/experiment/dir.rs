@@ -17,11 +17,12 @@ use std::path::{Path, PathBuf};
 
 use crate::choice::Choice;
 use crate::experiment::config::WeakKind;
-use crate::modularize::ModularizeDir;
+use crate::folders::ModularizeDir;
+use crate::folders::PatchedDir;
+use crate::folders::RunDir;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
-use crate::patch::{PatchedDir, RuleKind};
-use crate::train::run_dir::RunDir;
+use crate::patch::RuleKind;
 
 /// The paths of an experiment folder.
 #[derive(Debug, Clone, PartialEq)]

@@ -15,12 +15,12 @@ use crate::files::{read_jsonl, write_atomic, write_json};
 use crate::modularize::Summary;
 use crate::modularize::ga::InitKind;
 use crate::modularize::grouping::GroupingKind;
-use crate::modularize::search::GenerationRecord;
 use crate::patch::diagnostics::{Diagnostics, Interval, percentile_interval};
 use crate::patch::gate::SplitScore;
 use crate::patch::metrics::TcMetrics;
 use crate::patch::{Accuracies, Control, PatchReport, RuleKind, TcAuroc};
 use crate::progress::Progress;
+use crate::records::GenerationRecord;
 
 /// RQ1 (Tables 1 and 2): one strong model and its modules.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -9,12 +9,12 @@ use crate::experiment::config::{ExperimentConfig, ModelConfig, WeakConfig, WeakK
 use crate::experiment::dir::ExperimentDir;
 use crate::experiment::plan::{Plan, Stage, Task};
 use crate::experiment::{Rq, collect};
+use crate::folders::RunDir;
 use crate::modularize::{self, ModularizeConfig};
 use crate::patch::{PatchRequest, patch};
 use crate::progress::Progress;
 use crate::train::config::{Recipe, TrainConfig};
 use crate::train::pick::{Fit, pick};
-use crate::train::run_dir::RunDir;
 use crate::train::trainer;
 
 /// What every task of one experiment shares: its config, folder, engine and threads, and the
@@ -163,7 +163,7 @@ impl<'a> StageRunner<'a> {
     /// Modularizes into `dir`, or resumes it when it has started; the run's summary.
     fn modularize(
         &self,
-        dir: &modularize::ModularizeDir,
+        dir: &crate::folders::ModularizeDir,
         config: ModularizeConfig,
     ) -> Result<Option<modularize::Summary>> {
         // A run started before the experiment folder was copied or moved names the strong model

@@ -51,6 +51,13 @@ impl Holder {
     }
 }
 
+impl Holder {
+    /// The holder in words; an empty record (being written this very moment) as "another process".
+    fn in_words(&self) -> String {
+        if self.pid == 0 { "another process".to_string() } else { self.describe() }
+    }
+}
+
 /// The machine's host name (Linux), else `localhost`.
 fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -226,7 +233,11 @@ fn lock_file(path: &Path, out: &Path) -> Result<(File, Option<Holder>)> {
                         })
                     })
                     .unwrap_or_else(unknown_holder);
-                return Err(Error::Busy { path: out.to_path_buf(), lock: path.to_path_buf(), holder });
+                return Err(Error::Busy {
+                    path: out.to_path_buf(),
+                    lock: path.to_path_buf(),
+                    holder: holder.in_words(),
+                });
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(Error::file(

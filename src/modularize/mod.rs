@@ -7,7 +7,6 @@
 
 pub mod bitset;
 pub mod composition;
-pub mod dir;
 pub mod evaluator;
 pub mod ga;
 pub mod grouping;
@@ -24,26 +23,26 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::mix::{DataSplits, SplitLimits};
 use crate::data::presets::DataSelection;
-use crate::data::synthetic::mix_seed;
 use crate::decode::Decoder;
 use crate::engine::{DEFAULT_BATCH, Engine};
 use crate::error::{Error, Result};
 use crate::eval::metrics::{self, argmax_rows};
 use crate::files::{read_json, write_json, write_jsonl};
+use crate::folders::ModularizeDir;
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
 use crate::model::count::count;
 use crate::progress::{Event, Progress};
+use crate::records::Sensitivity;
+use crate::seed::mix_seed;
 use bitset::Bits;
 use composition::{CompositionConfig, composed_accuracy};
-pub use dir::ModularizeDir;
 use evaluator::Evaluator;
 pub use evaluator::ModuleRuns;
 use ga::{GaConfig, initial_population};
 use grouping::{GroupingConfig, Layout};
 use importance::Importance;
 use search::{SearchContext, SearchState, StopConfig, initial_state};
-use sensitivity::Sensitivity;
 
 /// Everything that decides a modularization run (saved as `config.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -363,7 +362,7 @@ fn check_source(out: &ModularizeDir, config: &ModularizeConfig, data: &DataSplit
 
 /// The model to split and its data, checked against each other.
 fn load_inputs(config: &ModularizeConfig) -> Result<(Model, DataSplits)> {
-    let model = crate::artifact::Artifact::open(&config.model)?.load_model()?;
+    let model = crate::folders::Artifact::open(&config.model)?.load_model()?;
     let data = config.data().load()?;
     if data.classes() != model.description.classes || data.shape() != model.description.input {
         return Err(Error::Invalid(format!(

@@ -14,7 +14,6 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::data::synthetic::mix_seed;
 use crate::engine::phases::Phase;
 use crate::error::{Error, Result};
 use crate::modularize::bitset::{Bits, mean_pairwise_distance};
@@ -22,6 +21,8 @@ use crate::modularize::composition::{CompositionConfig, search as compose};
 use crate::modularize::evaluator::Evaluator;
 use crate::modularize::ga::{GaConfig, next_population};
 use crate::modularize::grouping::Layout;
+use crate::records::GenerationRecord;
+use crate::seed::mix_seed;
 
 /// Stopping rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -60,31 +61,6 @@ pub struct BestCombination {
     pub fitness: f64,
     /// Generation (from 0) it was found in.
     pub generation: usize,
-}
-
-/// One generation's line of `generations.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GenerationRecord {
-    /// Generation, from 0.
-    pub generation: usize,
-    /// Fitness of the best composed model.
-    pub best_fitness: f64,
-    /// Its validation accuracy.
-    pub accuracy: f64,
-    /// Its Diff.
-    pub diff: f64,
-    /// Mean kernels per module of it.
-    pub kernels: f64,
-    /// Accuracy weight in effect.
-    pub accuracy_weight: f64,
-    /// Composed models that survived the pruning.
-    pub survivors: usize,
-    /// Modules run this generation.
-    pub forward_passes: u64,
-    /// Module requests answered from the cache this generation.
-    pub cache_hits: u64,
-    /// Wall seconds.
-    pub seconds: f64,
 }
 
 /// Everything needed to continue a search: saved after every generation.

@@ -3,8 +3,6 @@
 //! kernels (everything else kept). A segment is insensitive when dropping 90% loses at most
 //! `threshold` accuracy.
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Result;
 use crate::model::shape::infer_shapes;
 use crate::model::split::latest_cut;
@@ -12,33 +10,10 @@ use crate::modularize::composition::composed_accuracy;
 use crate::modularize::evaluator::Evaluator;
 use crate::modularize::grouping::Layout;
 use crate::progress::Progress;
+use crate::records::{Sensitivity, SensitivityRow};
 
 /// The drop ratios measured.
 pub const RATIOS: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
-
-/// Sensitivity of every segment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sensitivity {
-    /// Accuracy loss at 90% drop that still counts as insensitive.
-    pub threshold: f64,
-    /// Composed accuracy with nothing dropped.
-    pub base_accuracy: f64,
-    /// Images the table was measured on.
-    pub images: usize,
-    /// One row per segment.
-    pub segments: Vec<SensitivityRow>,
-}
-
-/// One segment's row of the table.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SensitivityRow {
-    /// The segment's layers, e.g. `conv_1+conv_3`.
-    pub layers: String,
-    /// Composed accuracy at each of [`RATIOS`].
-    pub accuracy: Vec<f64>,
-    /// Whether dropping 90% loses more than the threshold.
-    pub sensitive: bool,
-}
 
 /// Activation bytes the table holds at once; beyond it the images go through in chunks.
 pub const CUT_BYTES: usize = 1 << 30;

@@ -6,10 +6,10 @@ use std::path::Path;
 use crate::choice::Choice;
 use crate::error::Result;
 use crate::files::{read_json, read_jsonl};
-use crate::modularize::dir::ModularizeDir;
+use crate::folders::ModularizeDir;
 use crate::modularize::ga::InitKind;
-use crate::modularize::search::GenerationRecord;
 use crate::modularize::{ModularizeConfig, Summary};
+use crate::records::GenerationRecord;
 
 /// A composed validation accuracy more than the run's sensitivity threshold below the model's,
 /// with the likely cause and what to try; `None` when the modules compose within it.

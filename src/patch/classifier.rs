@@ -2,12 +2,12 @@
 
 use std::path::Path;
 
-use crate::artifact::Artifact;
 use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::engine::Engine;
 use crate::error::Result;
 use crate::eval::logits;
+use crate::folders::Artifact;
 use crate::model::Model;
 use crate::patch::PatchedModel;
 

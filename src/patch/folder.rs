@@ -1,7 +1,7 @@
-//! A patched-model folder ([`PatchedDir`]): `patch.json` ([`PatchSpec`]), `weak/` and `module/`
-//! (model folders).
+//! A patched model ([`PatchedModel`]): the spec in `patch.json` ([`PatchSpec`]) with its weak
+//! model and module, loaded from a [`PatchedDir`].
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -11,50 +11,10 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::logits;
 use crate::files::{read_json, write_json};
+use crate::folders::PatchedDir;
 use crate::model::Model;
 use crate::patch::gate::Gate;
 use crate::patch::rule::{Rule, softmax};
-
-/// The paths of a patched-model folder.
-///
-/// ```text
-/// DIR/patch.json   class mapping, rule and gate (PatchSpec)
-/// DIR/weak/        the weak model (a model folder)
-/// DIR/module/      the strong model's module for the TC (a model folder)
-/// DIR/report.json  the patching report (written by `patch`)
-/// ```
-#[derive(Debug, Clone, PartialEq)]
-pub struct PatchedDir {
-    /// The folder.
-    pub root: PathBuf,
-}
-
-impl PatchedDir {
-    /// The patched-model folder at `root`.
-    pub fn new(root: &Path) -> Self {
-        PatchedDir { root: root.to_path_buf() }
-    }
-    /// Whether `dir` holds a patched model (`patch.json`).
-    pub fn is_patched(dir: &Path) -> bool {
-        PatchedDir::new(dir).spec().is_file()
-    }
-    /// `patch.json`.
-    pub fn spec(&self) -> PathBuf {
-        self.root.join("patch.json")
-    }
-    /// `weak/`.
-    pub fn weak(&self) -> PathBuf {
-        self.root.join("weak")
-    }
-    /// `module/`.
-    pub fn module(&self) -> PathBuf {
-        self.root.join("module")
-    }
-    /// `report.json`.
-    pub fn report(&self) -> PathBuf {
-        self.root.join("report.json")
-    }
-}
 
 /// How a module patches a weak model (`patch.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -33,13 +33,14 @@ use crate::error::{Error, Result};
 use crate::eval::logits;
 use crate::eval::metrics::{accuracy, argmax_rows};
 use crate::files::{read_json, write_dir_atomic, write_json};
+use crate::folders::{ModularizeDir, PatchedDir};
 use crate::model::Model;
-use crate::modularize::{ModularizeConfig, ModularizeDir};
+use crate::modularize::ModularizeConfig;
 use calibrated::{CalibratedRule, DEFAULT_L2, EVIDENCE_THRESHOLD, FOLDS, FitData};
 pub use calibration::Calibration;
 pub use classifier::Classifier;
 use diagnostics::{Diagnostics, auroc, diagnose};
-pub use folder::{PatchSpec, PatchedDir, PatchedModel, patched_scores, rule_scores};
+pub use folder::{PatchSpec, PatchedModel, patched_scores, rule_scores};
 use gate::Gate;
 use metrics::{TcMetrics, tc_metrics};
 pub use rule::{Rule, RuleKind};
@@ -141,8 +142,7 @@ fn column(values: &[f32], classes: usize, c: usize) -> Vec<f32> {
 /// The strong model folder named by the modularization folder that holds `module_dir`
 /// (`<modularize>/modules/class_NN`), if it is there.
 fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
-    let root = module_dir.parent()?.parent()?;
-    let config: ModularizeConfig = read_json(&ModularizeDir::new(root).config()).ok()?;
+    let config: ModularizeConfig = read_json(&ModularizeDir::holding(module_dir)?.config()).ok()?;
     config.model.join(crate::model::DESCRIPTION_FILE).is_file().then_some(config.model)
 }
 
@@ -150,7 +150,7 @@ fn strong_of_module(module_dir: &Path) -> Option<PathBuf> {
 /// records it (`source.json` of a training run, or of a model picked from one): the same dataset
 /// and target class, and the same images.
 fn check_weak_data(weak: &Path, data: &DataSplits) -> Result<()> {
-    let path = crate::train::run_dir::RunDir::new(weak).source();
+    let path = crate::folders::RunDir::new(weak).source();
     if !path.is_file() {
         return Ok(());
     }

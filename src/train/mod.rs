@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod pick;
-pub mod run_dir;
 pub mod schedule;
 pub mod sgd;
 pub mod trainer;

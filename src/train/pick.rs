@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::files::{write_dir_atomic, write_json};
+use crate::folders::RunDir;
 use crate::model::Model;
-use crate::train::run_dir::RunDir;
 use crate::train::trainer::{load_state, underfit_epoch};
 
 /// Which poor-fit model to pick.

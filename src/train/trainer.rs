@@ -20,40 +20,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::mix::DataSplits;
 use crate::data::pipeline::{Augmentation, Batcher};
-use crate::data::synthetic::mix_seed;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::eval::metrics::{Metrics, argmax_rows};
 use crate::eval::{check_fit, evaluate};
 use crate::files::lock::OutputLock;
 use crate::files::{read_json, write_atomic, write_json, write_jsonl};
+use crate::folders::RunDir;
 use crate::model::Model;
 use crate::model::description::LayerKind;
 use crate::model::net::{Net, images_tensor, to_host_2d};
 use crate::model::weights::Weights;
 use crate::progress::{Event, Progress};
+use crate::records::EpochRecord;
+use crate::seed::mix_seed;
 use crate::train::config::TrainConfig;
-use crate::train::run_dir::RunDir;
 use crate::train::sgd::{Sgd, SgdSettings};
-
-/// One finished epoch, as written to `train.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// Epoch number, from 1.
-    pub epoch: usize,
-    /// Learning rate used.
-    pub lr: f64,
-    /// Mean training loss.
-    pub loss: f64,
-    /// Accuracy on the training batches as trained (with augmentation and dropout).
-    pub train_accuracy: f64,
-    /// Accuracy on the validation split (eval mode).
-    pub validation_accuracy: f64,
-    /// Wall seconds of the epoch (training and validation).
-    pub seconds: f64,
-    /// Training images per second.
-    pub images_per_s: f64,
-}
 
 /// Progress of a run, saved with every checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -59,7 +59,7 @@ fn is_norm(desc: &ModelDescription, tensor: &str) -> bool {
 
 /// Random standard-normal-ish images `[n, C, H, W]`.
 pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
-    cnnsplitter::bench::random_images(n, input, seed)
+    cnnsplitter::engine::random_images(n, input, seed)
 }
 
 /// Logits of `model` on the burn engine.

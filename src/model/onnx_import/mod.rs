@@ -10,11 +10,9 @@
 //! takes its name from its weight (`layer1.0.conv1.weight` gives `layer1.0.conv1`), else from its
 //! node. Any other node is an error that names it, its op type and what is supported.
 
-mod check;
 mod external;
 mod ops;
 
-pub use check::{ImportCheck, MAX_RELATIVE_ERROR, check_against_file};
 pub use external::with_inline_data;
 
 use std::collections::HashMap;

@@ -1,13 +1,18 @@
-//! What a folder holds: a model, a training run, a modularization or a patched model. The one
-//! place that tells them apart, by the files each folder type owns.
+//! The run folders: each kind is a type that owns its file names ([`RunDir`], [`ModularizeDir`],
+//! [`PatchedDir`]), and [`Artifact`] says which kind a folder is, by the files each kind owns.
 
 use std::path::{Path, PathBuf};
 
+mod modularization;
+mod patched;
+mod run;
+
+pub use modularization::ModularizeDir;
+pub use patched::PatchedDir;
+pub use run::{Checkpoint, RunDir};
+
 use crate::error::{Error, Result};
 use crate::model::{DESCRIPTION_FILE, Model};
-use crate::modularize::ModularizeDir;
-use crate::patch::PatchedDir;
-use crate::train::run_dir::RunDir;
 
 /// A folder the tool wrote (or a model folder from `import` or elsewhere).
 #[derive(Debug, Clone, PartialEq)]

@@ -1,11 +1,12 @@
-//! The check after an import: the imported model against the file itself.
+//! The check after an import: the imported model (on burn) against the ONNX file itself (on ONNX
+//! Runtime). It lives with the engines because it runs both.
 
 use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
 use onnx_protobuf::type_proto::Value as TypeValue;
 use onnx_protobuf::{Message, ModelProto};
 
-use super::OnnxImport;
 use crate::error::{Error, Result};
+use crate::model::onnx_import::OnnxImport;
 
 /// The check after an import: the largest difference between the imported model (on burn) and
 /// the ONNX file itself (on ONNX Runtime) over the same random images, relative to the largest
@@ -60,7 +61,7 @@ pub fn check_against_file(imported: &OnnxImport, bytes: &[u8], threads: usize) -
             || Error::Invalid(format!("the check's {n} images of shape {:?} are too large to hold", desc.input)),
         )?;
     crate::model::check_memory(floats * 4, &format!("the check's {n} random images of shape {:?}", desc.input))?;
-    let images = crate::bench::random_images(n, desc.input, 1);
+    let images = crate::engine::random_images(n, desc.input, 1);
     let ort = OrtEngine::new(threads)?;
     let file = OrtModel::new(ort.session(&runnable)?, desc.input, desc.classes);
     let want = file.logits(&images, n, batch).map_err(|e| match replaced {

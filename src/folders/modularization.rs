@@ -35,6 +35,13 @@ impl ModularizeDir {
         !dir.join(crate::model::DESCRIPTION_FILE).exists()
             && (d.importance().is_file() || d.root.join("search").is_dir() || d.modules().is_dir())
     }
+    /// The modularization folder that holds the module folder `module_dir`
+    /// (`<modularization>/modules/class_NN`), if it is one.
+    pub fn holding(module_dir: &Path) -> Option<ModularizeDir> {
+        let modules = module_dir.parent()?;
+        let root = modules.parent()?;
+        (modules.file_name()? == "modules" && ModularizeDir::is_modularization(root)).then(|| ModularizeDir::new(root))
+    }
     /// `config.json`.
     pub fn config(&self) -> PathBuf {
         self.root.join("config.json")
