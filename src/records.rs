@@ -66,7 +66,7 @@ pub struct Sensitivity {
 pub struct SensitivityRow {
     /// The segment's layers, e.g. `conv_1+conv_3`.
     pub layers: String,
-    /// Composed accuracy at each of [`crate::modularize::sensitivity::RATIOS`].
+    /// Composed accuracy at each of [`crate::modularize::genetic::sensitivity::RATIOS`].
     pub accuracy: Vec<f64>,
     /// Whether dropping 90% loses more than the threshold.
     pub sensitive: bool,

@@ -6,8 +6,8 @@ use cnnsplitter::data::Source;
 use cnnsplitter::data::mix::Split;
 use cnnsplitter::engine::EngineChoice;
 use cnnsplitter::experiment::Rq;
-use cnnsplitter::modularize::ga::{InitKind, Preset};
-use cnnsplitter::modularize::grouping::GroupingKind;
+use cnnsplitter::modularize::genetic::ga::{InitKind, Preset};
+use cnnsplitter::modularize::genetic::grouping::GroupingKind;
 use cnnsplitter::patch::RuleKind;
 use cnnsplitter::train::config::Recipe;
 

@@ -229,8 +229,11 @@ fn a_missing_or_broken_runtime_falls_back_to_burn_with_a_hint() {
 }
 
 /// A random model, a genome layout over it and random images with labels, for search tests.
-fn search_setup(classes: usize, n: usize) -> (Model, cnnsplitter::modularize::grouping::Layout, Vec<f32>, Vec<u16>) {
-    use cnnsplitter::modularize::grouping::{GroupingConfig, Layout};
+fn search_setup(
+    classes: usize,
+    n: usize,
+) -> (Model, cnnsplitter::modularize::genetic::grouping::Layout, Vec<f32>, Vec<u16>) {
+    use cnnsplitter::modularize::genetic::grouping::{GroupingConfig, Layout};
     let model = random_model("simcnn@0.25", [3, 32, 32], classes, 5);
     let importance = cnnsplitter::bench::search::random_importance(&model, &mut ChaCha8Rng::seed_from_u64(6)).unwrap();
     let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
@@ -241,10 +244,10 @@ fn search_setup(classes: usize, n: usize) -> (Model, cnnsplitter::modularize::gr
 
 #[test]
 fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
-    use cnnsplitter::modularize::composition::CompositionConfig;
-    use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
-    use cnnsplitter::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
-    use cnnsplitter::modularize::search::{SearchContext, SearchState, StopConfig, initial_state};
+    use cnnsplitter::modularize::genetic::composition::CompositionConfig;
+    use cnnsplitter::modularize::genetic::evaluator::{Evaluator, ModuleRuns};
+    use cnnsplitter::modularize::genetic::ga::{GaConfig, InitKind, Preset, initial_population};
+    use cnnsplitter::modularize::genetic::search::{SearchContext, SearchState, StopConfig, initial_state};
     use cnnsplitter::records::GenerationRecord;
     let Some(ort) = ort_engine() else { return };
     let (classes, n) = (4, 48);
@@ -289,8 +292,8 @@ fn ort_modules_run_in_parallel_give_the_same_logits_and_generations() {
 
 #[test]
 fn ort_sensitivity_from_shared_prefixes_equals_running_every_module_whole() {
-    use cnnsplitter::modularize::evaluator::Evaluator;
-    use cnnsplitter::modularize::sensitivity::{SegmentPlan, segment_logits};
+    use cnnsplitter::modularize::genetic::evaluator::Evaluator;
+    use cnnsplitter::modularize::genetic::sensitivity::{SegmentPlan, segment_logits};
     let Some(ort) = ort_engine() else { return };
     let (classes, n) = (3, 40);
     let (model, layout, images, _) = search_setup(classes, n);

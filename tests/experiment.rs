@@ -188,7 +188,7 @@ fn bad_configs_and_folders_are_clear_errors() {
 #[test]
 fn the_strong_models_search_takes_its_initialisation_from_the_config() {
     use cnnsplitter::data::presets::DataSelection;
-    use cnnsplitter::modularize::ga::InitKind;
+    use cnnsplitter::modularize::genetic::ga::InitKind;
     let origin = Path::new("my.toml");
     let search = |text: &str| {
         let config = ExperimentConfig::from_toml(text, origin).unwrap();
@@ -223,8 +223,8 @@ fn the_shipped_configs_parse_and_name_known_datasets() {
 
 #[test]
 fn rq3_compares_groupings_and_initialisations() {
-    use cnnsplitter::modularize::ga::InitKind;
-    use cnnsplitter::modularize::grouping::GroupingKind;
+    use cnnsplitter::modularize::genetic::ga::InitKind;
+    use cnnsplitter::modularize::genetic::grouping::GroupingKind;
     let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny();

@@ -8,10 +8,10 @@ use cnnsplitter::graph::channel_groups::ChannelGroups;
 use cnnsplitter::model::description::ModelDescription;
 use cnnsplitter::model::zoo;
 use cnnsplitter::modularize::bitset::Bits;
-use cnnsplitter::modularize::ga::{
+use cnnsplitter::modularize::genetic::ga::{
     FitnessRule, GaConfig, InitKind, Mutation, Preset, initial_population, next_population,
 };
-use cnnsplitter::modularize::grouping::{GroupingConfig, GroupingKind, Layout};
+use cnnsplitter::modularize::genetic::grouping::{GroupingConfig, GroupingKind, Layout};
 use cnnsplitter::modularize::importance::{GroupImportance, Importance};
 
 /// Random importance values for every channel group of `desc`.
@@ -258,4 +258,48 @@ fn bitsets_from_files_are_checked() {
     assert!(serde_json::from_str::<Bits>(&short).unwrap_err().to_string().contains("needs 15 words"));
     let beyond = serde_json::to_string(&serde_json::json!({"len": 70, "words": [0, 1u64 << 7]})).unwrap();
     assert!(serde_json::from_str::<Bits>(&beyond).unwrap_err().to_string().contains("beyond its length"));
+}
+
+#[test]
+fn the_kernel_set_of_checked_masks_equals_the_genomes_kernel_set() {
+    // The summary's Diff reads kernel sets from the masks any method hands over; the genetic
+    // search reads them from its genomes. Both must name the same kernels (rescnn: residual
+    // pairs count once per producing convolution).
+    for arch in ["simcnn@0.25", "rescnn@0.25"] {
+        let (desc, _, layout) = layout(arch, GroupingKind::Importance);
+        let model = cnnsplitter::Model::init(arch, [3, 32, 32], 10, 0).unwrap();
+        assert_eq!(model.description, desc);
+        let decoder = cnnsplitter::decode::Decoder::new(&model).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for class in 0..10 {
+            let g = genome(layout.bits, &mut rng);
+            let masks = layout.keep_masks(&decoder, class, &g).unwrap();
+            let from_masks = cnnsplitter::modularize::kernel_set(&masks, decoder.groups());
+            let from_genome = layout.kernel_set(class, &g);
+            assert_eq!(from_masks.len(), from_genome.len(), "{arch}");
+            let on = |b: &Bits| (0..b.len()).filter(|&i| b.get(i)).collect::<Vec<_>>();
+            assert_eq!(on(&from_masks), on(&from_genome), "{arch} class {class}");
+        }
+    }
+}
+
+#[test]
+fn the_search_method_is_written_to_config_json_and_older_files_read_as_genetic() {
+    use cnnsplitter::data::presets::DataSelection;
+    use cnnsplitter::modularize::{ModularizeConfig, SearchMethod};
+    let config = ModularizeConfig::new(
+        "m".into(),
+        DataSelection { tc: Some(3), ..DataSelection::named("synthetic") },
+        Preset::Paper,
+        1,
+    );
+    let json: serde_json::Value = serde_json::to_value(&config).unwrap();
+    assert_eq!(json["method"], "genetic");
+    // The data selection keeps its keys at the top, as config.json files always had them.
+    assert_eq!((json["dataset"].as_str(), json["tc"].as_u64()), (Some("synthetic"), Some(3)));
+    assert!(json.get("data").is_none());
+    let mut old = json.clone();
+    old.as_object_mut().unwrap().remove("method");
+    let read: ModularizeConfig = serde_json::from_value(old).unwrap();
+    assert_eq!((read.method, read), (SearchMethod::Genetic, config));
 }

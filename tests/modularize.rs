@@ -15,11 +15,11 @@ use cnnsplitter::data::presets::DataSelection;
 use cnnsplitter::engine::Engine;
 use cnnsplitter::engine::burn::BurnEngine;
 use cnnsplitter::modularize::bitset::{Bits, mean_pairwise_distance};
-use cnnsplitter::modularize::composition::{CompositionConfig, composed_accuracy, exhaustive, search};
-use cnnsplitter::modularize::ga::{GaConfig, Mutation, Preset, crossover, mutate};
-use cnnsplitter::modularize::grouping::GroupingConfig;
-use cnnsplitter::modularize::search::StopConfig;
-use cnnsplitter::modularize::{ModularizeConfig, RunOptions, run, run_with};
+use cnnsplitter::modularize::genetic::composition::{CompositionConfig, exhaustive, search};
+use cnnsplitter::modularize::genetic::ga::{GaConfig, Mutation, Preset, crossover, mutate};
+use cnnsplitter::modularize::genetic::grouping::GroupingConfig;
+use cnnsplitter::modularize::genetic::search::StopConfig;
+use cnnsplitter::modularize::{ModularizeConfig, RunOptions, SearchMethod, composed_accuracy, run, run_with};
 use cnnsplitter::progress::{Event, Progress, Silent};
 use cnnsplitter::records::GenerationRecord;
 use cnnsplitter::train::config::{Overrides, Recipe, TrainConfig};
@@ -171,10 +171,8 @@ fn config(model: &Path, data: &DataSelection, generations: usize) -> ModularizeC
     ga.parents = 4;
     ModularizeConfig {
         model: model.to_path_buf(),
-        dataset: data.dataset.clone(),
-        tc: None,
-        data_dir: None,
-        limits: Default::default(),
+        data: DataSelection::named(&data.dataset),
+        method: SearchMethod::Genetic,
         confidence: 0.5,
         grouping: GroupingConfig::default(),
         sensitivity_threshold: 0.05,
@@ -296,7 +294,7 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
 
 #[test]
 fn a_smaller_population_keeps_the_presets_shares_of_parents_and_elites() {
-    use cnnsplitter::modularize::ga::{GaConfig, Preset};
+    use cnnsplitter::modularize::genetic::ga::{GaConfig, Preset};
     let r = |p| {
         let g = GaConfig::preset(Preset::ReferenceCode).with_population(p);
         (g.population, g.parents, g.elites)
@@ -431,9 +429,9 @@ fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
 fn sensitivity_setup(
     arch: &str,
     n: usize,
-) -> (Model, cnnsplitter::data::ImageSet, Vec<f32>, cnnsplitter::modularize::grouping::Layout, Vec<String>) {
+) -> (Model, cnnsplitter::data::ImageSet, Vec<f32>, cnnsplitter::modularize::genetic::grouping::Layout, Vec<String>) {
     use cnnsplitter::data::pipeline::Normalization;
-    use cnnsplitter::modularize::grouping::Layout;
+    use cnnsplitter::modularize::genetic::grouping::Layout;
     use cnnsplitter::modularize::importance::compute;
     let model = common::random_model(arch, [3, 16, 16], 3, 8);
     let set = random_set(n, 9);
@@ -448,8 +446,8 @@ fn sensitivity_setup(
 #[test]
 fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_threshold() {
     use cnnsplitter::graph::channel_groups::ChannelGroups;
-    use cnnsplitter::modularize::evaluator::Evaluator;
-    use cnnsplitter::modularize::sensitivity::{RATIOS, measure};
+    use cnnsplitter::modularize::genetic::evaluator::Evaluator;
+    use cnnsplitter::modularize::genetic::sensitivity::{RATIOS, measure};
     let (model, set, images, layout, names) = sensitivity_setup("rescnn-weak@0.125", 60);
     let engine = BurnEngine::default();
     let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap();
@@ -587,8 +585,8 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
 fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole() {
     use cnnsplitter::graph::channel_groups::ChannelGroups;
     use cnnsplitter::model::split::latest_cut;
-    use cnnsplitter::modularize::evaluator::{Evaluator, ModuleRuns};
-    use cnnsplitter::modularize::sensitivity::{SegmentPlan, measure, segment_logits};
+    use cnnsplitter::modularize::genetic::evaluator::{Evaluator, ModuleRuns};
+    use cnnsplitter::modularize::genetic::sensitivity::{SegmentPlan, measure, segment_logits};
     for (arch, jobs) in [("rescnn-weak@0.125", 1), ("simcnn-weak@0.25", 2)] {
         let (model, set, images, layout, names) = sensitivity_setup(arch, 50);
         let engine = BurnEngine::default();
@@ -677,7 +675,7 @@ fn a_network_with_channel_concats_modularizes_end_to_end() {
 #[test]
 fn a_shortfall_is_explained_with_its_likely_cause() {
     use cnnsplitter::modularize::Summary;
-    use cnnsplitter::modularize::ga::InitKind;
+    use cnnsplitter::modularize::genetic::ga::InitKind;
     use cnnsplitter::modularize::shortfall::shortfall;
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();

@@ -85,7 +85,7 @@ fn mutated_models_configs_and_run_files_never_panic() {
     let modularize = serde_json::to_string_pretty(&ModularizeConfig::new(
         "m".into(),
         data.clone(),
-        cnnsplitter::modularize::ga::Preset::ReferenceCode,
+        cnnsplitter::modularize::genetic::ga::Preset::ReferenceCode,
         0,
     ))
     .unwrap();

@@ -15,12 +15,12 @@ use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::Model;
 use crate::model::count::count;
-use crate::modularize::composition::CompositionConfig;
-use crate::modularize::evaluator::{Evaluator, ModuleRuns};
-use crate::modularize::ga::{GaConfig, InitKind, Preset, initial_population};
-use crate::modularize::grouping::{GroupingConfig, Layout};
+use crate::modularize::genetic::composition::CompositionConfig;
+use crate::modularize::genetic::evaluator::{Evaluator, ModuleRuns};
+use crate::modularize::genetic::ga::{GaConfig, InitKind, Preset, initial_population};
+use crate::modularize::genetic::grouping::{GroupingConfig, Layout};
+use crate::modularize::genetic::search::{SearchContext, StopConfig, initial_state};
 use crate::modularize::importance::{GroupImportance, Importance};
-use crate::modularize::search::{SearchContext, StopConfig, initial_state};
 use crate::progress::Progress;
 
 /// What `bench search` runs.
@@ -203,7 +203,7 @@ fn module_shares(
     let (mut kernels, mut macs, mut k) = (0.0, 0.0, 0usize);
     for (class, population) in populations.iter().enumerate() {
         for genome in population {
-            let module = decoder.decode(&decoder.keep_masks(layout.masks(class, genome))?)?;
+            let module = decoder.decode(&layout.keep_masks(&decoder, class, genome)?)?;
             let counted = count(&module.description)?;
             kernels += counted.kernels as f64 / full.kernels as f64;
             macs += counted.macs as f64 / full.macs as f64;

@@ -6,11 +6,11 @@ use anyhow::{Result, bail};
 use clap::Args;
 
 use cnnsplitter::engine::EngineChoice;
-use cnnsplitter::modularize::composition::CompositionConfig;
-use cnnsplitter::modularize::ga::{FitnessRule, GaConfig, InitKind, Mutation, Preset};
-use cnnsplitter::modularize::grouping::{GroupingConfig, GroupingKind};
-use cnnsplitter::modularize::search::StopConfig;
-use cnnsplitter::modularize::{ModularizeConfig, RunOptions, run_with};
+use cnnsplitter::modularize::genetic::composition::CompositionConfig;
+use cnnsplitter::modularize::genetic::ga::{FitnessRule, GaConfig, InitKind, Mutation, Preset};
+use cnnsplitter::modularize::genetic::grouping::{GroupingConfig, GroupingKind};
+use cnnsplitter::modularize::genetic::search::StopConfig;
+use cnnsplitter::modularize::{ModularizeConfig, RunOptions, SearchMethod, run_with};
 
 use super::data::DataArgs;
 use super::progress_bar::Bars;
@@ -22,6 +22,10 @@ pub struct ModularizeArgs {
     model: Option<PathBuf>,
     #[command(flatten)]
     data: DataArgs,
+    /// How the modules are searched: genetic (the paper's genetic search over groups of
+    /// kernels; the flags below set it up).
+    #[arg(long, value_parser = super::choice::<SearchMethod>(), default_value = "genetic")]
+    method: SearchMethod,
     /// GA settings to start from: reference-code (what produced the published numbers) or paper.
     #[arg(long, value_parser = super::choice::<Preset>(), default_value = "reference-code")]
     preset: Preset,
@@ -131,13 +135,10 @@ fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
     if let Some(init) = args.init {
         ga.init = init;
     }
-    let data = args.data.selection();
     Ok(ModularizeConfig {
         model,
-        dataset: data.dataset,
-        tc: data.tc,
-        data_dir: data.data_dir,
-        limits: data.limits,
+        data: args.data.selection(),
+        method: args.method,
         confidence: args.confidence,
         grouping: GroupingConfig {
             kind: args.grouping,

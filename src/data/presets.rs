@@ -28,8 +28,9 @@ pub const PRESETS: &[(&str, &str)] = &[
 /// Environment variable naming the default data folder.
 pub const DATA_DIR_ENV: &str = "CNNSPLITTER_DATA_DIR";
 
-/// How a command selects its data.
-#[derive(Debug, Clone, PartialEq)]
+/// How a command selects its data (embedded, flattened, in the training and modularization
+/// configs).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DataSelection {
     /// A preset name or a path to a TOML description.
     pub dataset: String,
@@ -38,6 +39,7 @@ pub struct DataSelection {
     /// Where the source datasets are (default: `$CNNSPLITTER_DATA_DIR`, else `data`).
     pub data_dir: Option<PathBuf>,
     /// Caps on images per class of the training and validation splits (over the mix's own).
+    #[serde(default, skip_serializing_if = "SplitLimits::is_none")]
     pub limits: SplitLimits,
 }
 

@@ -10,9 +10,9 @@ use crate::data::presets::DataSelection;
 use crate::error::{Error, Result};
 use crate::model::zoo;
 use crate::modularize::ModularizeConfig;
-use crate::modularize::ga::{InitKind, Preset};
-use crate::modularize::grouping::GroupingKind;
-use crate::modularize::search::StopConfig;
+use crate::modularize::genetic::ga::{InitKind, Preset};
+use crate::modularize::genetic::grouping::GroupingKind;
+use crate::modularize::genetic::search::StopConfig;
 use crate::patch::RuleKind;
 use crate::train::config::{Overrides, Recipe, TrainConfig};
 

@@ -20,8 +20,8 @@ use crate::experiment::config::WeakKind;
 use crate::folders::ModularizeDir;
 use crate::folders::PatchedDir;
 use crate::folders::RunDir;
-use crate::modularize::ga::InitKind;
-use crate::modularize::grouping::GroupingKind;
+use crate::modularize::genetic::ga::InitKind;
+use crate::modularize::genetic::grouping::GroupingKind;
 use crate::patch::RuleKind;
 
 /// The paths of an experiment folder.

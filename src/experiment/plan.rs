@@ -17,8 +17,8 @@ use crate::experiment::Rq;
 use crate::experiment::config::{ExperimentConfig, ModelConfig, WeakKind};
 use crate::experiment::dir::ExperimentDir;
 use crate::files::{read_json, write_json};
-use crate::modularize::ga::InitKind;
-use crate::modularize::grouping::GroupingKind;
+use crate::modularize::genetic::ga::InitKind;
+use crate::modularize::genetic::grouping::GroupingKind;
 use crate::patch::RuleKind;
 use crate::train::pick::pick_file;
 

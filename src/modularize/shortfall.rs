@@ -7,7 +7,7 @@ use crate::choice::Choice;
 use crate::error::Result;
 use crate::files::{read_json, read_jsonl};
 use crate::folders::ModularizeDir;
-use crate::modularize::ga::InitKind;
+use crate::modularize::genetic::ga::InitKind;
 use crate::modularize::{ModularizeConfig, Summary};
 use crate::records::GenerationRecord;
 

@@ -1,10 +1,7 @@
 //! Training recipes and the full configuration of a run (saved as `config.json`).
 
-use std::path::PathBuf;
-
 use serde::{Deserialize, Serialize};
 
-use crate::data::mix::SplitLimits;
 use crate::data::presets::DataSelection;
 use crate::error::{Error, Result};
 use crate::model::zoo::ArchSpec;
@@ -43,15 +40,10 @@ pub struct TrainConfig {
     pub arch: String,
     /// The recipe the settings came from.
     pub recipe: Recipe,
-    /// Dataset preset or TOML path.
-    pub dataset: String,
-    /// Target class for weak mixes.
-    pub tc: Option<usize>,
-    /// Folder of the source datasets.
-    pub data_dir: Option<PathBuf>,
-    /// Caps on training and validation images per class (scarce weak-model data).
-    #[serde(default, skip_serializing_if = "SplitLimits::is_none")]
-    pub limits: SplitLimits,
+    /// The data: its keys (`dataset`, `tc`, `data_dir`, `limits`: caps on training and
+    /// validation images per class, for scarce weak-model data) sit at the top of config.json.
+    #[serde(flatten)]
+    pub data: DataSelection,
     /// Number of epochs.
     pub epochs: usize,
     /// Batch size.
@@ -101,10 +93,7 @@ impl TrainConfig {
         let config = TrainConfig {
             arch: spec.label(),
             recipe,
-            dataset: data.dataset.clone(),
-            tc: data.tc,
-            data_dir: data.data_dir.clone(),
-            limits: data.limits,
+            data: data.clone(),
             epochs,
             batch,
             schedule: if strong { StepSchedule::paper(lr, epochs) } else { StepSchedule::constant(lr) },
@@ -136,16 +125,6 @@ impl TrainConfig {
         Error::check_range("momentum", self.momentum, 0.0, 0.999_999)?;
         Error::check_range("weight_decay", self.weight_decay, 0.0, 0.999_999)?;
         Error::check_at_least("threads", self.threads, 1)
-    }
-
-    /// The data selection of this run.
-    pub fn data(&self) -> DataSelection {
-        DataSelection {
-            dataset: self.dataset.clone(),
-            tc: self.tc,
-            data_dir: self.data_dir.clone(),
-            limits: self.limits,
-        }
     }
 }
 

@@ -111,7 +111,7 @@ pub fn start(
     }
     // Load and check the data before anything is written.
     config.validate()?;
-    let data = config.data().load()?;
+    let data = config.data.load()?;
     check_validation(&data)?;
     let model = initial_model(&config, &data)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -140,7 +140,7 @@ pub fn resume(
             config.threads
         ));
     }
-    let data = config.data().load()?;
+    let data = config.data.load()?;
     check_validation(&data)?;
     check_data_source(&run, &data)?;
     recover_checkpoint(&run)?;

@@ -279,12 +279,12 @@ pub fn copy_tree(from: &Path, to: &Path) {
 /// The sensitivity table's own-class logits `[ratio][class][image]` for segment `s`, computed the
 /// way the table was before prefixes were shared: every module decoded and run whole.
 pub fn sensitivity_logits_run_whole(
-    evaluator: &mut cnnsplitter::modularize::evaluator::Evaluator<'_>,
-    layout: &cnnsplitter::modularize::grouping::Layout,
+    evaluator: &mut cnnsplitter::modularize::genetic::evaluator::Evaluator<'_>,
+    layout: &cnnsplitter::modularize::genetic::grouping::Layout,
     s: usize,
     classes: usize,
 ) -> Vec<Vec<Vec<f32>>> {
-    use cnnsplitter::modularize::sensitivity::{RATIOS, drop_masks};
+    use cnnsplitter::modularize::genetic::sensitivity::{RATIOS, drop_masks};
     RATIOS
         .iter()
         .map(|&ratio| {

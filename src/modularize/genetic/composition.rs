@@ -10,6 +10,7 @@
 //! are used, never a new forward pass.
 
 use crate::error::{Error, Result};
+use crate::modularize::modules::composed_accuracy;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use rayon::prelude::*;
@@ -61,25 +62,6 @@ pub struct Combination {
 /// The own-class logit vectors of every individual: `scores[n][i][s]` for class n, individual i,
 /// validation image s.
 pub type Scores<'a> = [Vec<&'a [f32]>];
-
-/// Accuracy of the composed model of `vectors` (one per class) on `labels`.
-pub fn composed_accuracy(vectors: &[&[f32]], labels: &[u16]) -> f64 {
-    if labels.is_empty() {
-        return 0.0;
-    }
-    let correct = (0..labels.len())
-        .filter(|&s| {
-            let mut best = 0;
-            for c in 1..vectors.len() {
-                if vectors[c][s] > vectors[best][s] {
-                    best = c;
-                }
-            }
-            best == labels[s] as usize
-        })
-        .count();
-    correct as f64 / labels.len() as f64
-}
 
 /// Best combination by exhaustive enumeration (for checks on tiny populations): highest accuracy,
 /// the lexicographically smallest members on ties.

@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::{Model, split};
 use crate::modularize::bitset::Bits;
-use crate::modularize::grouping::Layout;
+use crate::modularize::genetic::grouping::Layout;
 
 /// How modules run: `jobs` at once, each on threads / `jobs` threads, over the images in batches
 /// of `batch`. The logits do not depend on it (tested to the bit).

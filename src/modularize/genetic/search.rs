@@ -17,10 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::engine::phases::Phase;
 use crate::error::{Error, Result};
 use crate::modularize::bitset::{Bits, mean_pairwise_distance};
-use crate::modularize::composition::{CompositionConfig, search as compose};
-use crate::modularize::evaluator::Evaluator;
-use crate::modularize::ga::{GaConfig, next_population};
-use crate::modularize::grouping::Layout;
+use crate::modularize::genetic::composition::{CompositionConfig, search as compose};
+use crate::modularize::genetic::evaluator::Evaluator;
+use crate::modularize::genetic::ga::{GaConfig, next_population};
+use crate::modularize::genetic::grouping::Layout;
 use crate::records::GenerationRecord;
 use crate::seed::mix_seed;
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::modularize::bitset::Bits;
-use crate::modularize::grouping::Layout;
+use crate::modularize::genetic::grouping::Layout;
 
 /// A named set of GA settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

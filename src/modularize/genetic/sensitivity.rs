@@ -6,9 +6,9 @@
 use crate::error::Result;
 use crate::model::shape::infer_shapes;
 use crate::model::split::latest_cut;
-use crate::modularize::composition::composed_accuracy;
-use crate::modularize::evaluator::Evaluator;
-use crate::modularize::grouping::Layout;
+use crate::modularize::genetic::evaluator::Evaluator;
+use crate::modularize::genetic::grouping::Layout;
+use crate::modularize::modules::composed_accuracy;
 use crate::progress::Progress;
 use crate::records::{Sensitivity, SensitivityRow};
 

@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::{Decoder, KeepMasks};
 use crate::error::{Error, Result};
 use crate::graph::channel_groups::ChannelGroups;
 use crate::model::description::ModelDescription;
@@ -141,9 +142,15 @@ impl Layout {
         Layout { segments, bits: offset, kernel_slots }
     }
 
-    /// The keep-mask of every channel group for class `n`'s genome. A segment without any kept
-    /// group keeps its most important kernel, so no layer is ever empty.
-    pub fn masks(&self, n: usize, genome: &Bits) -> Vec<Vec<bool>> {
+    /// Class `n`'s genome as the checked keep-masks of `decoder`'s model (one per channel group).
+    pub fn keep_masks(&self, decoder: &Decoder<'_>, n: usize, genome: &Bits) -> Result<KeepMasks> {
+        decoder.keep_masks(self.masks(n, genome))
+    }
+
+    /// The keep-mask of every channel group for class `n`'s genome, unchecked (see
+    /// [`Layout::keep_masks`]). A segment without any kept group keeps its most important
+    /// kernel, so no layer is ever empty.
+    pub(crate) fn masks(&self, n: usize, genome: &Bits) -> Vec<Vec<bool>> {
         self.segments
             .iter()
             .map(|s| {
