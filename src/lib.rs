@@ -13,7 +13,7 @@
 //!
 //! | floor | modules |
 //! | --- | --- |
-//! | ground | `error`, `seed`, `choice`, `records`, `progress`, `files` |
+//! | ground | `error`, `seed`, `choice`, `compute`, `records`, `progress`, `files` |
 //! | descriptions and data | `model`, `graph`, `decode`, `export`, `data`, `folders` |
 //! | running | `engine` |
 //! | measuring | `eval` |
@@ -24,6 +24,7 @@
 
 pub mod bench;
 pub mod choice;
+pub mod compute;
 pub mod data;
 pub mod decode;
 pub mod engine;
@@ -42,5 +43,6 @@ pub mod records;
 pub mod seed;
 pub mod train;
 
+pub use compute::Compute;
 pub use error::{Error, Result};
 pub use model::Model;

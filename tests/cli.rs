@@ -123,7 +123,7 @@ fn patch_then_eval_the_patched_model_and_experiment_errors() {
     assert!(ok, "{stderr}");
     let m: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let data = DataSelection { tc: Some(2), ..DataSelection::named(&p("w.toml")) }.load().unwrap();
-    let engine = BurnEngine::default();
+    let engine = BurnEngine::new(&cnnsplitter::Compute::new(burn::tensor::Device::flex(), 1));
     let weak =
         logits(&engine, &Model::load(&dir.path().join("weak")).unwrap(), &data.test, &data.normalization).unwrap();
     let module =

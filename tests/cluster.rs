@@ -267,23 +267,34 @@ fn a_task_refuses_to_start_before_its_dependencies_and_a_done_task_returns_at_on
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("x");
     prepare(Rq::Rq2, &tiny(), &dir, &launch(1), &Silent).unwrap();
-    let engine = select(EngineChoice::Burn, 1).unwrap().engine;
-    let err = run_task(&dir, "patched/Tiny/tc3/overfit/paper", engine.as_ref(), 1, &Silent).unwrap_err().to_string();
+    let engine = select(EngineChoice::Burn, &common::compute_with(1)).unwrap().engine;
+    let err = run_task(&dir, "patched/Tiny/tc3/overfit/paper", &common::compute_with(1), engine.as_ref(), &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("needs task `strong/Tiny` first") && err.contains("strong/Tiny/report.json"), "{err}");
     assert!(!dir.join("patched").exists(), "nothing written");
-    let err = run_task(&dir, "strong/Nope", engine.as_ref(), 1, &Silent).unwrap_err().to_string();
+    let err =
+        run_task(&dir, "strong/Nope", &common::compute_with(1), engine.as_ref(), &Silent).unwrap_err().to_string();
     assert!(err.contains("has no task `strong/Nope`") && err.contains("modules/Tiny"), "{err}");
-    let err = run_task(tmp.path(), "strong/Tiny", engine.as_ref(), 1, &Silent).unwrap_err().to_string();
+    let err = run_task(tmp.path(), "strong/Tiny", &common::compute_with(1), engine.as_ref(), &Silent)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("holds no plan.json"), "{err}");
 
-    assert_eq!(run_task(&dir, "weak/Tiny/tc0/poor-fit", engine.as_ref(), 1, &Silent).unwrap(), TaskOutcome::Ran);
+    assert_eq!(
+        run_task(&dir, "weak/Tiny/tc0/poor-fit", &common::compute_with(1), engine.as_ref(), &Silent).unwrap(),
+        TaskOutcome::Ran
+    );
     let report = std::fs::read(dir.join("weak/Tiny/tc0/poor-fit/report.json")).unwrap();
     assert_eq!(
-        run_task(&dir, "weak/Tiny/tc0/poor-fit", engine.as_ref(), 1, &Silent).unwrap(),
+        run_task(&dir, "weak/Tiny/tc0/poor-fit", &common::compute_with(1), engine.as_ref(), &Silent).unwrap(),
         TaskOutcome::AlreadyDone
     );
     assert_eq!(std::fs::read(dir.join("weak/Tiny/tc0/poor-fit/report.json")).unwrap(), report);
-    assert_eq!(run_task(&dir, "weak/Tiny/tc0/overfit", engine.as_ref(), 1, &Silent).unwrap(), TaskOutcome::Ran);
+    assert_eq!(
+        run_task(&dir, "weak/Tiny/tc0/overfit", &common::compute_with(1), engine.as_ref(), &Silent).unwrap(),
+        TaskOutcome::Ran
+    );
 }
 
 /// The Python with HyperQueue's package, or `None` after saying so (failing under CI=true).

@@ -1,5 +1,7 @@
 //! Experiments end to end: the demo's tiny configuration, resuming, and config errors.
 
+mod common;
+
 use std::path::Path;
 
 use cnnsplitter::engine::{EngineChoice, select};
@@ -39,11 +41,13 @@ fn read(path: &Path) -> String {
 
 #[test]
 fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
-    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let engine = select(EngineChoice::Auto, &common::compute()).unwrap().engine;
     let tmp = tempfile::tempdir().unwrap();
     let config = tiny();
     let straight = tmp.path().join("straight");
-    let reports = run(Rq::Rq2, &config, &straight, engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
+    let reports = run(Rq::Rq2, &config, &straight, &common::compute(), engine.as_ref(), &launch(), None, &Silent)
+        .unwrap()
+        .unwrap();
 
     // Every TC x kind was patched, RQ1 has its model, and the files are there.
     let w = config.weak.as_ref().unwrap();
@@ -108,7 +112,11 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     // nothing redone.
     let resumed = tmp.path().join("resumed");
     let stages = Stages(Default::default());
-    assert!(run(Rq::Rq2, &config, &resumed, engine.as_ref(), &launch(), Some(4), &stages).unwrap().is_none());
+    assert!(
+        run(Rq::Rq2, &config, &resumed, &common::compute(), engine.as_ref(), &launch(), Some(4), &stages)
+            .unwrap()
+            .is_none()
+    );
     let labels = stages.0.lock().unwrap().clone();
     assert_eq!(labels.len(), 4, "{labels:?}");
     assert!(
@@ -118,7 +126,7 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     assert!(resumed.join("strong/Tiny/report.json").is_file());
     assert!(!resumed.join("reports").exists());
     let strong_weights = std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap();
-    run(Rq::Rq2, &config, &resumed, engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
+    run(Rq::Rq2, &config, &resumed, &common::compute(), engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
     assert_eq!(std::fs::read(resumed.join("strong/Tiny/model.safetensors")).unwrap(), strong_weights);
     for name in ["rq1.md", "rq2.md", "rq2.csv"] {
         assert_eq!(read(&rep.join(name)), read(&resumed.join("reports").join(name)), "{name}");
@@ -127,7 +135,8 @@ fn the_tiny_demo_runs_end_to_end_and_a_resumed_run_gives_the_same_tables() {
     // Another config in the same folder is refused.
     let mut other = config.clone();
     other.seed = 1;
-    let err = run(Rq::Rq2, &other, &resumed, engine.as_ref(), &launch(), None, &Silent).unwrap_err();
+    let err =
+        run(Rq::Rq2, &other, &resumed, &common::compute(), engine.as_ref(), &launch(), None, &Silent).unwrap_err();
     assert!(err.to_string().contains("another configuration"), "{err}");
 }
 
@@ -174,13 +183,15 @@ fn bad_configs_and_folders_are_clear_errors() {
 
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("something.txt"), "x").unwrap();
-    let engine = select(EngineChoice::Burn, 1).unwrap().engine;
-    let err = run(Rq::Rq1, &tiny(), tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap_err();
+    let engine = select(EngineChoice::Burn, &common::compute_with(1)).unwrap().engine;
+    let err =
+        run(Rq::Rq1, &tiny(), tmp.path(), &common::compute(), engine.as_ref(), &launch(), None, &Silent).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     let mut rq2_without_weak = tiny();
     rq2_without_weak.weak = None;
     let dir = tmp.path().join("x");
-    let err = run(Rq::Rq2, &rq2_without_weak, &dir, engine.as_ref(), &launch(), None, &Silent).unwrap_err();
+    let err = run(Rq::Rq2, &rq2_without_weak, &dir, &common::compute(), engine.as_ref(), &launch(), None, &Silent)
+        .unwrap_err();
     assert!(err.to_string().contains("[weak]"), "{err}");
     assert!(!dir.exists(), "nothing written");
 }
@@ -225,13 +236,15 @@ fn the_shipped_configs_parse_and_name_known_datasets() {
 fn rq3_compares_groupings_and_initialisations() {
     use cnnsplitter::modularize::genetic::ga::InitKind;
     use cnnsplitter::modularize::genetic::grouping::GroupingKind;
-    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let engine = select(EngineChoice::Auto, &common::compute()).unwrap().engine;
     let tmp = tempfile::tempdir().unwrap();
     let mut config = tiny();
     config.rq3.groupings = vec![GroupingKind::None, GroupingKind::Importance];
     config.rq3.inits = vec![InitKind::Random];
     config.rq3.generations = Some(3);
-    let reports = run(Rq::Rq3, &config, tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
+    let reports = run(Rq::Rq3, &config, tmp.path(), &common::compute(), engine.as_ref(), &launch(), None, &Silent)
+        .unwrap()
+        .unwrap();
     assert!(reports.rq1.is_empty() && reports.rq2.is_empty());
     let rows: Vec<_> = reports.rq3.iter().map(|r| (r.grouping, r.init)).collect();
     assert_eq!(rows, vec![(GroupingKind::None, InitKind::Random), (GroupingKind::Importance, InitKind::Random)]);
@@ -289,9 +302,11 @@ fn the_standard_families_train_modularize_and_patch_end_to_end() {
         .replace("kinds = [\"simple\", \"underfit\", \"overfit\"]", "kinds = [\"simple\", \"overfit\"]");
     assert!(text.contains("mobilenetv2@0.25") && text.contains("resnet18") && text.contains("vgg16-bn"));
     let config = ExperimentConfig::from_toml(&text, Path::new("families.toml")).unwrap();
-    let engine = select(EngineChoice::Auto, rayon::current_num_threads()).unwrap().engine;
+    let engine = select(EngineChoice::Auto, &common::compute()).unwrap().engine;
     let tmp = tempfile::tempdir().unwrap();
-    let reports = run(Rq::Rq2, &config, tmp.path(), engine.as_ref(), &launch(), None, &Silent).unwrap().unwrap();
+    let reports = run(Rq::Rq2, &config, tmp.path(), &common::compute(), engine.as_ref(), &launch(), None, &Silent)
+        .unwrap()
+        .unwrap();
     let r1 = &reports.rq1[0];
     assert!(r1.module_kernels < r1.model_kernels as f64, "{r1:?}");
     assert_eq!(reports.rq2.len(), 2 * 2, "2 kinds x 2 rules");

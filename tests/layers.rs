@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// The floors, from the ground up.
 const FLOORS: &[&[&str]] = &[
-    &["error", "seed", "choice", "records", "progress", "files"],
+    &["error", "seed", "choice", "compute", "records", "progress", "files"],
     &["model", "graph", "decode", "export", "data", "folders"],
     &["engine"],
     &["eval"],

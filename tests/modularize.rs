@@ -13,7 +13,6 @@ use rand_chacha::ChaCha8Rng;
 use cnnsplitter::Model;
 use cnnsplitter::data::presets::DataSelection;
 use cnnsplitter::engine::Engine;
-use cnnsplitter::engine::burn::BurnEngine;
 use cnnsplitter::modularize::bitset::{Bits, mean_pairwise_distance};
 use cnnsplitter::modularize::genetic::composition::{CompositionConfig, exhaustive, search};
 use cnnsplitter::modularize::genetic::ga::{GaConfig, Mutation, Preset, crossover, mutate};
@@ -161,7 +160,7 @@ fn small_trained_model(dir: &Path) -> (std::path::PathBuf, DataSelection) {
     let config =
         TrainConfig::new("simcnn-weak@0.25", Recipe::Simple, &data, &o, 3, rayon::current_num_threads()).unwrap();
     let run_dir = dir.join("model");
-    trainer::start(config, &run_dir, None, &BurnEngine::default(), &Silent).unwrap();
+    trainer::start(config, &run_dir, None, &common::compute(), &common::burn_engine(), &Silent).unwrap();
     (run_dir, data)
 }
 
@@ -216,11 +215,12 @@ fn modules(dir: &Path, classes: usize) -> Vec<Vec<u8>> {
 fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (model_dir, data) = small_trained_model(tmp.path());
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let seen = Collect(Default::default());
     let a = tmp.path().join("a");
     let serial = RunOptions { jobs: Some(1), ..RunOptions::default() };
-    let summary = run_with(Some(config(&model_dir, &data, 5)), &a, &engine, serial, &seen).unwrap().unwrap();
+    let summary =
+        run_with(Some(config(&model_dir, &data, 5)), &a, &common::compute(), &engine, serial, &seen).unwrap().unwrap();
 
     // With fixed weights and the best combination kept alive, the best never gets worse.
     let records = seen.0.lock().unwrap().clone();
@@ -264,7 +264,7 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     // and resumed, same modules too.
     let b = tmp.path().join("b");
     let parallel = RunOptions { jobs: Some(2), ..RunOptions::default() };
-    run_with(Some(config(&model_dir, &data, 5)), &b, &engine, parallel, &Silent).unwrap();
+    run_with(Some(config(&model_dir, &data, 5)), &b, &common::compute(), &engine, parallel, &Silent).unwrap();
     assert_eq!(modules(&a, 5), modules(&b, 5));
     let untimed = |d: &Path| -> Vec<GenerationRecord> {
         let records: Vec<GenerationRecord> =
@@ -275,12 +275,14 @@ fn the_genetic_search_improves_is_deterministic_and_resumes_exactly() {
     let table = |d: &Path| std::fs::read_to_string(d.join("sensitivity.json")).unwrap();
     assert_eq!(table(&a), table(&b));
     let c = tmp.path().join("c");
-    assert!(run(Some(config(&model_dir, &data, 5)), &c, &engine, Some(2), &Silent).unwrap().is_none());
+    assert!(
+        run(Some(config(&model_dir, &data, 5)), &c, &common::compute(), &engine, Some(2), &Silent).unwrap().is_none()
+    );
     // As a kill after the state and before the log leaves it: the log one line short.
     let log_c = c.join("search/generations.jsonl");
     let first = std::fs::read_to_string(&log_c).unwrap().lines().next().unwrap().to_string() + "\n";
     std::fs::write(&log_c, first).unwrap();
-    run(None, &c, &engine, None, &Silent).unwrap().unwrap();
+    run(None, &c, &common::compute(), &engine, None, &Silent).unwrap().unwrap();
     assert_eq!(modules(&a, 5), modules(&c, 5));
     let generations = |d: &Path| -> Vec<usize> {
         let records: Vec<GenerationRecord> =
@@ -388,7 +390,7 @@ fn kernel_importance_equals_a_naive_loop_over_images_and_channels() {
     let max_prob = probs.iter().flatten().copied().fold(0.0, f64::max);
     // Confidence 0: every image counts; between: some; above every probability: a fallback.
     for confidence in [0.0, 0.36, max_prob + 0.01] {
-        let got = compute(&model, &set, &normalization, confidence, &Silent).unwrap();
+        let got = compute(&model, &set, &normalization, confidence, &common::compute(), &Silent).unwrap();
         // The channel groups of this net are measured after the add (conv_0 + conv_2), and after
         // the ReLUs of conv_1 and conv_3.
         let at: Vec<&str> = got.groups.iter().map(|g| g.measured_at.as_str()).collect();
@@ -437,7 +439,7 @@ fn sensitivity_setup(
     let set = random_set(n, 9);
     let normalization = Normalization::for_channels(3, None, None).unwrap();
     let images = normalization.images(&set);
-    let importance = compute(&model, &set, &normalization, 0.0, &Silent).unwrap();
+    let importance = compute(&model, &set, &normalization, 0.0, &common::compute(), &Silent).unwrap();
     let layout = Layout::new(&model.description, &importance, &GroupingConfig::default());
     let names = (0..layout.segments.len()).map(|s| format!("segment {s}")).collect();
     (model, set, images, layout, names)
@@ -449,7 +451,7 @@ fn the_sensitivity_table_equals_masked_originals_and_its_decisions_follow_the_th
     use cnnsplitter::modularize::genetic::evaluator::Evaluator;
     use cnnsplitter::modularize::genetic::sensitivity::{RATIOS, measure};
     let (model, set, images, layout, names) = sensitivity_setup("rescnn-weak@0.125", 60);
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len()).unwrap();
     let threshold = 0.05;
     let table = measure(&layout, &names, &mut evaluator, &set.labels, 3, threshold, &Silent).unwrap();
@@ -520,9 +522,13 @@ fn search_images_all_is_written_as_null_and_old_configs_still_read() {
 fn resume_refuses_foreign_state_and_a_changed_model() {
     let tmp = tempfile::tempdir().unwrap();
     let (model_dir, data) = small_trained_model(tmp.path());
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let started = tmp.path().join("started");
-    assert!(run(Some(config(&model_dir, &data, 3)), &started, &engine, Some(1), &Silent).unwrap().is_none());
+    assert!(
+        run(Some(config(&model_dir, &data, 3)), &started, &common::compute(), &engine, Some(1), &Silent)
+            .unwrap()
+            .is_none()
+    );
     let copy = |name: &str| {
         let to = tmp.path().join(name);
         common::copy_tree(&started, &to);
@@ -533,7 +539,7 @@ fn resume_refuses_foreign_state_and_a_changed_model() {
         edit(&mut v);
         std::fs::write(path, serde_json::to_string(&v).unwrap()).unwrap();
     };
-    let resume_err = |dir: &Path| run(None, dir, &engine, None, &Silent).unwrap_err().to_string();
+    let resume_err = |dir: &Path| run(None, dir, &common::compute(), &engine, None, &Silent).unwrap_err().to_string();
 
     let importance = copy("importance");
     edit_json(&importance.join("importance.json"), &|v| {
@@ -589,7 +595,7 @@ fn the_sensitivity_table_from_shared_prefixes_equals_running_every_module_whole(
     use cnnsplitter::modularize::genetic::sensitivity::{SegmentPlan, measure, segment_logits};
     for (arch, jobs) in [("rescnn-weak@0.125", 1), ("simcnn-weak@0.25", 2)] {
         let (model, set, images, layout, names) = sensitivity_setup(arch, 50);
-        let engine = BurnEngine::default();
+        let engine = common::burn_engine();
         let mut evaluator = Evaluator::new(&engine, &model, &layout, &images, set.len())
             .unwrap()
             .with_runs(ModuleRuns { jobs, batch: 16 })
@@ -644,9 +650,10 @@ fn a_network_with_channel_concats_modularizes_end_to_end() {
     let model = common::random_model_of(desc, 31);
     let model_dir = tmp.path().join("concat");
     model.save(&model_dir).unwrap();
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let out = tmp.path().join("m");
-    let summary = run(Some(config(&model_dir, &data, 2)), &out, &engine, None, &Silent).unwrap().unwrap();
+    let summary =
+        run(Some(config(&model_dir, &data, 2)), &out, &common::compute(), &engine, None, &Silent).unwrap().unwrap();
     assert!(summary.kernel_reduction > 0.0, "{summary:?}");
 
     let loaded = data.load().unwrap();

@@ -166,13 +166,13 @@ fn the_import_is_checked_against_the_file_in_onnx_runtime() {
     // A fixed batch of 2 (as torch.onnx.export writes without dynamic axes) runs in batches of 2.
     let (bytes, _) = hand_built(Some(2), false);
     let imported = from_onnx_bytes(&bytes, origin(), None).unwrap();
-    let check = check_against_file(&imported, &bytes, 1).unwrap().unwrap();
+    let check = check_against_file(&imported, &bytes, &common::compute_with(1)).unwrap().unwrap();
     assert!(check.relative <= 1e-5 && check.images == 8, "{check:?}");
 
     // A model that does not compute what the file computes is caught.
     let mut wrong = imported.clone();
     wrong.model.weights.tensors.get_mut("fc.bias").unwrap().data[0] += 1.0;
-    let check = check_against_file(&wrong, &bytes, 1).unwrap().unwrap();
+    let check = check_against_file(&wrong, &bytes, &common::compute_with(1)).unwrap().unwrap();
     assert!(check.relative > 1e-2, "{check:?}");
 }
 
@@ -343,7 +343,7 @@ fn a_huge_fixed_batch_is_checked_on_a_few_images_with_an_open_batch_copy() {
         let (bytes, _) = hand_built(Some(batch), false);
         let imported = from_onnx_bytes(&bytes, origin(), None).unwrap();
         assert_eq!(imported.file_input[0], Some(batch));
-        let check = check_against_file(&imported, &bytes, 1).unwrap().unwrap();
+        let check = check_against_file(&imported, &bytes, &common::compute_with(1)).unwrap().unwrap();
         assert_eq!(check.fixed_batch_replaced, Some(batch), "{check:?}");
         assert!(check.images == 8 && check.relative <= 1e-5 && check.non_finite == 0, "{check:?}");
     }
@@ -375,7 +375,7 @@ fn an_infinite_scale_is_refused_not_imported_as_nan() {
     let (bytes, _) = hand_built(None, false);
     let mut wrong = from_onnx_bytes(&bytes, origin(), None).unwrap();
     wrong.model.weights.tensors.get_mut("fc.bias").unwrap().data[1] = f32::NAN;
-    let check = check_against_file(&wrong, &bytes, 1).unwrap().unwrap();
+    let check = check_against_file(&wrong, &bytes, &common::compute_with(1)).unwrap().unwrap();
     assert!(check.non_finite > 0 && check.max_abs.is_infinite() && check.relative.is_infinite(), "{check:?}");
 }
 

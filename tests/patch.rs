@@ -15,7 +15,6 @@ use cnnsplitter::choice::Choice;
 use cnnsplitter::data::ImageSet;
 use cnnsplitter::data::mix::DataSplits;
 use cnnsplitter::data::pipeline::Normalization;
-use cnnsplitter::engine::burn::BurnEngine;
 use cnnsplitter::eval::logits;
 use cnnsplitter::eval::metrics::{Metrics, argmax_rows};
 use cnnsplitter::model::description::ModelDescription;
@@ -401,7 +400,7 @@ fn run_patch(tmp: &Path, module: &str, rule: RuleKind, data: &DataSplits) -> (Pa
         rule,
         ungated: false,
     };
-    (patch(&request, data, &BurnEngine::default(), &out).unwrap(), out)
+    (patch(&request, data, &common::burn_engine(), &out).unwrap(), out)
 }
 
 #[test]
@@ -411,7 +410,7 @@ fn an_oracle_module_opens_the_gate_and_a_noise_module_keeps_the_weak_models_pred
     save(&weak_model(), &tmp.path().join("weak"));
     save(&module_reading(1), &tmp.path().join("oracle"));
     save(&module_reading(2), &tmp.path().join("noise"));
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let weak_logits = logits(&engine, &weak_model(), &data.test, &data.normalization).unwrap();
     let weak_pred = argmax_rows(&weak_logits, 5);
     let weak_tc = tc_metrics(&data.test.labels, &weak_pred, 4);
@@ -477,7 +476,7 @@ fn a_patched_model_is_saved_reloaded_and_predicts_what_the_report_says() {
     let weak = save(&weak_model(), &tmp.path().join("weak"));
     let module_32 = save(&common::random_model("simcnn@0.125", [3, 32, 32], 6, 2), &tmp.path().join("big"));
     save(&module_reading(1), &tmp.path().join("oracle"));
-    let engine = BurnEngine::default();
+    let engine = common::burn_engine();
     let (report, out) = run_patch(tmp.path(), "oracle", RuleKind::Paper, &data);
 
     // Calibration: the module's TC logit range over the TC's training images, by hand.

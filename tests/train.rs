@@ -48,7 +48,7 @@ fn a_small_model_learns_the_synthetic_data() {
     let data = tiny_data(tmp.path(), 1500, "[0, 1, 2, 3, 6, 7, 8]");
     let c = config("simcnn-weak@0.25", Recipe::Simple, &data, 4, Some(0.02));
     let out = tmp.path().join("run");
-    let report = trainer::start(c, &out, None, &engine(), &Silent).unwrap().unwrap();
+    let report = trainer::start(c, &out, None, &common::compute(), &engine(), &Silent).unwrap().unwrap();
     assert!(report.validation_accuracy > 0.5, "7 classes, chance 0.14: {report:?}");
     assert!(report.test_accuracy > 0.5);
     // The run folder holds the model, the per-epoch log and the report.
@@ -75,11 +75,11 @@ fn straight_and_resumed(arch: &str) -> (PathBuf, PathBuf, tempfile::TempDir) {
     let straight = tmp.path().join("straight");
     let stopped = tmp.path().join("stopped");
     let c = config(arch, Recipe::Strong, &data, 3, Some(0.02));
-    trainer::start(c.clone(), &straight, None, &engine(), &Silent).unwrap().unwrap();
-    assert!(trainer::start(c, &stopped, Some(1), &engine(), &Silent).unwrap().is_none());
+    trainer::start(c.clone(), &straight, None, &common::compute(), &engine(), &Silent).unwrap().unwrap();
+    assert!(trainer::start(c, &stopped, Some(1), &common::compute(), &engine(), &Silent).unwrap().is_none());
     assert_eq!(load_state(&stopped).unwrap().epochs_done, 1);
     assert!(!stopped.join("report.json").exists());
-    trainer::resume(&stopped, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
+    trainer::resume(&stopped, &common::compute(), None, &engine(), &Silent).unwrap().unwrap();
     (straight, stopped, tmp)
 }
 
@@ -120,7 +120,7 @@ fn the_same_seed_gives_the_same_weights_and_another_seed_does_not() {
         let mut c = config("rescnn-weak@0.25", Recipe::Strong, &data, 1, None);
         c.seed = seed;
         let out = tmp.path().join(name);
-        trainer::start(c, &out, None, &engine(), &Silent).unwrap();
+        trainer::start(c, &out, None, &common::compute(), &engine(), &Silent).unwrap();
         weights_bytes(&out)
     };
     assert_eq!(run(1, "a"), run(1, "b"));
@@ -229,7 +229,7 @@ fn poor_fit_runs_keep_what_pick_needs() {
     let data = tiny_data(tmp.path(), 300, "[0, 1, 2]");
     let out = tmp.path().join("poor");
     let c = config("simcnn-weak@0.25", Recipe::PoorFit, &data, 6, Some(0.05));
-    trainer::start(c, &out, None, &engine(), &Silent).unwrap();
+    trainer::start(c, &out, None, &common::compute(), &engine(), &Silent).unwrap();
     let state = load_state(&out).unwrap();
     let best = state.best_epoch;
     let under = (best / 2).max(1);
@@ -274,19 +274,39 @@ fn bad_runs_fail_clearly_and_write_nothing() {
         limits: Default::default(),
     };
     let out = tmp.path().join("never");
-    let err =
-        trainer::start(config("simcnn", Recipe::Strong, &data, 1, None), &out, None, &engine(), &Silent).unwrap_err();
+    let err = trainer::start(
+        config("simcnn", Recipe::Strong, &data, 1, None),
+        &out,
+        None,
+        &common::compute(),
+        &engine(),
+        &Silent,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("1x28x28"), "{err}");
     assert!(!out.exists(), "nothing written");
 
     // A run folder is not overwritten.
     let data = tiny_data(tmp.path(), 100, "[0, 1]");
     let out = tmp.path().join("run");
-    trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &engine(), &Silent)
-        .unwrap();
-    let err =
-        trainer::start(config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None), &out, None, &engine(), &Silent)
-            .unwrap_err();
+    trainer::start(
+        config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
+        &out,
+        None,
+        &common::compute(),
+        &engine(),
+        &Silent,
+    )
+    .unwrap();
+    let err = trainer::start(
+        config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
+        &out,
+        None,
+        &common::compute(),
+        &engine(),
+        &Silent,
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("already holds a training run: resume it"), "{err}");
 
     // An unwritable folder.
@@ -294,6 +314,7 @@ fn bad_runs_fail_clearly_and_write_nothing() {
         config("simcnn-weak@0.125", Recipe::Simple, &data, 1, None),
         Path::new("/proc/nope/run"),
         None,
+        &common::compute(),
         &engine(),
         &Silent,
     )
@@ -307,19 +328,19 @@ fn a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint() {
     let data = tiny_data(tmp.path(), 200, "[0, 1, 2]");
     let out = tmp.path().join("run");
     let mut c = config("simcnn-weak@0.25", Recipe::Simple, &data, 3, Some(0.01));
-    trainer::start(c.clone(), &out, Some(1), &engine(), &Silent).unwrap();
+    trainer::start(c.clone(), &out, Some(1), &common::compute(), &engine(), &Silent).unwrap();
     let good = std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap();
     // Continue the same run with an absurd learning rate.
     c.schedule = StepSchedule::constant(1e12);
     std::fs::write(out.join("config.json"), serde_json::to_string(&c).unwrap()).unwrap();
-    let err = trainer::resume(&out, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
+    let err = trainer::resume(&out, &common::compute(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("epoch 2 batch") && err.contains("after epoch 1"), "{err}");
     assert_eq!(std::fs::read(out.join("checkpoint/last/model.safetensors")).unwrap(), good);
 }
 
 /// The pure-Rust engine evaluates each epoch, so these tests do not depend on ONNX Runtime.
 fn engine() -> BurnEngine {
-    BurnEngine::default()
+    common::burn_engine()
 }
 
 #[test]
@@ -329,7 +350,7 @@ fn a_diverging_loss_is_a_numeric_error_that_names_the_epoch_and_keeps_the_run() 
     // A learning rate this large sends the loss to infinity or NaN within the first epochs.
     let c = config("simcnn-weak@0.125", Recipe::PoorFit, &data, 3, Some(1e12));
     let out = tmp.path().join("run");
-    let err = trainer::start(c, &out, None, &engine(), &Silent).unwrap_err();
+    let err = trainer::start(c, &out, None, &common::compute(), &engine(), &Silent).unwrap_err();
     assert!(matches!(err, cnnsplitter::Error::Numeric(_)), "{err:?}");
     let text = err.to_string();
     assert!(text.contains("the loss became") && text.contains("epoch") && text.contains("`lr`"), "{text}");
@@ -344,7 +365,7 @@ fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
     let data = tiny_data(tmp.path(), 300, "[0, 1, 2]");
     let c = config("simcnn-weak@0.125", Recipe::Simple, &data, 3, Some(0.02));
     let straight = tmp.path().join("straight");
-    trainer::start(c.clone(), &straight, None, &engine(), &Silent).unwrap().unwrap();
+    trainer::start(c.clone(), &straight, None, &common::compute(), &engine(), &Silent).unwrap().unwrap();
     let log = |d: &Path| -> Vec<String> {
         let text = std::fs::read_to_string(d.join("train.jsonl")).unwrap();
         text.lines().map(|l| l.split("\"seconds\"").next().unwrap().to_string()).collect()
@@ -364,9 +385,9 @@ fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
     ];
     for (name, kill) in kills {
         let run = tmp.path().join(name.replace(' ', "-"));
-        assert!(trainer::start(c.clone(), &run, Some(1), &engine(), &Silent).unwrap().is_none());
+        assert!(trainer::start(c.clone(), &run, Some(1), &common::compute(), &engine(), &Silent).unwrap().is_none());
         kill(&checkpoint(&run));
-        trainer::resume(&run, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
+        trainer::resume(&run, &common::compute(), None, &engine(), &Silent).unwrap().unwrap();
         assert_eq!(load_state(&run).unwrap().epochs_done, 3, "{name}: resumed at epoch 2, not 1");
         assert_eq!(weights_bytes(&run), weights_bytes(&straight), "{name}: best model");
         assert_eq!(log(&run), log(&straight), "{name}: log");
@@ -375,12 +396,12 @@ fn every_kill_window_of_the_checkpoint_rotation_resumes_to_the_same_run() {
     }
     // Killed after the last checkpoint, before the log and the report: the log is whole again.
     let done = tmp.path().join("done");
-    trainer::start(c, &done, None, &engine(), &Silent).unwrap().unwrap();
+    trainer::start(c, &done, None, &common::compute(), &engine(), &Silent).unwrap().unwrap();
     std::fs::remove_file(done.join("report.json")).unwrap();
     let text = std::fs::read_to_string(done.join("train.jsonl")).unwrap();
     std::fs::write(done.join("train.jsonl"), text.lines().take(2).map(|l| format!("{l}\n")).collect::<String>())
         .unwrap();
-    trainer::resume(&done, rayon::current_num_threads(), None, &engine(), &Silent).unwrap().unwrap();
+    trainer::resume(&done, &common::compute(), None, &engine(), &Silent).unwrap().unwrap();
     assert_eq!(log(&done), log(&straight));
     assert!(done.join("report.json").is_file());
 }
@@ -394,18 +415,18 @@ fn resume_refuses_a_checkpoint_of_another_architecture() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     let narrow = config("simcnn-weak@0.125", Recipe::Simple, &data, 3, Some(0.02));
     let wide = config("simcnn-weak@0.25", Recipe::Simple, &data, 3, Some(0.02));
-    assert!(trainer::start(narrow, &a, Some(1), &engine(), &Silent).unwrap().is_none());
-    assert!(trainer::start(wide, &b, Some(1), &engine(), &Silent).unwrap().is_none());
+    assert!(trainer::start(narrow, &a, Some(1), &common::compute(), &engine(), &Silent).unwrap().is_none());
+    assert!(trainer::start(wide, &b, Some(1), &common::compute(), &engine(), &Silent).unwrap().is_none());
     let last = a.join("checkpoint/last");
     std::fs::remove_dir_all(&last).unwrap();
     common::copy_tree(&b.join("checkpoint/last"), &last);
-    let err = trainer::resume(&a, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
+    let err = trainer::resume(&a, &common::compute(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("checkpoint/last") && err.contains("another architecture"), "{err}");
 
     // The dataset's file edited after the run started (other synthetic images): refused.
     let toml = std::path::PathBuf::from(&data.dataset);
     let text = std::fs::read_to_string(&toml).unwrap();
     std::fs::write(&toml, text.replace("seed = 3", "seed = 4")).unwrap();
-    let err = trainer::resume(&b, rayon::current_num_threads(), None, &engine(), &Silent).unwrap_err().to_string();
+    let err = trainer::resume(&b, &common::compute(), None, &engine(), &Silent).unwrap_err().to_string();
     assert!(err.contains("other data"), "{err}");
 }

@@ -9,6 +9,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
+use crate::compute::Compute;
 use crate::decode::{decode, random_keep_masks};
 use crate::engine::{DEFAULT_BATCH, Engine, random_images};
 use crate::error::Result;
@@ -231,16 +232,21 @@ pub struct LayerTime {
     pub gflops: f64,
 }
 
-/// Per-layer median times of burn (flex) eval-mode forward passes of `model` over `batch` random
-/// images: shows which layer shapes the backend handles slowly.
-pub fn burn_layer_times(model: &Model, batch: usize, iters: usize, seed: u64) -> Result<Vec<LayerTime>> {
+/// Per-layer median times of burn eval-mode forward passes of `model` over `batch` random
+/// images on `compute`'s device: shows which layer shapes the backend handles slowly.
+pub fn burn_layer_times(
+    model: &Model,
+    batch: usize,
+    iters: usize,
+    seed: u64,
+    compute: &Compute,
+) -> Result<Vec<LayerTime>> {
     use burn::module::Module;
-    use burn::tensor::Device;
 
     use crate::model::net::{Net, images_tensor};
     use crate::model::shape::infer_shapes;
 
-    let device = Device::flex();
+    let device = compute.device().clone();
     let net = Net::new(model, &device)?.valid();
     let [c, h, w] = model.description.input;
     let images = random_images(batch, model.description.input, seed);
@@ -363,16 +369,18 @@ pub struct TrainBenchReport {
 }
 
 /// Training steps (forward + backward + Nesterov SGD with weight decay) of `arch` in train mode
-/// on a batch of random 3x32x32 images with labels `i % 10`, as `torch_reference.py train`.
-pub fn train(arch: &str, batch: usize, iters: usize, threads: usize, seed: u64) -> Result<TrainBenchReport> {
+/// on a batch of random 3x32x32 images with labels `i % 10`, as `torch_reference.py train`, on
+/// `compute`.
+pub fn train(arch: &str, batch: usize, iters: usize, compute: &Compute, seed: u64) -> Result<TrainBenchReport> {
     use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use burn::tensor::{Int, Tensor, TensorData};
 
     use crate::model::net::{Net, images_tensor};
     use crate::train::sgd::{Sgd, SgdSettings};
 
     let model = Model::init(arch, [3, 32, 32], 10, seed)?;
-    let device = Device::flex().autodiff();
+    let threads = compute.threads();
+    let device = compute.device().clone().autodiff();
     let mut net = Net::new(&model, &device)?;
     let mut sgd = Sgd::new(SgdSettings { momentum: 0.9, nesterov: true, weight_decay: 1e-4 });
     let images = random_images(batch, [3, 32, 32], seed);

@@ -1,5 +1,6 @@
 //! `cnnsplitter bench`: inference speed, mirroring ../shared/bench/torch_reference.py.
 
+use cnnsplitter::Compute;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -197,14 +198,14 @@ struct SearchArgs {
     engine: EngineChoice,
 }
 
-pub fn run(args: BenchArgs, threads: usize) -> Result<()> {
+pub fn run(args: BenchArgs, compute: &Compute) -> Result<()> {
     match args.mode {
-        BenchMode::Infer(a) => infer(a, threads),
-        BenchMode::Train(a) => train(a, threads),
-        BenchMode::Layers(a) => layers(a, threads),
-        BenchMode::Pipeline(a) => pipeline(a, threads),
-        BenchMode::Modules(a) => modules(a, threads),
-        BenchMode::Search(a) => search(a, threads),
+        BenchMode::Infer(a) => infer(a, compute),
+        BenchMode::Train(a) => train(a, compute),
+        BenchMode::Layers(a) => layers(a, compute),
+        BenchMode::Pipeline(a) => pipeline(a, compute),
+        BenchMode::Modules(a) => modules(a, compute),
+        BenchMode::Search(a) => search(a, compute),
     }
 }
 
@@ -218,11 +219,11 @@ fn report<T: serde::Serialize>(json: bool, r: &T, line: impl FnOnce(&T) -> Strin
     Ok(())
 }
 
-fn infer(args: InferArgs, threads: usize) -> Result<()> {
+fn infer(args: InferArgs, compute: &Compute) -> Result<()> {
     let InferArgs { arch, batch, iters, seed, json, engine } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
-    let engine = super::engine(engine, threads)?;
-    let r = bench::infer(engine.as_ref(), &arch, batch, iters, threads, seed)?;
+    let engine = super::engine(engine, compute)?;
+    let r = bench::infer(engine.as_ref(), &arch, batch, iters, compute.threads(), seed)?;
     report(json, &r, |r| {
         format!(
             "{} infer on {} ({} threads, batch {}): {:.1} images/s, median {:.4} s, {:.1} GFLOP/s",
@@ -231,10 +232,10 @@ fn infer(args: InferArgs, threads: usize) -> Result<()> {
     })
 }
 
-fn train(args: TrainArgs, threads: usize) -> Result<()> {
+fn train(args: TrainArgs, compute: &Compute) -> Result<()> {
     let TrainArgs { arch, batch, iters, seed, json } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
-    let r = bench::train(&arch, batch, iters, threads, seed)?;
+    let r = bench::train(&arch, batch, iters, compute, seed)?;
     report(json, &r, |r| {
         format!(
             "{} train on burn ({} threads, batch {}): {:.1} images/s, median step {:.4} s",
@@ -243,7 +244,7 @@ fn train(args: TrainArgs, threads: usize) -> Result<()> {
     })
 }
 
-fn layers(args: LayersArgs, threads: usize) -> Result<()> {
+fn layers(args: LayersArgs, compute: &Compute) -> Result<()> {
     let LayersArgs { arch, batch, keep, iters, seed, json } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
     anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
@@ -253,12 +254,16 @@ fn layers(args: LayersArgs, threads: usize) -> Result<()> {
         let masks = random_keep_masks(&groups, keep, &mut ChaCha8Rng::seed_from_u64(seed));
         model = decode(&model, &masks)?;
     }
-    let times = bench::burn_layer_times(&model, batch, iters, seed)?;
+    let times = bench::burn_layer_times(&model, batch, iters, seed, compute)?;
     if json {
         println!("{}", serde_json::to_string(&times)?);
     } else {
         let total: f64 = times.iter().map(|t| t.median_s).sum();
-        println!("{} on burn ({threads} threads, batch {batch}, keep {keep}): {total:.4} s per batch", arch);
+        println!(
+            "{} on burn ({} threads, batch {batch}, keep {keep}): {total:.4} s per batch",
+            arch,
+            compute.threads()
+        );
         println!(
             "{:<14} {:<12} {:>12} {:>12} {:>10} {:>7} {:>9}",
             "layer", "type", "input", "output", "ms", "share", "GFLOP/s"
@@ -280,10 +285,10 @@ fn layers(args: LayersArgs, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn pipeline(args: PipelineArgs, threads: usize) -> Result<()> {
+fn pipeline(args: PipelineArgs, compute: &Compute) -> Result<()> {
     let PipelineArgs { data, batch, epochs, seed, json } = args;
     anyhow::ensure!(batch > 0, "--batch must be at least 1");
-    let r = bench::pipeline(&data.selection(), batch, epochs, threads, seed)?;
+    let r = bench::pipeline(&data.selection(), batch, epochs, compute.threads(), seed)?;
     report(json, &r, |r| {
         format!(
             "{}: loaded in {:.2} s; input pipeline {:.0} images/s ({} training images x {} epochs, batch {}, {} threads)",
@@ -292,12 +297,12 @@ fn pipeline(args: PipelineArgs, threads: usize) -> Result<()> {
     })
 }
 
-fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
+fn modules(args: ModulesArgs, compute: &Compute) -> Result<()> {
     let ModulesArgs { arch, modules, images, keep, iters, pack, seed, json, engine, save_modules, force } = args;
     anyhow::ensure!(modules > 0 && images > 0, "--modules and --images must be at least 1");
     anyhow::ensure!(keep > 0.0 && keep <= 1.0, "--keep must be in (0, 1]");
     let save = save_modules.as_deref().map(|dir| super::NewOutput::check(dir, force)).transpose()?;
-    let engine = super::engine(engine, threads)?;
+    let engine = super::engine(engine, compute)?;
     let random = bench::random_modules(&arch, modules, keep, seed, &Bars::default())?;
     if let Some(save) = save {
         save.write_dir(|dir| {
@@ -308,7 +313,7 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
                 .try_for_each(|(k, module)| module.save(&dir.join(format!("module_{k:03}"))))
         })?;
     }
-    let r = bench::modules(engine.as_ref(), &random, images, iters, pack, threads, seed, &Bars::default())?;
+    let r = bench::modules(engine.as_ref(), &random, images, iters, pack, compute.threads(), seed, &Bars::default())?;
     report(json, &r, |r| {
         format!(
             "{} modules on {} ({} threads, {} per graph): {} sub-networks x {} images in {:.3} s (median), \
@@ -327,11 +332,11 @@ fn modules(args: ModulesArgs, threads: usize) -> Result<()> {
     })
 }
 
-fn search(args: SearchArgs, threads: usize) -> Result<()> {
+fn search(args: SearchArgs, compute: &Compute) -> Result<()> {
     let SearchArgs { arch, classes, population, images, generations, jobs, batch, seed, json, engine } = args;
-    let engine = super::engine(engine, threads)?;
+    let engine = super::engine(engine, compute)?;
     let bench = bench::search::SearchBench { arch, classes, population, images, generations, jobs, batch, seed };
-    let r = bench.run(engine.as_ref(), threads, &Bars::default())?;
+    let r = bench.run(engine.as_ref(), compute.threads(), &Bars::default())?;
     report(json, &r, |r| {
         let s = r.phase_shares;
         format!(

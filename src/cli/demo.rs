@@ -1,5 +1,6 @@
 //! `cnnsplitter demo`: the paper's RQ1 and RQ2 end to end on the built-in synthetic data.
 
+use cnnsplitter::Compute;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -29,7 +30,7 @@ pub struct DemoArgs {
     engine: EngineChoice,
 }
 
-pub fn run_demo(args: DemoArgs, threads: usize) -> Result<()> {
+pub fn run_demo(args: DemoArgs, compute: &Compute) -> Result<()> {
     let started = Instant::now();
     let (text, name) =
         if args.tiny { (DEMO_TINY, "experiments/demo-tiny.toml") } else { (DEMO, "experiments/demo.toml") };
@@ -40,11 +41,11 @@ pub fn run_demo(args: DemoArgs, threads: usize) -> Result<()> {
          (config: {name}; output: {})",
         args.out.display()
     );
-    let engine = super::engine(args.engine, threads)?;
+    let engine = super::engine(args.engine, compute)?;
     let bars = Bars::default();
-    let launch = super::experiment::launch(None, threads, args.engine)?;
-    let reports =
-        run(Rq::Rq2, &config, &args.out, engine.as_ref(), &launch, None, &bars)?.expect("the demo runs without a stop");
+    let launch = super::experiment::launch(None, compute.threads(), args.engine)?;
+    let reports = run(Rq::Rq2, &config, &args.out, compute, engine.as_ref(), &launch, None, &bars)?
+        .expect("the demo runs without a stop");
     print_reports(&reports, &args.out);
     println!("demo finished in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())

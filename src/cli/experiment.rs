@@ -1,6 +1,7 @@
 //! `cnnsplitter experiment rq1|rq2|rq3 | plan | task | submit`: the paper's protocols end to
 //! end from a TOML config, in this process or as a task graph on a cluster.
 
+use cnnsplitter::Compute;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -157,13 +158,13 @@ impl ExperimentArgs {
     }
 }
 
-pub fn run_cmd(args: ExperimentArgs, threads: usize) -> Result<()> {
+pub fn run_cmd(args: ExperimentArgs, compute: &Compute) -> Result<()> {
     match args.command {
-        ExperimentCommand::Rq1(a) => run_in_process(Rq::Rq1, a, threads),
-        ExperimentCommand::Rq2(a) => run_in_process(Rq::Rq2, a, threads),
-        ExperimentCommand::Rq3(a) => run_in_process(Rq::Rq3, a, threads),
-        ExperimentCommand::Plan(a) => plan(a, threads),
-        ExperimentCommand::Task(a) => task(a, threads),
+        ExperimentCommand::Rq1(a) => run_in_process(Rq::Rq1, a, compute),
+        ExperimentCommand::Rq2(a) => run_in_process(Rq::Rq2, a, compute),
+        ExperimentCommand::Rq3(a) => run_in_process(Rq::Rq3, a, compute),
+        ExperimentCommand::Plan(a) => plan(a, compute),
+        ExperimentCommand::Task(a) => task(a, compute),
         ExperimentCommand::Submit(a) => submit(a),
         ExperimentCommand::Estimate(a) => estimate(a),
     }
@@ -178,12 +179,12 @@ pub fn launch(program: Option<PathBuf>, threads: usize, engine: EngineChoice) ->
     Ok(Launch { program, threads, engine })
 }
 
-fn run_in_process(rq: Rq, args: RunArgs, threads: usize) -> Result<()> {
+fn run_in_process(rq: Rq, args: RunArgs, compute: &Compute) -> Result<()> {
     let config = ExperimentConfig::load(&args.files.config)?;
-    let engine = super::engine(args.engine, threads)?;
+    let engine = super::engine(args.engine, compute)?;
     let bars = Bars::default();
-    let launch = launch(None, threads, args.engine)?;
-    match run(rq, &config, &args.files.out, engine.as_ref(), &launch, args.stop_after, &bars)? {
+    let launch = launch(None, compute.threads(), args.engine)?;
+    match run(rq, &config, &args.files.out, compute, engine.as_ref(), &launch, args.stop_after, &bars)? {
         None => println!(
             "stopped as asked; continue with the same command (finished stages in {} are kept)",
             args.files.out.display()
@@ -193,9 +194,10 @@ fn run_in_process(rq: Rq, args: RunArgs, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn plan(args: PlanArgs, threads: usize) -> Result<()> {
+fn plan(args: PlanArgs, compute: &Compute) -> Result<()> {
     let config = ExperimentConfig::load(&args.files.config)?;
-    let launch = launch(args.program, threads, args.engine)?;
+    let launch = launch(args.program, compute.threads(), args.engine)?;
+    let threads = compute.threads();
     if !launch.program.is_file() {
         eprintln!(
             "note: --program {} is not a file on this machine; the tasks will run it as given",
@@ -224,10 +226,10 @@ fn plan(args: PlanArgs, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn task(args: TaskArgs, threads: usize) -> Result<()> {
-    let engine = super::engine(args.engine, threads)?;
+fn task(args: TaskArgs, compute: &Compute) -> Result<()> {
+    let engine = super::engine(args.engine, compute)?;
     let bars = Bars::default();
-    match run_task(&args.out, &args.id, engine.as_ref(), threads, &bars)? {
+    match run_task(&args.out, &args.id, compute, engine.as_ref(), &bars)? {
         TaskOutcome::AlreadyDone => println!("task {} is done already; nothing to do", args.id),
         TaskOutcome::Ran => println!("task {} done", args.id),
     }

@@ -1,6 +1,7 @@
 //! `cnnsplitter import`: a PyTorch state_dict (safetensors) for a named architecture, or any
 //! supported network as an ONNX file, as a model folder.
 
+use cnnsplitter::Compute;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -47,11 +48,11 @@ pub struct ImportArgs {
     verbose: bool,
 }
 
-pub fn run(args: ImportArgs, threads: usize) -> Result<()> {
+pub fn run(args: ImportArgs, compute: &Compute) -> Result<()> {
     let inputs: Vec<&std::path::Path> = args.onnx.iter().chain(&args.weights).map(PathBuf::as_path).collect();
     let out = super::NewOutput::check_apart(&args.out, args.force, "--out", &inputs)?;
     if let Some(onnx) = &args.onnx {
-        return run_onnx(&args, onnx, out, threads);
+        return run_onnx(&args, onnx, out, compute);
     }
     let (Some(arch), Some(weights)) = (&args.arch, &args.weights) else {
         bail!("give --arch and --weights, or --onnx")
@@ -76,7 +77,7 @@ pub fn run(args: ImportArgs, threads: usize) -> Result<()> {
     Ok(())
 }
 
-fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, threads: usize) -> Result<()> {
+fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, compute: &Compute) -> Result<()> {
     let bytes = std::fs::read(onnx).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", onnx.display()))?;
     let imported = from_onnx_bytes(&bytes, onnx, args.input)?;
     let desc = &imported.model.description;
@@ -86,7 +87,7 @@ fn run_onnx(args: &ImportArgs, onnx: &std::path::Path, out: super::NewOutput, th
         }
     }
     let runnable = with_inline_data(&bytes, onnx)?;
-    match check_against_file(&imported, &runnable, threads)? {
+    match check_against_file(&imported, &runnable, compute)? {
         None => eprintln!(
             "note: ONNX Runtime was not found, so the imported model was not compared with the file \
              (set ORT_DYLIB_PATH to check it)"

@@ -16,6 +16,8 @@ mod train;
 use anyhow::{Context, Result, bail};
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
+
+use cnnsplitter::Compute;
 use cnnsplitter::choice::Choice;
 use cnnsplitter::error::printable_path;
 use cnnsplitter::files::lock::OutputLock;
@@ -97,19 +99,21 @@ pub fn run() -> Result<()> {
     }
     let pool = if plans_only { threads.min(cores) } else { threads };
     rayon::ThreadPoolBuilder::new().num_threads(pool).build_global().context("could not start the thread pool")?;
+    // The one place the compute is chosen: burn's flex CPU backend.
+    let compute = &Compute::new(burn::tensor::Device::flex(), threads);
     match cli.command {
-        Command::Demo(args) => demo::run_demo(args, threads),
+        Command::Demo(args) => demo::run_demo(args, compute),
         Command::Init(args) => init::run(args),
-        Command::Import(args) => import::run(args, threads),
+        Command::Import(args) => import::run(args, compute),
         Command::Inspect(args) => inspect::run(args),
-        Command::Bench(args) => bench::run(args, threads),
+        Command::Bench(args) => bench::run(args, compute),
         Command::Data(cmd) => data::run(cmd),
         Command::Export(args) => export::run(args),
-        Command::Experiment(args) => experiment::run_cmd(args, threads),
-        Command::Modularize(args) => modularize::run_cmd(args, threads),
-        Command::Patch(args) => patch::run(args, threads),
-        Command::Train(args) => train::train(args, threads),
-        Command::Eval(args) => train::eval(args, threads),
+        Command::Experiment(args) => experiment::run_cmd(args, compute),
+        Command::Modularize(args) => modularize::run_cmd(args, compute),
+        Command::Patch(args) => patch::run(args, compute),
+        Command::Train(args) => train::train(args, compute),
+        Command::Eval(args) => train::eval(args, compute),
         Command::Pick(args) => train::pick_cmd(args),
     }
 }
@@ -193,9 +197,9 @@ pub fn parse_shape(text: &str) -> Result<[usize; 3], String> {
 /// The inference engine for `choice`; prints the fallback hint (one line) when there is one.
 pub fn engine(
     choice: cnnsplitter::engine::EngineChoice,
-    threads: usize,
+    compute: &Compute,
 ) -> Result<Box<dyn cnnsplitter::engine::Engine>> {
-    let selected = cnnsplitter::engine::select(choice, threads)?;
+    let selected = cnnsplitter::engine::select(choice, compute)?;
     if let Some(note) = selected.note {
         eprintln!("{note}");
     }

@@ -1,5 +1,6 @@
 //! `cnnsplitter modularize`: split a trained model into one module per class.
 
+use cnnsplitter::Compute;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -160,7 +161,7 @@ fn config(args: &ModularizeArgs, model: PathBuf) -> Result<ModularizeConfig> {
     })
 }
 
-pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
+pub fn run_cmd(args: ModularizeArgs, compute: &Compute) -> Result<()> {
     let bars = Bars::default();
     let (cfg, dir) = match (&args.resume, &args.model, &args.out) {
         (Some(dir), _, _) => (None, dir.clone()),
@@ -175,9 +176,9 @@ pub fn run_cmd(args: ModularizeArgs, threads: usize) -> Result<()> {
         }
         _ => bail!("give --model and --out for a new run, or --resume DIR"),
     };
-    let engine = super::engine(args.engine, threads)?;
+    let engine = super::engine(args.engine, compute)?;
     let options = RunOptions { stop_after: args.stop_after, jobs: args.module_jobs, model_at: None };
-    let Some(s) = run_with(cfg, &dir, engine.as_ref(), options, &bars)? else {
+    let Some(s) = run_with(cfg, &dir, compute, engine.as_ref(), options, &bars)? else {
         println!("stopped as asked; continue with: cnnsplitter modularize --resume {}", dir.display());
         return Ok(());
     };

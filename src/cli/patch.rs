@@ -1,5 +1,6 @@
 //! `cnnsplitter patch`: patch a weak model's target class with a strong model's module.
 
+use cnnsplitter::Compute;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -69,7 +70,7 @@ fn parse_mapping(text: &str) -> Result<(usize, usize), String> {
     parsed.ok_or_else(|| format!("`{text}` is not WEAK_INDEX=STRONG_INDEX, e.g. 4=3"))
 }
 
-pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
+pub fn run(args: PatchArgs, compute: &Compute) -> Result<()> {
     let mut inputs = vec![args.weak.as_path(), args.module.as_path()];
     inputs.extend(args.strong.as_deref());
     inputs.extend(super::data::dataset_file(&args.dataset));
@@ -85,7 +86,7 @@ pub fn run(args: PatchArgs, threads: usize) -> Result<()> {
         selection.tc = Some(tc_strong);
     }
     let data = selection.load()?;
-    let engine = super::engine(args.engine, threads)?;
+    let engine = super::engine(args.engine, compute)?;
     out.clear()?;
     let request = PatchRequest {
         weak: &args.weak,

@@ -1,5 +1,6 @@
 //! `cnnsplitter train`, `eval` and `pick`.
 
+use cnnsplitter::Compute;
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
@@ -60,21 +61,22 @@ pub struct TrainArgs {
     resume: Option<PathBuf>,
 }
 
-pub fn train(args: TrainArgs, threads: usize) -> Result<()> {
+pub fn train(args: TrainArgs, compute: &Compute) -> Result<()> {
     let bars = Bars::default();
     let (report, dir): (Option<TrainReport>, PathBuf) = match (args.resume, args.arch, args.out) {
         (Some(dir), _, _) => {
-            let engine = super::engine(args.engine, threads)?;
-            (trainer::resume(&dir, threads, args.stop_after, engine.as_ref(), &bars)?, dir)
+            let engine = super::engine(args.engine, compute)?;
+            (trainer::resume(&dir, compute, args.stop_after, engine.as_ref(), &bars)?, dir)
         }
         (None, Some(arch), Some(out)) => {
             let inputs: Vec<&std::path::Path> = args.data.dataset_file().into_iter().collect();
             let output = super::NewOutput::check_apart(&out, args.force, "--out", &inputs)?;
             let overrides = Overrides { epochs: args.epochs, lr: args.lr, batch: args.batch };
-            let config = TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, threads)?;
-            let engine = super::engine(args.engine, threads)?;
+            let config =
+                TrainConfig::new(&arch, args.recipe, &args.data.selection(), &overrides, args.seed, compute.threads())?;
+            let engine = super::engine(args.engine, compute)?;
             output.clear()?;
-            (trainer::start(config, &out, args.stop_after, engine.as_ref(), &bars)?, out)
+            (trainer::start(config, &out, args.stop_after, compute, engine.as_ref(), &bars)?, out)
         }
         _ => bail!("give --arch and --out for a new run, or --resume RUN_DIR"),
     };
@@ -114,7 +116,7 @@ pub struct EvalArgs {
     engine: EngineChoice,
 }
 
-pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
+pub fn eval(args: EvalArgs, compute: &Compute) -> Result<()> {
     let model = Classifier::load(&args.model)?;
     let data = args.data.selection().load()?;
     if data.classes() != model.classes() {
@@ -127,7 +129,7 @@ pub fn eval(args: EvalArgs, threads: usize) -> Result<()> {
         );
     }
     let set = data.split(args.split);
-    let engine = super::engine(args.engine, threads)?;
+    let engine = super::engine(args.engine, compute)?;
     let scores = model.scores(engine.as_ref(), set, &data.normalization)?;
     let m = Metrics::new(&set.labels, &argmax_rows(&scores, model.classes()), &data.class_names);
     if args.json {

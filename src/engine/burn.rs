@@ -1,22 +1,25 @@
-//! The pure-Rust engine: burn's flex CPU backend.
+//! The pure-Rust engine: burn, on the device of the [`Compute`] it is made with.
 
 use burn::module::Module;
 use burn::tensor::Device;
 
+use crate::compute::Compute;
 use crate::engine::{Engine, PreparedModel};
 use crate::error::{Error, Result};
 use crate::model::Model;
 use crate::model::net::{Net, images_tensor, to_host_2d};
 
-/// Runs models with burn on the flex CPU backend (always available).
+/// Runs models with burn (on the flex CPU backend, always available, unless the caller chose
+/// another device).
 #[derive(Debug, Clone)]
 pub struct BurnEngine {
     device: Device,
 }
 
-impl Default for BurnEngine {
-    fn default() -> Self {
-        BurnEngine { device: Device::flex() }
+impl BurnEngine {
+    /// The engine on `compute`'s device.
+    pub fn new(compute: &Compute) -> Self {
+        BurnEngine { device: compute.device().clone() }
     }
 }
 

@@ -5,6 +5,7 @@ use onnx_protobuf::tensor_shape_proto::{Dimension, dimension};
 use onnx_protobuf::type_proto::Value as TypeValue;
 use onnx_protobuf::{Message, ModelProto};
 
+use crate::compute::Compute;
 use crate::error::{Error, Result};
 use crate::model::onnx_import::OnnxImport;
 
@@ -40,7 +41,8 @@ pub const MAX_FIXED_BATCH: usize = 64;
 /// ONNX Runtime is not available (the check cannot run). A file that fixes its batch at more than
 /// [`MAX_FIXED_BATCH`] images runs as a copy with an open batch (refused, with the reason, when
 /// that copy does not run).
-pub fn check_against_file(imported: &OnnxImport, bytes: &[u8], threads: usize) -> Result<Option<ImportCheck>> {
+pub fn check_against_file(imported: &OnnxImport, bytes: &[u8], compute: &Compute) -> Result<Option<ImportCheck>> {
+    let threads = compute.threads();
     use crate::engine::Engine;
     use crate::engine::PreparedModel;
     use crate::engine::burn::BurnEngine;
@@ -72,7 +74,7 @@ pub fn check_against_file(imported: &OnnxImport, bytes: &[u8], threads: usize) -
         )),
         None => e,
     })?;
-    let got = BurnEngine::default().prepare(&imported.model)?.logits(&images, n, batch)?;
+    let got = BurnEngine::new(compute).prepare(&imported.model)?.logits(&images, n, batch)?;
     Ok(Some(compare(&got, &want, n, replaced)))
 }
 

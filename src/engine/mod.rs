@@ -8,6 +8,7 @@ pub mod import_check;
 pub mod ort;
 pub mod phases;
 
+use crate::compute::Compute;
 use crate::error::Result;
 use crate::model::Model;
 use phases::{Phase, PhaseClock};
@@ -33,6 +34,13 @@ pub trait Engine: Send + Sync {
     /// The same engine set up for `jobs` models running at once on different threads, each with
     /// its share of the compute threads (at least one). Outputs are the same as this engine's.
     fn concurrent(&self, jobs: usize) -> Box<dyn Engine>;
+
+    /// Whether many small models run fastest one per thread, each over small batches, rather
+    /// than one at a time on all threads (measured for ONNX Runtime; see
+    /// `ModuleRuns::for_model`).
+    fn small_models_per_thread(&self) -> bool {
+        false
+    }
 
     /// Builds one runnable form of several models that take the same input: its logits are
     /// `[n, Σ classes]`, model k's in its own block of columns. By default each model is prepared
@@ -97,15 +105,17 @@ pub struct Selected {
     pub note: Option<String>,
 }
 
-/// Picks the engine for `choice` with `threads` compute threads.
-pub fn select(choice: EngineChoice, threads: usize) -> Result<Selected> {
+/// Picks the engine for `choice` on `compute` (its device for burn, its threads for ONNX
+/// Runtime).
+pub fn select(choice: EngineChoice, compute: &Compute) -> Result<Selected> {
+    let threads = compute.threads();
     match choice {
-        EngineChoice::Burn => Ok(Selected { engine: Box::new(burn::BurnEngine::default()), note: None }),
+        EngineChoice::Burn => Ok(Selected { engine: Box::new(burn::BurnEngine::new(compute)), note: None }),
         EngineChoice::Ort => Ok(Selected { engine: Box::new(ort::OrtEngine::new(threads)?), note: None }),
         EngineChoice::Auto => match ort::OrtEngine::new(threads) {
             Ok(e) => Ok(Selected { engine: Box::new(e), note: None }),
             Err(e) => Ok(Selected {
-                engine: Box::new(burn::BurnEngine::default()),
+                engine: Box::new(burn::BurnEngine::new(compute)),
                 note: Some(format!(
                     "note: using the pure-Rust engine ({e}); for 3-6x faster inference run \
                      `pip install onnxruntime` for the python3 on PATH, or set {} to libonnxruntime",

@@ -25,6 +25,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::compute::Compute;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::files::read_json;
@@ -116,17 +117,19 @@ pub fn prepare(
 /// one by one, and returns the reports (written to `dir/reports` by the plan's last task). With
 /// `stop_after = Some(n)` the session stops after starting `n` tasks and returns `None` (for
 /// checks of resuming).
+#[allow(clippy::too_many_arguments)] // each is a separate choice of the caller
 pub fn run(
     rq: Rq,
     config: &ExperimentConfig,
     dir: &Path,
+    compute: &Compute,
     engine: &dyn Engine,
     launch: &Launch,
     stop_after: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Option<Reports>> {
     let plan = prepare(rq, config, dir, launch, progress)?;
-    let mut runner = StageRunner::new(config, &plan, engine, launch.threads, progress);
+    let mut runner = StageRunner::new(config, &plan, compute, engine, launch.threads, progress);
     for (started, task) in plan.pending().into_iter().enumerate() {
         if stop_after.is_some_and(|s| started >= s) {
             return Ok(None);
@@ -145,16 +148,17 @@ pub enum TaskOutcome {
     AlreadyDone,
 }
 
-/// Runs the task `id` of the experiment planned in `dir` (one stage, in this process, with
-/// `threads` compute threads): returns at once when it is done, refuses to start when one of
-/// its dependencies is not done.
+/// Runs the task `id` of the experiment planned in `dir` (one stage, in this process, on
+/// `compute`): returns at once when it is done, refuses to start when one of its dependencies is
+/// not done.
 pub fn run_task(
     dir: &Path,
     id: &str,
+    compute: &Compute,
     engine: &dyn Engine,
-    threads: usize,
     progress: &dyn Progress,
 ) -> Result<TaskOutcome> {
+    let threads = compute.threads();
     let plan = Plan::load(dir)?;
     plan.check_config()?;
     let config = ExperimentConfig::load(&ExperimentDir::new(dir).config())?;
@@ -182,7 +186,7 @@ pub fn run_task(
             task.resources.cores
         ));
     }
-    let mut runner = StageRunner::new(&config, &plan, engine, threads, progress);
+    let mut runner = StageRunner::new(&config, &plan, compute, engine, threads, progress);
     run_timed(&mut runner, task)?;
     Ok(TaskOutcome::Ran)
 }

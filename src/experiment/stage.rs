@@ -1,6 +1,7 @@
 //! Runs one planned task: the one place that knows what each [`Stage`] does, used alike by the
 //! in-process runner and by `cnnsplitter experiment task` (one task per process on a cluster).
 
+use crate::compute::Compute;
 use crate::data::mix::DataSplits;
 use crate::data::presets::DataSelection;
 use crate::engine::Engine;
@@ -26,6 +27,8 @@ pub struct StageRunner<'a> {
     pub dir: ExperimentDir,
     /// The research question planned.
     pub rq: Rq,
+    /// Where training and importance compute.
+    pub compute: &'a Compute,
     /// The inference engine.
     pub engine: &'a dyn Engine,
     /// Compute threads of training runs (part of their configuration).
@@ -40,12 +43,13 @@ impl<'a> StageRunner<'a> {
     pub fn new(
         config: &'a ExperimentConfig,
         plan: &Plan,
+        compute: &'a Compute,
         engine: &'a dyn Engine,
         threads: usize,
         progress: &'a dyn Progress,
     ) -> Self {
         let dir = ExperimentDir::new(&plan.dir);
-        StageRunner { config, dir, rq: plan.rq, engine, threads, progress, loaded: None }
+        StageRunner { config, dir, rq: plan.rq, compute, engine, threads, progress, loaded: None }
     }
 
     /// Runs `task` (its dependencies must be done). A stage that was stopped part-way continues
@@ -153,9 +157,9 @@ impl<'a> StageRunner<'a> {
     /// Trains the run `run`, or resumes it when it has started.
     fn train(&self, run: &RunDir, make: impl FnOnce() -> Result<TrainConfig>) -> Result<()> {
         if run.config().exists() {
-            trainer::resume(&run.root, self.threads, None, self.engine, self.progress)?;
+            trainer::resume(&run.root, self.compute, None, self.engine, self.progress)?;
         } else {
-            trainer::start(make()?, &run.root, None, self.engine, self.progress)?;
+            trainer::start(make()?, &run.root, None, self.compute, self.engine, self.progress)?;
         }
         Ok(())
     }
@@ -170,7 +174,7 @@ impl<'a> StageRunner<'a> {
         // where it was then; it is where the plan's folder says now (its digest is checked).
         let options = modularize::RunOptions { model_at: Some(config.model.clone()), ..Default::default() };
         let config = if dir.config().exists() { None } else { Some(config) };
-        modularize::run_with(config, &dir.root, self.engine, options, self.progress)
+        modularize::run_with(config, &dir.root, self.compute, self.engine, options, self.progress)
     }
 
     fn patch(&mut self, model: &str, tc: usize, kind: WeakKind, rule: crate::patch::RuleKind) -> Result<()> {

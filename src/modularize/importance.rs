@@ -9,10 +9,11 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::tensor::Device;
+
 use burn::tensor::activation::softmax;
 use serde::{Deserialize, Serialize};
 
+use crate::compute::Compute;
 use crate::data::ImageSet;
 use crate::data::pipeline::Normalization;
 use crate::error::{Error, Result};
@@ -132,14 +133,15 @@ pub fn compute(
     train: &ImageSet,
     normalization: &Normalization,
     confidence: f64,
+    compute: &Compute,
     progress: &dyn Progress,
 ) -> Result<Importance> {
     let desc = &model.description;
     let classes = desc.classes;
     let groups = ChannelGroups::derive(desc)?;
     let measured = representative_layers(model, &groups);
-    let device = Device::flex();
-    let net = Net::new(model, &device)?.valid();
+    let device = compute.device();
+    let net = Net::new(model, device)?.valid();
     let [c, h, w] = desc.input;
     let per = c * h * w;
     // Sums over images that are confident, classified right, or any, per group, class, channel.
@@ -155,7 +157,7 @@ pub fn compute(
         for k in 0..m {
             normalization.apply(train.image(start + k), &mut images[k * per..(k + 1) * per]);
         }
-        let x = images_tensor(&images, [m, c, h, w], &device)?;
+        let x = images_tensor(&images, [m, c, h, w], device)?;
         let mut activations: Vec<Option<Vec<f32>>> = vec![None; groups.groups.len()];
         let logits = net.forward_observed(x, |layer, act| {
             for (g, &l) in measured.iter().enumerate() {

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::compute::Compute;
 use crate::data::mix::DataSplits;
 use crate::decode::KeepMasks;
 use crate::engine::Engine;
@@ -74,6 +75,8 @@ pub struct SearchInputs<'a> {
     pub data: &'a DataSplits,
     /// The model's channel groups: one keep-mask each.
     pub groups: &'a ChannelGroups,
+    /// Where importance (and a method's own burn work) computes.
+    pub compute: &'a Compute,
     /// Runs modules.
     pub engine: &'a dyn Engine,
     /// The session's options.
@@ -100,7 +103,14 @@ impl SearchInputs<'_> {
             }
             return Ok(i);
         }
-        let i = importance::compute(model, &data.train, &data.normalization, config.confidence, self.progress)?;
+        let i = importance::compute(
+            model,
+            &data.train,
+            &data.normalization,
+            config.confidence,
+            self.compute,
+            self.progress,
+        )?;
         write_json(&out.importance(), &i)?;
         Ok(i)
     }
@@ -180,17 +190,19 @@ pub struct RunOptions {
 pub fn run(
     config: Option<ModularizeConfig>,
     dir: &Path,
+    compute: &Compute,
     engine: &dyn Engine,
     stop_after: Option<usize>,
     progress: &dyn Progress,
 ) -> Result<Option<Summary>> {
-    run_with(config, dir, engine, RunOptions { stop_after, ..RunOptions::default() }, progress)
+    run_with(config, dir, compute, engine, RunOptions { stop_after, ..RunOptions::default() }, progress)
 }
 
 /// [`run`] with every option of the session.
 pub fn run_with(
     config: Option<ModularizeConfig>,
     dir: &Path,
+    compute: &Compute,
     engine: &dyn Engine,
     options: RunOptions,
     progress: &dyn Progress,
@@ -222,6 +234,7 @@ pub fn run_with(
         model: &model,
         data: &data,
         groups: &groups,
+        compute,
         engine,
         options: &options,
         progress,

@@ -18,6 +18,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::compute::Compute;
 use crate::data::mix::DataSplits;
 use crate::data::pipeline::{Augmentation, Batcher};
 use crate::engine::Engine;
@@ -98,6 +99,7 @@ pub fn start(
     config: TrainConfig,
     dir: &Path,
     stop_after: Option<usize>,
+    compute: &Compute,
     engine: &dyn Engine,
     progress: &dyn Progress,
 ) -> Result<Option<TrainReport>> {
@@ -117,14 +119,15 @@ pub fn start(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     write_json(&run.config(), &config)?;
     check_data_source(&run, &data)?;
-    let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
+    let session = Session { config: &config, run: &run, data: &data, stop_after, compute, engine };
     session.run_epochs(model, Sgd::new(settings(&config)), TrainState::default(), progress)
 }
 
-/// Continues the run in `dir` from its last checkpoint (see [`start`] for `stop_after`).
+/// Continues the run in `dir` from its last checkpoint on `compute` (see [`start`] for
+/// `stop_after`).
 pub fn resume(
     dir: &Path,
-    threads: usize,
+    compute: &Compute,
     stop_after: Option<usize>,
     engine: &dyn Engine,
     progress: &dyn Progress,
@@ -133,6 +136,7 @@ pub fn resume(
     let run = RunDir::new(dir);
     let config: TrainConfig = read_json(&run.config())?;
     config.validate().map_err(|e| Error::file(run.config(), e.to_string()))?;
+    let threads = compute.threads();
     if threads != config.threads {
         progress.note(&format!(
             "note: this run started with {} threads and continues with {threads}; the weights may differ \
@@ -169,7 +173,7 @@ pub fn resume(
                 ));
             }
         }
-        sgd.restore(&buffers.tensors, &Device::flex());
+        sgd.restore(&buffers.tensors, compute.device());
         (model, sgd, read_json::<TrainState>(&last.state())?)
     } else {
         (initial_model(&config, &data)?, Sgd::new(settings(&config)), TrainState::default())
@@ -177,7 +181,7 @@ pub fn resume(
     // The log may be a line short (a kill after the checkpoint, before the log): rewrite it from
     // the checkpoint.
     write_jsonl(&run.log(), &state.history)?;
-    let session = Session { config: &config, run: &run, data: &data, stop_after, engine };
+    let session = Session { config: &config, run: &run, data: &data, stop_after, compute, engine };
     session.run_epochs(model, sgd, state, progress)
 }
 
@@ -260,6 +264,7 @@ struct Session<'a> {
     run: &'a RunDir,
     data: &'a DataSplits,
     stop_after: Option<usize>,
+    compute: &'a Compute,
     engine: &'a dyn Engine,
 }
 
@@ -283,9 +288,9 @@ impl Session<'_> {
         mut state: TrainState,
         progress: &dyn Progress,
     ) -> Result<Option<TrainReport>> {
-        let Session { config, run, data, stop_after, engine } = *self;
+        let Session { config, run, data, stop_after, engine, .. } = *self;
         check_fit(&model, &data.train)?;
-        let device = Device::flex().autodiff();
+        let device = self.compute.device().clone().autodiff();
         let mut training = Training {
             net: Net::new(&model, &device)?,
             sgd,
@@ -366,7 +371,8 @@ impl Session<'_> {
             ));
         }
         let train_s = started.elapsed().as_secs_f64();
-        let val_predictions = predict(&net.valid(), val_images, data.val.len(), [c, h, w], classes, &Device::flex())?;
+        let val_predictions =
+            predict(&net.valid(), val_images, data.val.len(), [c, h, w], classes, self.compute.device())?;
         let val_metrics = Metrics::new(&data.val.labels, &val_predictions, &data.class_names);
         progress.finish();
         Ok(EpochRecord {

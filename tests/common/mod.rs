@@ -62,9 +62,25 @@ pub fn random_images(n: usize, input: [usize; 3], seed: u64) -> Vec<f32> {
     cnnsplitter::engine::random_images(n, input, seed)
 }
 
+/// The compute the tests run on: burn's flex CPU backend with rayon's threads (as the binary
+/// chooses it).
+pub fn compute() -> cnnsplitter::Compute {
+    compute_with(rayon::current_num_threads())
+}
+
+/// [`compute`] with `threads` compute threads.
+pub fn compute_with(threads: usize) -> cnnsplitter::Compute {
+    cnnsplitter::Compute::new(burn::tensor::Device::flex(), threads)
+}
+
+/// The burn engine on [`compute`].
+pub fn burn_engine() -> BurnEngine {
+    BurnEngine::new(&compute())
+}
+
 /// Logits of `model` on the burn engine.
 pub fn burn_logits(model: &Model, images: &[f32], n: usize) -> Vec<f32> {
-    BurnEngine::default().prepare(model).expect("prepares").logits(images, n, 256).expect("runs")
+    burn_engine().prepare(model).expect("prepares").logits(images, n, 256).expect("runs")
 }
 
 /// Largest `|a - b| / max(1e-3, max|b|)` over all entries: error relative to the output's scale.

@@ -43,7 +43,7 @@ impl ModuleRuns {
     /// measured): [`ModuleRuns::SERIAL`].
     pub fn for_model(model: &Model, engine: &dyn Engine, threads: usize) -> Result<Self> {
         let macs = crate::model::count::count(&model.description)?.macs;
-        let small = engine.name() == "ort" && macs <= Self::SMALL_MACS;
+        let small = engine.small_models_per_thread() && macs <= Self::SMALL_MACS;
         Ok(if small { ModuleRuns { jobs: threads.max(1), batch: 32 } } else { Self::SERIAL })
     }
 }

@@ -29,8 +29,8 @@ use search::{SearchContext, SearchState, initial_state};
 /// Runs (or continues) the genetic method on `inputs`: importance, sensitivity, then the search
 /// until it finishes (or stops early, then `None`); the modules of the best combination.
 pub fn search(inputs: &SearchInputs<'_>) -> Result<Option<SearchOutcome>> {
-    let SearchInputs { out, config, model, data, engine, options, progress, .. } = *inputs;
-    let mut runs = ModuleRuns::for_model(model, engine, rayon::current_num_threads())?;
+    let SearchInputs { out, config, model, data, compute, engine, options, progress, .. } = *inputs;
+    let mut runs = ModuleRuns::for_model(model, engine, compute.threads())?;
     runs.jobs = options.jobs.unwrap_or(runs.jobs);
     let importance = inputs.importance()?;
     let layout = Layout::new(&model.description, &importance, &config.grouping);
