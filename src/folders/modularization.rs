@@ -39,8 +39,8 @@ impl ModularizeDir {
     /// (`<modularization>/modules/class_NN`), if it is one.
     pub fn holding(module_dir: &Path) -> Option<ModularizeDir> {
         let modules = module_dir.parent()?;
-        let root = modules.parent()?;
-        (modules.file_name()? == "modules" && ModularizeDir::is_modularization(root)).then(|| ModularizeDir::new(root))
+        let d = ModularizeDir::new(modules.parent()?);
+        (d.modules() == modules && ModularizeDir::is_modularization(&d.root)).then_some(d)
     }
     /// `config.json`.
     pub fn config(&self) -> PathBuf {
